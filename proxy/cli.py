@@ -1,0 +1,139 @@
+"""The ``autellix`` command: ``serve`` (the proxy) and ``sim-engine`` (a simulated engine)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from proxy.config import ProxyConfig, load_config, parse_engine_flag
+from proxy.errors import ConfigError
+from proxy.serve import install_uvloop, start_app
+
+log = logging.getLogger("autellix")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", help="YAML, TOML or JSON config file (env: AUTELLIX_CONFIG)"
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autellix",
+        description="Program-aware scheduling proxy for OpenAI-compatible LLM engines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve", help="run the proxy (with no engine: an embedded simulated one)"
+    )
+    _common(serve)
+    serve.add_argument(
+        "--engine",
+        action="append",
+        metavar="SPEC",
+        help="an engine: NAME=URL[,kind=vllm|sglang|openai|sim][,models=a|b] or a JSON object; "
+        "repeat for several (replaces the config file's list)",
+    )
+    serve.add_argument(
+        "--forward-client-auth",
+        action="store_true",
+        default=None,
+        help="forward the client's Authorization header to engines",
+    )
+    sim = sub.add_parser("sim-engine", help="run a simulated OpenAI-compatible engine")
+    _common(sim)
+    sim.add_argument("--model", help="model name it serves")
+    sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
+    sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("host", "port", "log_level"):
+        if getattr(args, key, None) is not None:
+            out[key] = getattr(args, key)
+    if getattr(args, "engine", None):
+        out["engines"] = [parse_engine_flag(spec) for spec in args.engine]
+    if getattr(args, "forward_client_auth", None):
+        out["forward_client_auth"] = True
+    sim: dict[str, Any] = {}
+    for flag, field in (
+        ("model", "model"),
+        ("time_scale", "time_scale"),
+        ("preset", "cost_preset"),
+    ):
+        if getattr(args, flag, None) is not None:
+            sim[field] = getattr(args, flag)
+    if sim:
+        out["sim"] = sim
+    return out
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(config: ProxyConfig) -> None:
+    from proxy.server import start_proxy
+
+    proxy = await start_proxy(config)
+    engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
+    log.info("autellix proxy listening on %s; engines: %s", proxy.url, engines)
+    log.info("point an OpenAI client at %s/v1", proxy.url)
+    try:
+        await _wait_for_signal()
+    finally:
+        await proxy.stop()
+
+
+async def _sim_engine(config: ProxyConfig) -> None:
+    from proxy.sim.server import create_sim_app
+
+    runner, port = await start_app(create_sim_app(config.sim), config.host, config.port)
+    log.info(
+        "simulated engine (model %s) listening on http://%s:%d", config.sim.model, config.host, port
+    )
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"autellix: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_uvloop()
+    runner = _serve if args.command == "serve" else _sim_engine
+    try:
+        asyncio.run(runner(config))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"autellix: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

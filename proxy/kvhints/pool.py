@@ -1,0 +1,117 @@
+"""The engines behind the proxy: their health, models and load, and the choice among them.
+
+The pool's state is refreshed by one poller task that the app owns; choosing an engine is a
+pure function of that state, so it costs nothing on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from proxy.backends.base import Backend, EngineLoad
+from proxy.errors import NotFound, ServiceUnavailable
+
+log = logging.getLogger("autellix.pool")
+
+
+@dataclass(slots=True)
+class EngineState:
+    backend: Backend
+    healthy: bool = True  # optimistic until the first check says otherwise
+    models: frozenset[str] | None = None  # None: not yet known
+    inflight: int = 0
+    load: EngineLoad = field(default_factory=EngineLoad)
+    last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
+class EnginePool:
+    def __init__(self, backends: Iterable[Backend] = ()) -> None:
+        self.engines: dict[str, EngineState] = {}
+        for backend in backends:
+            self.add(backend)
+
+    def add(self, backend: Backend) -> EngineState:
+        state = EngineState(backend, models=frozenset(backend.config.models) or None)
+        self.engines[backend.name] = state
+        return state
+
+    def models(self) -> dict[str, list[str]]:
+        """Model id -> names of the healthy engines that serve it."""
+        out: dict[str, list[str]] = {}
+        for state in self.engines.values():
+            if state.healthy and state.models:
+                for model in sorted(state.models):
+                    out.setdefault(model, []).append(state.name)
+        return out
+
+    def any_healthy(self) -> bool:
+        return any(s.healthy for s in self.engines.values())
+
+    def choose(self, model: str | None) -> EngineState:
+        """The engine for a call to ``model`` (None: any engine): the least busy healthy one.
+
+        Unknown model -> NotFound, unless some engine's models are not known yet, in which
+        case the model may well exist and the answer is ServiceUnavailable.
+        """
+        if not self.engines:
+            raise ServiceUnavailable("no engines are configured")
+        if model is None:
+            candidates = list(self.engines.values())
+        else:
+            candidates = [s for s in self.engines.values() if s.models and model in s.models]
+            if not candidates:
+                unknown = [s.name for s in self.engines.values() if s.models is None]
+                if unknown:
+                    raise ServiceUnavailable(
+                        f"model {model!r} is not listed by any reachable engine; "
+                        f"engine(s) {', '.join(unknown)} could not be asked (unreachable)",
+                        code="engine_unavailable",
+                    )
+                raise NotFound(
+                    f"model {model!r} does not exist; available: {', '.join(sorted(self.models())) or 'none'}",
+                    param="model",
+                    code="model_not_found",
+                )
+        healthy = [s for s in candidates if s.healthy]
+        if not healthy:
+            details = "; ".join(f"{s.name} ({s.last_error or 'unhealthy'})" for s in candidates)
+            raise ServiceUnavailable(
+                f"no healthy engine serves {model or 'this request'}: {details}",
+                code="engine_unavailable",
+            )
+        return min(healthy, key=lambda s: (s.inflight, s.load.waiting or 0))
+
+    async def refresh_one(self, session: aiohttp.ClientSession, state: EngineState) -> None:
+        backend = state.backend
+        healthy = await backend.health(session)
+        if healthy and not backend.config.models:
+            try:
+                state.models = frozenset(await backend.list_models(session))
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                healthy = False
+                state.last_error = f"listing models failed: {exc}"
+        if healthy:
+            state.load = await backend.load(session)
+            state.last_error = None
+        elif state.last_error is None or state.healthy:
+            state.last_error = f"health check of {backend.base_url} failed"
+        if healthy != state.healthy:
+            log.warning("engine %s is now %s", state.name, "healthy" if healthy else "unhealthy")
+        state.healthy = healthy
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(self.refresh_one(session, s) for s in list(self.engines.values())))
+
+    def mark_failed(self, state: EngineState, reason: str) -> None:
+        """A call could not reach the engine: stop sending it calls until a check passes."""
+        state.healthy = False
+        state.last_error = reason

@@ -1,0 +1,172 @@
+"""Sending a call to an engine and relaying its answer to the client.
+
+Streams are relayed as they arrive (DESIGN.md rule 7): each chunk the engine sends is written
+to the client at once; a ``StreamWatcher`` reads usage on the side. If the client goes away,
+the engine connection is closed at once so the engine aborts the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxy.errors import BadGateway, GatewayTimeout, ProxyError
+from proxy.intercept.usage import Reply, StreamWatcher
+from proxy.kvhints.pool import EngineState
+from proxy.metrics import Metrics
+
+log = logging.getLogger("autellix.relay")
+
+# Hop-by-hop and framing headers are the proxy's own business on each leg.
+_DROP_RESPONSE_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Content-Encoding",
+        "Upgrade", "Proxy-Authenticate", "Trailer", "TE", "Server", "Date",
+    )
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an engine call ended, for the process table and metrics."""
+
+    reply: Reply = field(default_factory=Reply)
+    status: int = 0
+    first_byte_at: float | None = None  # perf_counter() of the engine's first byte
+    client_gone: bool = False
+    upstream_failed: bool = False
+
+
+def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> dict[str, str]:
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS}
+    headers.update(extra)
+    return headers
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    engine: EngineState,
+    method: str,
+    path: str,
+    *,
+    data: bytes | None,
+    headers: dict[str, str],
+    connect_timeout_s: float,
+    metrics: Metrics,
+) -> aiohttp.ClientResponse:
+    """Send the request and return the engine's response with its body not yet read.
+
+    A connection failure becomes 502 with code ``engine_unreachable`` (nothing reached the
+    engine, so the caller may try another); a timeout becomes 504.
+    """
+    backend = engine.backend
+    timeout = aiohttp.ClientTimeout(
+        total=backend.config.timeout_s, sock_connect=connect_timeout_s, connect=connect_timeout_s
+    )
+    try:
+        return await session.request(
+            method, backend.base_url + path, data=data, headers=headers, timeout=timeout
+        )
+    except TimeoutError as exc:
+        metrics.upstream_errors.labels(backend.name, "timeout").inc()
+        raise GatewayTimeout(
+            f"engine {backend.name!r} ({backend.base_url}) did not answer in time",
+            code="engine_timeout",
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        metrics.upstream_errors.labels(backend.name, "connect").inc()
+        raise BadGateway(
+            f"engine {backend.name!r} at {backend.base_url} is unreachable: {exc.os_error or exc}",
+            code="engine_unreachable",
+        ) from exc
+    except aiohttp.ClientError as exc:
+        metrics.upstream_errors.labels(backend.name, "protocol").inc()
+        raise BadGateway(
+            f"engine {backend.name!r} at {backend.base_url} failed: {exc}", code="engine_error"
+        ) from exc
+
+
+async def relay_whole(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    outcome: Outcome,
+) -> web.Response:
+    """A non-streamed answer (or any error answer): read it all, pass it on unchanged."""
+    try:
+        body = await upstream.read()
+    except TimeoutError as exc:
+        raise GatewayTimeout(
+            "engine did not finish its answer in time", code="engine_timeout"
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise BadGateway(f"engine broke off its answer: {exc}", code="engine_error") from exc
+    outcome.status = upstream.status
+    outcome.first_byte_at = outcome.first_byte_at or time.perf_counter()
+    if upstream.status == 200:
+        outcome.reply.absorb_body(body)
+    return web.Response(status=upstream.status, body=body, headers=_copy_headers(upstream, headers))
+
+
+def _sse_error(err: ProxyError) -> bytes:
+    return b"data: " + orjson.dumps(err.to_dict()) + b"\n\n"
+
+
+async def relay_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    outcome: Outcome,
+    *,
+    drop_usage_chunk: bool,
+    on_tokens: Callable[[int], None] | None = None,
+) -> web.StreamResponse:
+    """An SSE answer: forward each chunk as it arrives; watch it for tokens and usage."""
+    watcher = StreamWatcher(drop_usage_chunk=drop_usage_chunk)
+    outcome.reply = watcher.reply
+    outcome.status = upstream.status
+    response = web.StreamResponse(status=upstream.status, headers=_copy_headers(upstream, headers))
+    response.headers.setdefault("Cache-Control", "no-cache")
+    try:
+        await response.prepare(request)
+        async for data in upstream.content.iter_any():
+            if outcome.first_byte_at is None:
+                outcome.first_byte_at = time.perf_counter()
+            forward, tokens = watcher.feed(data)
+            if tokens and on_tokens is not None:
+                on_tokens(tokens)
+            if forward:
+                await response.write(forward)
+        rest = watcher.flush()
+        if rest:
+            await response.write(rest)
+    except (ConnectionResetError, asyncio.CancelledError):
+        outcome.client_gone = True
+        upstream.close()  # the engine sees its connection drop and aborts the request
+        raise
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # Headers are gone already: tell the client in the stream, as OpenAI servers do.
+        outcome.upstream_failed = True
+        log.warning("engine stream broke off: %r", exc)
+        err = BadGateway(
+            f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
+        )
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(_sse_error(err))
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def client_body(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)

@@ -1,0 +1,224 @@
+"""HTTP routes of the proxy: the OpenAI API, pass-through of other /v1 routes, and operations."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxy.app import STATE, ProxyState
+from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
+from proxy.ids import valid_request_id
+from proxy.intercept.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_json_object,
+    validate,
+)
+from proxy.kvhints.pool import EngineState
+from proxy.middleware import REQUEST_ID
+from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
+
+# Client headers worth passing on to an engine besides the ones the proxy sets itself.
+_FORWARD_HEADERS = ("Accept", "Accept-Language", "traceparent", "tracestate", "OpenAI-Organization")
+
+
+def request_id_of(request: web.Request, state: ProxyState) -> str:
+    given = request.headers.get("X-Request-Id")
+    if given is None:
+        rid = state.ids.next("req")
+    elif valid_request_id(given):
+        rid = given
+    else:
+        raise BadRequest(
+            "header X-Request-Id must be 1 to 128 visible ASCII characters without spaces",
+            param="X-Request-Id",
+        )
+    request[REQUEST_ID] = rid
+    return rid
+
+
+def upstream_headers(
+    request: web.Request, state: ProxyState, engine: EngineState, request_id: str, json_body: bool
+) -> dict[str, str]:
+    headers = {h: request.headers[h] for h in _FORWARD_HEADERS if h in request.headers}
+    client_auth = request.headers.get("Authorization") if state.config.forward_client_auth else None
+    headers.update(engine.backend.auth_headers(client_auth))
+    headers["X-Request-Id"] = request_id
+    if json_body:
+        headers["Content-Type"] = "application/json"
+    elif "Content-Type" in request.headers:
+        headers["Content-Type"] = request.headers["Content-Type"]
+    return headers
+
+
+async def send(
+    request: web.Request,
+    state: ProxyState,
+    model: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | bytes | None,
+    request_id: str,
+) -> tuple[EngineState, aiohttp.ClientResponse]:
+    """Send to the best engine for ``model``; if it cannot be reached (nothing was sent),
+    mark it unhealthy and try the next one."""
+    tried: list[str] = []
+    while True:
+        try:
+            engine = state.pool.choose(model)
+        except ServiceUnavailable:
+            if not tried:
+                raise
+            raise BadGateway(
+                f"no engine serving {model or 'this request'} could be reached (tried {', '.join(tried)})",
+                code="engine_unreachable",
+            ) from None
+        if isinstance(body, dict):
+            data: bytes | None = orjson.dumps(
+                engine.backend.prepare_body(body, request_id=request_id)
+            )
+        else:
+            data = body
+        headers = upstream_headers(request, state, engine, request_id, isinstance(body, dict))
+        try:
+            upstream = await open_upstream(
+                state.client(), engine, method, path, data=data, headers=headers,
+                connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+            )  # fmt: skip
+        except BadGateway as err:
+            if err.code != "engine_unreachable":
+                raise
+            state.pool.mark_failed(engine, err.message)
+            state.metrics.engine_healthy.labels(engine.name).set(0)
+            tried.append(engine.name)
+            if len(tried) >= len(state.pool.engines):
+                raise
+            continue
+        return engine, upstream
+
+
+async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
+    state = request.app[STATE]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    arrived = time.perf_counter()
+    request_id = request_id_of(request, state)
+    body = parse_json_object(await request.read())
+    wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
+    drop_usage = False
+    if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
+        # The proxy needs usage for every call; it asks for it and hides the extra chunk.
+        body = {
+            **body,
+            "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+        }
+        drop_usage = True
+    engine, upstream = await send(
+        request, state, wire.model, "POST", request.path, body, request_id
+    )
+    outcome = Outcome()
+    headers = {"X-Request-Id": request_id, "X-Autellix-Engine": engine.name}
+    engine.inflight += 1
+    state.metrics.inflight.labels(engine.name).inc()
+    try:
+        async with upstream:
+            if upstream.status == 200 and wire.stream:
+                response = await relay_stream(
+                    request, upstream, headers, outcome, drop_usage_chunk=drop_usage
+                )
+            else:
+                response = await relay_whole(request, upstream, headers, outcome)
+    except (asyncio.CancelledError, ConnectionResetError):
+        state.metrics.client_disconnects.labels(route).inc()
+        raise
+    finally:
+        engine.inflight -= 1
+        state.metrics.inflight.labels(engine.name).dec()
+    if outcome.first_byte_at is not None and outcome.status == 200:
+        state.metrics.ttft.labels(route).observe(outcome.first_byte_at - arrived)
+    usage = outcome.reply.usage
+    if usage is not None:
+        state.metrics.tokens.labels(engine.name, "prompt").inc(usage.prompt_tokens)
+        state.metrics.tokens.labels(engine.name, "completion").inc(usage.completion_tokens)
+    return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await generation(request, chat=True)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await generation(request, chat=False)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    data = [
+        {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+        for model, engines in sorted(state.pool.models().items())
+    ]
+    return web.json_response(
+        {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
+    )
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    """Any other /v1 route (embeddings, responses, tokenize, ...), forwarded unchanged to an
+    engine that serves the model the request names (or any engine if it names none)."""
+    state = request.app[STATE]
+    request_id = request_id_of(request, state)
+    raw = await request.read()
+    model = request.query.get("model")
+    if raw and request.content_type == "application/json":
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+        if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
+            model = parsed["model"]
+    path = request.path_qs
+    _, upstream = await send(request, state, model, request.method, path, raw or None, request_id)
+    async with upstream:
+        headers = {"X-Request-Id": request_id}
+        if upstream.content_type == "text/event-stream":
+            return await relay_stream(request, upstream, headers, Outcome(), drop_usage_chunk=False)
+        return await relay_whole(request, upstream, headers, Outcome())
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    engines = {
+        s.name: {"healthy": s.healthy, "models": sorted(s.models or ()), "error": s.last_error}
+        for s in state.pool.engines.values()
+    }
+    if not state.pool.any_healthy():
+        err = ServiceUnavailable("no engine is healthy", code="not_ready")
+        payload = err.to_dict()
+        payload["engines"] = engines
+        return web.json_response(payload, status=503)
+    return web.json_response({"status": "ready", "engines": engines})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/v1/{tail:.*}", passthrough)

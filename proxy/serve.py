@@ -1,0 +1,49 @@
+"""Running an aiohttp application on a TCP port: one helper used by the CLI, the embedded
+simulated engine and the end-to-end tests, so all of them serve with the same settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+
+def install_uvloop() -> None:
+    """Use uvloop where it is available (the proxy's one concurrency model, DESIGN.md rule 3)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def start_app(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on ``host:port`` (port 0 picks a free one); return the runner and the port.
+
+    ``handler_cancellation`` is on: when a client goes away, its handler is cancelled at once,
+    which closes the upstream connection, so an engine stops generating for nobody.
+    """
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return runner, sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve ``app`` for the body of an ``async with``; yields its base URL."""
+    runner, bound = await start_app(app, host, port)
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()

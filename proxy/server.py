@@ -1,0 +1,71 @@
+"""Starting a whole proxy: the embedded simulated engine when no engine is configured, then
+the proxy itself. Used by the CLI and by the end-to-end tests, so both start it the same way."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from proxy.app import create_app
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.serve import start_app
+
+log = logging.getLogger("autellix")
+
+
+@dataclass(slots=True)
+class RunningProxy:
+    url: str
+    config: ProxyConfig  # with the embedded engine filled in, if one was started
+    app: web.Application
+    sim_url: str | None = None
+    runners: list[web.AppRunner] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        self.runners.clear()
+
+
+async def start_proxy(config: ProxyConfig) -> RunningProxy:
+    runners: list[web.AppRunner] = []
+    sim_url = None
+    if not config.engines:
+        from proxy.sim.server import create_sim_app
+
+        sim_runner, sim_port = await start_app(create_sim_app(config.sim), "127.0.0.1", 0)
+        runners.append(sim_runner)
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        log.info(
+            "no engine configured: serving an embedded simulated engine (model %s, time scale %g) at %s",
+            config.sim.model,
+            config.sim.time_scale,
+            sim_url,
+        )
+        engine = EngineConfig(name="sim", url=sim_url, kind="sim", models=config.sim.served_names())
+        config = config.model_copy(update={"engines": [engine]})
+    app = create_app(config)
+    try:
+        runner, port = await start_app(app, config.host, config.port)
+    except BaseException:
+        for r in runners:
+            await r.cleanup()
+        raise
+    runners.append(runner)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return RunningProxy(
+        url=f"http://{host}:{port}", config=config, app=app, sim_url=sim_url, runners=runners
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(config: ProxyConfig) -> AsyncIterator[RunningProxy]:
+    proxy = await start_proxy(config)
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

@@ -1,0 +1,55 @@
+import pytest
+
+from proxy.errors import BadRequest
+from proxy.intercept.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_json_object,
+    validate,
+)
+
+
+@pytest.mark.parametrize("raw", [b"", b"   ", b"{not json", b"[1, 2]", b'"text"'])
+def test_body_must_be_a_json_object(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_json_object(raw)
+
+
+def test_valid_chat_keeps_vendor_fields() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": 3}
+    req = validate(ChatCompletionRequest, body)
+    assert req.model == "m"
+    assert req.model_extra == {"top_k": 3}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": 3, "messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "m", "messages": "hello"}, "messages"),
+        ({"model": "m", "messages": []}, "messages"),
+        ({"model": "m", "messages": [{"content": "x"}]}, "messages.0.role"),
+        ({"model": "m", "messages": [{"role": "user"}], "stream": "yes"}, "stream"),
+        ({"model": "m", "messages": [{"role": "user"}], "max_tokens": "10"}, "max_tokens"),
+        ({"model": "m", "messages": [{"role": "user"}], "max_tokens": -1}, "max_tokens"),
+        (
+            {"model": "m", "messages": [{"role": "user"}], "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
+    ],
+)
+def test_bad_chat_fields_are_named(body: dict[str, object], param: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        validate(ChatCompletionRequest, body)
+    assert info.value.param == param
+    assert param in info.value.message
+
+
+def test_completion_prompt_forms() -> None:
+    for prompt in ("text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]):
+        assert validate(CompletionRequest, {"model": "m", "prompt": prompt}).prompt == prompt
+    with pytest.raises(BadRequest) as info:
+        validate(CompletionRequest, {"model": "m", "prompt": {"x": 1}})
+    assert info.value.param is not None
+    assert info.value.param.startswith("prompt")
