@@ -1,0 +1,353 @@
+"""The engine model: vLLM V1's continuous-batching scheduler as a pure, synchronous state machine.
+
+No I/O and no clock: every call takes ``now`` from its caller, so the same object runs in the
+real-time simulated server, in the discrete-event simulator and in benchmarks.
+
+What one ``step(now)`` does, as vLLM V1's ``Scheduler.schedule`` does:
+
+1. Running requests first, in admission order. Each gets the tokens it still lacks (a decode
+   needs 1; a prefill chunk as many as the per-step token budget leaves), and the KV blocks
+   those tokens need. When blocks run out, the waiting queue names a victim among the running
+   requests (the latest arrival under fcfs, the worst (priority, arrival) under priority); it
+   is preempted by recompute: its blocks are freed, its generated tokens kept, and it goes back
+   to the waiting queue to re-prefill prompt + generated tokens when it resumes. If the victim
+   is the request being scheduled, no further running request is scheduled in this step.
+2. Then, only if nobody was preempted, waiting requests in queue order while there is token
+   budget, a free sequence slot and KV blocks for their first chunk. A new arrival never
+   displaces a running request: priority reorders the waiting queue only.
+3. Every scheduled request whose tokens now all have KV samples one new token; one that
+   reaches its stop point or ``max_tokens`` finishes and frees its blocks.
+
+Time convention: a step starts at ``now`` and lasts ``StepResult.duration`` (from the cost
+model). The model's state after ``step`` returns is the state at ``now + duration``: tokens
+emitted in the step become visible then, finished requests finish then, and the caller must
+not start the next step earlier. Requests added or aborted in between take effect at the next
+step (an abort frees its KV at once; a token it produced in the current step is dropped by the
+caller).
+
+Cost per step is a few attribute operations per running request, never per token: decodes are
+counted, not materialised.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+from proxy.sim.cost import CostModel
+from proxy.sim.queues import FCFSQueue, WaitingQueue
+
+BLOCK_SIZE = 16
+# What an A100-80GB leaves for KV under vLLM's default gpu_memory_utilization=0.9: 80 GiB x 0.9
+# minus 16.06 GB of bf16 weights, at 128 KiB per token, rounded down to whole 16-token blocks.
+# (Activations and CUDA graphs, which vLLM also subtracts, are ignored: a real server reports
+# a few percent less.)
+DEFAULT_KV_CAPACITY_TOKENS = (int(80 * 2**30 * 0.9 - 16.06e9) // (128 * 2**10)) // 16 * 16
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"  # queued, never run or preempted
+    RUNNING = "running"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+
+
+@dataclass(slots=True, eq=False)
+class EngineRequest:
+    """One generation request inside the engine model.
+
+    The first six fields are the caller's; the rest are the model's bookkeeping, readable by
+    the caller between steps. Requests compare by identity.
+    """
+
+    id: str
+    prompt_tokens: int
+    target_tokens: int | None
+    """Tokens it generates before stopping on its own (EOS); None: never (``ignore_eos``)."""
+    max_tokens: int
+    priority: int = 0
+    """Lower is served sooner (vLLM's convention); only the priority policy reads it."""
+    arrival: float = 0.0
+
+    status: RequestStatus = RequestStatus.WAITING
+    num_output: int = 0
+    """Tokens generated so far (kept across preemptions)."""
+    num_computed: int = 0
+    """Tokens whose KV is in the cache (reset to 0 by a preemption)."""
+    num_blocks: int = 0
+    num_preemptions: int = 0
+    finish_reason: str | None = None
+    """"stop" or "length" once finished; "abort" once aborted."""
+    first_token_time: float | None = None
+    finish_time: float | None = None
+    seq: int = 0
+    """Order of ``add`` calls, the final tie-break of queue order."""
+    limit: int = field(default=0, repr=False)
+    limit_reason: str = field(default="length", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one step did. Every request in ``emitted`` got exactly one new token (no
+    speculative decoding), visible at ``end``."""
+
+    start: float
+    duration: float
+    emitted: tuple[EngineRequest, ...] = ()
+    finished: tuple[EngineRequest, ...] = ()
+    """Those of ``emitted`` that finished with this token (``finish_reason`` set)."""
+    preempted: tuple[EngineRequest, ...] = ()
+    num_prefill_tokens: int = 0
+    num_decodes: int = 0
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def idle(self) -> bool:
+        """Nothing was scheduled or preempted: the engine has no work (a step that only
+        preempted takes no time, and the next step makes progress)."""
+        return self.num_prefill_tokens == 0 and self.num_decodes == 0 and not self.preempted
+
+
+class EngineModel:
+    """vLLM V1-style scheduler and KV block manager over one simulated GPU (no prefix cache)."""
+
+    def __init__(
+        self,
+        *,
+        cost: CostModel | None = None,
+        max_num_seqs: int = 256,
+        kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS,
+        max_num_batched_tokens: int = 8192,
+        block_size: int = BLOCK_SIZE,
+        queue: WaitingQueue | None = None,
+    ) -> None:
+        if max_num_seqs < 1 or block_size < 1:
+            raise ValueError("max_num_seqs and block_size must be at least 1")
+        if max_num_batched_tokens < max_num_seqs:
+            # As vLLM: with fewer, a full batch of decodes could not all run in one step.
+            raise ValueError("max_num_batched_tokens must be at least max_num_seqs")
+        if kv_capacity_tokens < block_size:
+            raise ValueError("kv_capacity_tokens must hold at least one block")
+        self.cost = cost if cost is not None else CostModel.llama31_8b_a100()
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.block_size = block_size
+        self.num_blocks = kv_capacity_tokens // block_size
+        # vLLM's default policy is fcfs; a program-aware queue plugs in here.
+        self.queue: WaitingQueue = queue if queue is not None else FCFSQueue()
+        self._free_blocks = self.num_blocks
+        self._running: list[EngineRequest] = []
+        self._requests: dict[str, EngineRequest] = {}
+        self._seq = itertools.count()
+        self.num_preemptions = 0
+
+    # -- the caller's view ---------------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._running) or len(self.queue) > 0
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.queue)
+
+    @property
+    def kv_usage(self) -> float:
+        """Fraction of KV blocks in use, 0..1 (vLLM's ``kv_cache_usage_perc``)."""
+        return 1.0 - self._free_blocks / self.num_blocks
+
+    @property
+    def running(self) -> tuple[EngineRequest, ...]:
+        """Running requests in admission order."""
+        return tuple(self._running)
+
+    @property
+    def waiting(self) -> tuple[EngineRequest, ...]:
+        """Waiting requests in the order they will be admitted."""
+        return tuple(self.queue)
+
+    def get(self, request_id: str) -> EngineRequest | None:
+        """The waiting or running request with this id."""
+        return self._requests.get(request_id)
+
+    # -- changes -------------------------------------------------------------------------
+
+    def add(self, request: EngineRequest, now: float) -> None:
+        """Queue a new request. ``now`` is unused by the vLLM policies (they order by
+        ``request.arrival``) and kept so callers need not know that.
+
+        Raises ``ValueError`` for a duplicate id, empty prompt, ``max_tokens`` < 1, or a request
+        that could never fit in the KV cache even alone (it would be preempted forever).
+        """
+        if request.id in self._requests:
+            raise ValueError(f"request id {request.id!r} is already in the engine")
+        if request.prompt_tokens < 1 or request.max_tokens < 1:
+            raise ValueError("a request needs at least one prompt token and max_tokens >= 1")
+        if request.target_tokens is not None and request.target_tokens < 1:
+            raise ValueError("target_tokens must be at least 1 (or None)")
+        limit = request.max_tokens
+        if request.target_tokens is not None and request.target_tokens < limit:
+            limit, request.limit_reason = request.target_tokens, "stop"
+        else:
+            request.limit_reason = "length"
+        # The last token is sampled, never computed, so the peak KV is prompt + limit - 1.
+        if self._blocks_for(request.prompt_tokens + limit - 1) > self.num_blocks:
+            raise ValueError(
+                f"request {request.id!r} needs more KV than the engine has "
+                f"({self.num_blocks * self.block_size} tokens)"
+            )
+        request.limit = limit
+        request.seq = next(self._seq)
+        request.status = RequestStatus.WAITING
+        self._requests[request.id] = request
+        self.queue.push(request)
+
+    def abort(self, request_id: str, now: float) -> bool:
+        """Drop a waiting or running request and free its KV; False if there is none."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return False
+        if request.status is RequestStatus.RUNNING:
+            self._running.remove(request)
+            self._free_blocks += request.num_blocks
+            request.num_blocks = 0
+        else:
+            self.queue.remove(request)
+        request.status = RequestStatus.ABORTED
+        request.finish_reason = "abort"
+        request.finish_time = now
+        return True
+
+    def step(self, now: float) -> StepResult:
+        """Schedule and run one step starting at ``now`` (see the module docstring)."""
+        budget = self.max_num_batched_tokens
+        running = self._running
+        scheduled: list[EngineRequest] = []
+        counts: list[int] = []
+        preempted: list[EngineRequest] = []
+
+        i = 0
+        while i < len(running) and budget > 0:
+            request = running[i]
+            n = min(request.prompt_tokens + request.num_output - request.num_computed, budget)
+            need = self._blocks_for(request.num_computed + n) - request.num_blocks
+            stopped = False
+            while need > self._free_blocks:
+                victim = self.queue.victim(running)
+                at = running.index(victim)
+                self._preempt(at)
+                preempted.append(victim)
+                if victim is request:
+                    stopped = True
+                    break
+                if at < i:
+                    i -= 1
+                    k = scheduled.index(victim)
+                    scheduled.pop(k)
+                    budget += counts.pop(k)
+            if stopped:
+                break  # as vLLM: a request that had to preempt itself ends the running pass
+            self._free_blocks -= need
+            request.num_blocks += need
+            scheduled.append(request)
+            counts.append(n)
+            budget -= n
+            i += 1
+
+        if not preempted:
+            queue = self.queue
+            while budget > 0 and len(queue) and len(running) < self.max_num_seqs:
+                request = queue.peek()
+                n = min(request.prompt_tokens + request.num_output - request.num_computed, budget)
+                need = self._blocks_for(request.num_computed + n) - request.num_blocks
+                if need > self._free_blocks:
+                    break  # vLLM does not skip ahead of a head that does not fit
+                queue.pop()
+                request.status = RequestStatus.RUNNING
+                self._free_blocks -= need
+                request.num_blocks += need
+                running.append(request)
+                scheduled.append(request)
+                counts.append(n)
+                budget -= n
+
+        return self._run(now, scheduled, counts, preempted)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def _preempt(self, at: int) -> None:
+        victim = self._running.pop(at)
+        self._free_blocks += victim.num_blocks
+        victim.num_blocks = 0
+        victim.num_computed = 0
+        victim.num_preemptions += 1
+        victim.status = RequestStatus.WAITING
+        self.num_preemptions += 1
+        self.queue.prepend(victim)
+
+    def _run(
+        self,
+        now: float,
+        scheduled: list[EngineRequest],
+        counts: list[int],
+        preempted: list[EngineRequest],
+    ) -> StepResult:
+        num_decodes = decode_context = prefill_tokens = attn_pairs = 0
+        emitted: list[EngineRequest] = []
+        finished: list[EngineRequest] = []
+        first: list[EngineRequest] = []
+        for request, n in zip(scheduled, counts, strict=True):
+            before = request.num_computed
+            computed = before + n
+            request.num_computed = computed
+            if n == 1 and request.num_output:
+                num_decodes += 1
+                decode_context += computed
+            else:
+                prefill_tokens += n
+                attn_pairs += n * before + n * (n + 1) // 2
+            if computed == request.prompt_tokens + request.num_output:
+                request.num_output += 1
+                emitted.append(request)
+                if request.num_output == 1:
+                    first.append(request)
+                if request.num_output >= request.limit:
+                    finished.append(request)
+        duration = self.cost.step_time(
+            num_decodes=num_decodes,
+            decode_context_tokens=decode_context,
+            num_prefill_tokens=prefill_tokens,
+            prefill_attn_pairs=attn_pairs,
+        )
+        end = now + duration
+        for request in first:
+            request.first_token_time = end
+        if finished:
+            for request in finished:
+                request.status = RequestStatus.FINISHED
+                request.finish_reason = request.limit_reason
+                request.finish_time = end
+                self._free_blocks += request.num_blocks
+                request.num_blocks = 0
+                del self._requests[request.id]
+            self._running = [r for r in self._running if r.status is RequestStatus.RUNNING]
+        return StepResult(
+            start=now,
+            duration=duration,
+            emitted=tuple(emitted),
+            finished=tuple(finished),
+            preempted=tuple(preempted),
+            num_prefill_tokens=prefill_tokens,
+            num_decodes=num_decodes,
+        )
