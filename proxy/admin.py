@@ -1,0 +1,137 @@
+"""Admin routes over the process table: list, inspect and forget programs.
+
+``admin_routes`` takes the app key under which the table lives, so the routes work in any app
+that stores one there. Errors are raised as ``ProxyError``s for the app's error middleware.
+Times in the answers are on the clock the table was driven with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast, get_args
+
+import orjson
+from aiohttp import web
+
+from proxy.errors import BadRequest, NotFound
+from proxy.records import Call, Program
+from proxy.table import ProcessTable, SortKey
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+_SORTS: tuple[str, ...] = get_args(SortKey)
+
+
+def call_to_dict(call: Call) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "thread": call.thread,
+        "parents": list(call.parents),
+        "state": call.state.value,
+        "engine": call.engine,
+        "arrival": call.arrival,
+        "started_at": call.started_at,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "start_service": call.start_service,
+        "service": call.service,
+        "wait": call.wait,
+        "level": call.level,
+    }
+
+
+def program_to_dict(program: Program) -> dict[str, Any]:
+    return {
+        "id": program.id,
+        "object": "program",
+        "tenant": program.tenant,
+        "identified_by": program.identified_by,
+        "created": program.created,
+        "service": program.service,
+        "critical_path": program.critical_path,
+        "wait": program.wait,
+        "engine": program.engine,
+        "last_arrival": program.last_arrival,
+        "last_completion": program.last_completion,
+        "calls": program.calls,
+        "prompt_tokens": program.prompt_tokens,
+        "completion_tokens": program.completion_tokens,
+        "ending": program.ending,
+        "active": [call_to_dict(c) for c in program.active.values()],
+    }
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", param=name)
+    return value
+
+
+def _choice(request: web.Request, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = request.query.get(name, default)
+    if value not in choices:
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}", param=name)
+    return value
+
+
+def admin_routes(table_key: web.AppKey[ProcessTable]) -> list[web.RouteDef]:
+    """``GET /v1/programs``, ``GET /v1/programs/{id}``, ``DELETE /v1/programs/{id}``.
+
+    Register them before any catch-all ``/v1/{tail}`` route."""
+
+    async def list_programs(request: web.Request) -> web.Response:
+        table = request.app[table_key]
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = _int_param(request, "offset", 0, 0, 2**31)
+        sort = _choice(request, "sort", "last_arrival", _SORTS)
+        order = _choice(request, "order", "desc", ("asc", "desc"))
+        programs = table.page(
+            sort=cast(SortKey, sort),
+            descending=order == "desc",
+            offset=offset,
+            limit=limit,
+        )
+        total = len(table)
+        return _json(
+            {
+                "object": "list",
+                "data": [program_to_dict(p) for p in programs],
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "has_more": offset + len(programs) < total,
+            }
+        )
+
+    async def get_program(request: web.Request) -> web.Response:
+        program_id = request.match_info["program_id"]
+        program = request.app[table_key].get(program_id)
+        if program is None:
+            raise NotFound(f"no program {program_id!r}", param="id", code="program_not_found")
+        return _json(program_to_dict(program))
+
+    async def delete_program(request: web.Request) -> web.Response:
+        program_id = request.match_info["program_id"]
+        outcome = request.app[table_key].delete(program_id)
+        if outcome is None:
+            raise NotFound(f"no program {program_id!r}", param="id", code="program_not_found")
+        if outcome == "ending":
+            # Its calls are still running; it goes when they finish.
+            return _json({"id": program_id, "object": "program", "deleted": False}, status=202)
+        return _json({"id": program_id, "object": "program", "deleted": True})
+
+    return [
+        web.get("/v1/programs", list_programs),
+        web.get("/v1/programs/{program_id:.+}", get_program),
+        web.delete("/v1/programs/{program_id:.+}", delete_program),
+    ]

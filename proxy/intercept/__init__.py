@@ -1,0 +1,1 @@
+"""The wire: parsing and validating OpenAI bodies, identifying programs, reading usage."""

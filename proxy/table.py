@@ -1,0 +1,319 @@
+"""The process table: one ``Program`` per agent run, its active calls, what it has consumed.
+
+Pure and synchronous (DESIGN.md rules 1 and 2): every method takes ``now`` from its caller,
+and nothing here reads a clock or awaits. The request path drives a call through
+
+    begin -> start -> tokens* -> (preempt -> start -> tokens*)* -> finish
+
+and a background task calls ``collect`` now and then to forget idle programs.
+
+The program-level service (PLAS ``service``, ATLAS ``critical_path``) is the scheduling
+policy's to update: the table passes every finished call to the ``on_finish`` hook it was
+given (a policy's ``on_finish(call, program, now)``) before it can release the program.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.ids import IdGen
+from proxy.intercept.tenant import DEFAULT_TENANT
+from proxy.records import Call, CallState, Program
+
+ServiceUnit = Literal["tokens-cost", "wall"]
+SortKey = Literal["service", "last_arrival", "calls"]
+FinishHook = Callable[[Call, Program, float], None]
+
+_SORT_KEYS: dict[str, Callable[[Program], tuple[float, str]]] = {
+    "service": lambda p: (p.service, p.id),
+    "last_arrival": lambda p: (p.last_arrival, p.id),
+    "calls": lambda p: (p.calls, p.id),
+}
+_ENDED = (CallState.DONE, CallState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class TableConfig:
+    """Process-table settings.
+
+    ``service_unit``: what a call's service measures.
+      "tokens-cost" (default): estimated engine execution seconds,
+      ``prompt_tokens * prefill_token_s + completion_tokens * decode_token_s``; the same for
+      a call whatever the load of the engine it ran on.
+      "wall": seconds from the call's first streamed token to its last, excluding time it
+      spent preempted; includes the slowdown of a busy engine.
+    ``decode_token_s``: cost of one decode step (one generated token). Placeholder default
+    0.015 s; pass the cost model of the engines in use.
+    ``prefill_token_s``: cost of one prompt token. Placeholder default 1/40 of a decode step.
+    ``idle_ttl_s``: a program with no active call is forgotten this long after its last
+    call completed.
+    ``max_programs``: most programs kept; when full, the least recently active idle program
+    is evicted for a new one. If none is idle the new one is still accepted (see
+    ``overflows``): programs with active calls are bounded by the calls in flight.
+    """
+
+    service_unit: ServiceUnit = "tokens-cost"
+    decode_token_s: float = 0.015
+    prefill_token_s: float = 0.015 / 40
+    idle_ttl_s: float = 600.0
+    max_programs: int = 1_000_000
+
+
+class ProcessTable:
+    """Programs by id, their active calls, and the idle ones in order of last activity."""
+
+    __slots__ = (
+        "_idle",
+        "_ids",
+        "_last_token",
+        "_on_finish",
+        "_programs",
+        "collected",
+        "config",
+        "evicted",
+        "overflows",
+        "released",
+    )
+
+    def __init__(
+        self,
+        config: TableConfig | None = None,
+        *,
+        on_finish: FinishHook | None = None,
+        ids: IdGen | None = None,
+    ) -> None:
+        self.config = config or TableConfig()
+        if self.config.max_programs < 1 or self.config.idle_ttl_s < 0:
+            raise ValueError("max_programs must be >= 1 and idle_ttl_s >= 0")
+        self._on_finish = on_finish
+        self._ids = ids or IdGen()
+        self._programs: dict[str, Program] = {}
+        # Idle programs by the time their last call completed, oldest first: collecting and
+        # evicting pop from the front, so their cost is what they remove.
+        self._idle: OrderedDict[str, Program] = OrderedDict()
+        self._last_token: dict[str, float] = {}  # "wall" unit: call id -> last token time
+        self.collected = 0  # forgotten after idle_ttl_s
+        self.evicted = 0  # forgotten to make room
+        self.released = 0  # ended by the client or deleted
+        self.overflows = 0  # programs created while full with none idle
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def __contains__(self, program_id: object) -> bool:
+        return program_id in self._programs
+
+    def __iter__(self) -> Iterator[Program]:
+        return iter(self._programs.values())
+
+    def get(self, program_id: str) -> Program | None:
+        return self._programs.get(program_id)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    # -- the life of a call ----------------------------------------------------------------
+
+    def begin(
+        self,
+        program_id: str,
+        *,
+        now: float,
+        tenant: str = DEFAULT_TENANT,
+        source: str = "new",
+        thread: str = "",
+        parents: tuple[str, ...] = (),
+        prompt_tokens: int = 0,
+        end: bool = False,
+    ) -> tuple[Program, Call]:
+        """A call arrived: find or create its program and add the call, queued, to the
+        program's active calls. ``prompt_tokens`` is an estimate until ``finish``; ``end``
+        marks the program for release once its active calls have all finished.
+
+        The caller then asks its policy for the call's ``start_service`` and ``level``."""
+        program = self._programs.get(program_id)
+        if program is None:
+            program = self._create(program_id, now, tenant, source)
+        elif not program.active:
+            del self._idle[program_id]
+        call = Call(
+            id=self._ids.next("call"),
+            program_id=program_id,
+            arrival=now,
+            thread=thread,
+            parents=parents,
+            prompt_tokens=prompt_tokens,
+            queued_since=now,
+        )
+        program.active[call.id] = call
+        program.last_arrival = now
+        program.calls += 1
+        if end:
+            program.ending = True
+        return program, call
+
+    def start(self, call: Call, engine: str, now: float) -> None:
+        """The call was sent to ``engine``: its wait stops; the program's KV now lives there."""
+        if call.state in _ENDED:
+            return
+        self._stop_waiting(call, now)
+        call.state = CallState.RUNNING
+        call.engine = engine
+        if call.started_at is None:
+            call.started_at = now
+        program = self._programs.get(call.program_id)
+        if program is not None:
+            program.engine = engine
+
+    def tokens(self, call: Call, n: int, now: float) -> None:
+        """``n`` more completion tokens streamed: the call's service grows at once, so a
+        policy can demote a long call mid-stream."""
+        if call.state in _ENDED:
+            return
+        if call.queued_since is not None:  # tokens without start(): it is running after all
+            self._stop_waiting(call, now)
+            call.state = CallState.RUNNING
+        call.completion_tokens += n
+        if self.config.service_unit == "wall":
+            last = self._last_token.get(call.id)
+            if last is not None:
+                call.service += max(0.0, now - last)
+            self._last_token[call.id] = now
+        else:
+            call.service = self._cost(call, done=False)
+
+    def preempt(self, call: Call, now: float) -> None:
+        """The call was taken off its engine and waits again until the next ``start``. The
+        work redone on resumption (recompute) is the proxy's doing and is not charged."""
+        if call.state in _ENDED:
+            return
+        call.state = CallState.PREEMPTED
+        call.queued_since = now
+        self._last_token.pop(call.id, None)
+
+    def finish(
+        self,
+        call: Call,
+        now: float,
+        *,
+        ok: bool = True,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> bool:
+        """The call ended (``ok``: completed; else failed, cancelled or aborted), with the
+        engine's usage if known. Adds it to its program's totals, hands it to the
+        ``on_finish`` hook, and removes it from the active calls. Returns True if the
+        program was released (it was marked ending and has no active call left).
+
+        Calling it again for the same call does nothing and returns False."""
+        if call.state in _ENDED:
+            return False
+        self._stop_waiting(call, now)
+        self._last_token.pop(call.id, None)
+        call.state = CallState.DONE if ok else CallState.FAILED
+        call.finished_at = now
+        if prompt_tokens is not None:
+            call.prompt_tokens = prompt_tokens
+        if completion_tokens is not None:
+            call.completion_tokens = completion_tokens
+        if self.config.service_unit == "tokens-cost":
+            call.service = self._cost(call, done=ok)
+        program = self._programs.get(call.program_id)
+        if program is None or program.active.pop(call.id, None) is None:
+            return False
+        program.prompt_tokens += call.prompt_tokens
+        program.completion_tokens += call.completion_tokens
+        program.wait += call.wait
+        program.last_completion = now
+        if self._on_finish is not None:
+            self._on_finish(call, program, now)
+        if program.active:
+            return False
+        if program.ending:
+            del self._programs[program.id]
+            self.released += 1
+            return True
+        self._idle[program.id] = program
+        return False
+
+    # -- forgetting --------------------------------------------------------------------------
+
+    def collect(self, now: float) -> int:
+        """Forget programs idle for ``idle_ttl_s`` or more; return how many."""
+        horizon = now - self.config.idle_ttl_s
+        count = 0
+        while self._idle:
+            program_id, program = next(iter(self._idle.items()))
+            if program.last_completion is not None and program.last_completion > horizon:
+                break
+            del self._idle[program_id]
+            del self._programs[program_id]
+            count += 1
+        self.collected += count
+        return count
+
+    def delete(self, program_id: str) -> Literal["deleted", "ending"] | None:
+        """Forget a program now ("deleted"); one with active calls is marked ending instead
+        and released when they finish ("ending"). None if there is no such program."""
+        program = self._programs.get(program_id)
+        if program is None:
+            return None
+        if program.active:
+            program.ending = True
+            return "ending"
+        del self._programs[program_id]
+        self._idle.pop(program_id, None)
+        self.released += 1
+        return "deleted"
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def page(
+        self,
+        *,
+        sort: SortKey = "last_arrival",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Program]:
+        """Programs ordered by ``sort`` (ties by id), ``limit`` of them from ``offset``.
+        Costs O(n log(offset + limit)) for n programs."""
+        key = _SORT_KEYS[sort]
+        pick = heapq.nlargest if descending else heapq.nsmallest
+        top = pick(offset + limit, self._programs.values(), key=key)
+        return list(itertools.islice(top, offset, None))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _create(self, program_id: str, now: float, tenant: str, source: str) -> Program:
+        if len(self._programs) >= self.config.max_programs:
+            if self._idle:
+                old_id, _ = self._idle.popitem(last=False)
+                del self._programs[old_id]
+                self.evicted += 1
+            else:
+                self.overflows += 1
+        program = Program(id=program_id, created=now, tenant=tenant, identified_by=source)
+        self._programs[program_id] = program
+        return program
+
+    def _cost(self, call: Call, *, done: bool) -> float:
+        # Prefill is charged once the engine has done it: at the first token, or at a
+        # successful finish that produced none.
+        prefill = call.prompt_tokens if done or call.completion_tokens > 0 else 0
+        return (
+            prefill * self.config.prefill_token_s
+            + call.completion_tokens * self.config.decode_token_s
+        )
+
+    @staticmethod
+    def _stop_waiting(call: Call, now: float) -> None:
+        if call.queued_since is not None:
+            call.wait += max(0.0, now - call.queued_since)
+            call.queued_since = None

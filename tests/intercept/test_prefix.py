@@ -1,0 +1,225 @@
+"""Inferring programs from resent conversations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.intercept.identify import Identifier, Identity
+from proxy.intercept.prefix import PrefixIndex, Unhashable, canonical
+
+SYSTEM = {"role": "system", "content": "You are a careful agent."}
+
+
+def tool_reply(call_id: str, city: str) -> dict[str, Any]:
+    """What an engine produced: compact JSON arguments, no content."""
+    args = orjson.dumps({"city": city, "units": "C"}).decode()
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": args}}
+        ],
+    }
+
+
+def echoed(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply as a framework sends it back: arguments re-serialised with spaces, content
+    as an empty string, an extra field the engine never sent."""
+    out: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+    out["tool_calls"] = [
+        {
+            "id": c["id"],
+            "type": "function",
+            "function": {
+                "name": c["function"]["name"],
+                "arguments": orjson.dumps(
+                    orjson.loads(c["function"]["arguments"]), option=orjson.OPT_INDENT_2
+                ).decode(),
+            },
+        }
+        for c in reply["tool_calls"]
+    ]
+    return out
+
+
+class Agent:
+    """A ReAct-style agent that resends its whole conversation on every call."""
+
+    def __init__(self, ident: Identifier, task: str, name: str) -> None:
+        self.ident = ident
+        self.name = name
+        self.messages: list[dict[str, Any]] = [SYSTEM, {"role": "user", "content": task}]
+        self.seen: list[Identity] = []
+
+    def step(self, turn: int) -> Identity:
+        identity = self.ident.identify({}, {"model": "m", "messages": list(self.messages)})
+        self.seen.append(identity)
+        reply = tool_reply(f"call_{self.name}_{turn}", f"{self.name}-{turn}")
+        self.ident.record_reply(identity, reply)
+        self.messages.append(echoed(reply))
+        self.messages.append(
+            {"role": "tool", "tool_call_id": f"call_{self.name}_{turn}", "content": "21 C"}
+        )
+        return identity
+
+
+def test_multi_turn_with_tool_calls() -> None:
+    agent = Agent(Identifier(), "weather in three cities?", "a")
+    for turn in range(6):
+        agent.step(turn)
+    first, *rest = agent.seen
+    assert first.source == "new"
+    assert [i.source for i in rest] == ["inferred"] * 5
+    assert {i.program_id for i in agent.seen} == {first.program_id}
+
+
+def test_concurrent_conversations_stay_separate() -> None:
+    ident = Identifier()
+    agents = [Agent(ident, f"task {k}", f"a{k}") for k in range(4)]
+    for turn in range(5):
+        for agent in agents:  # interleaved, as concurrent agents are
+            agent.step(turn)
+    programs = [{i.program_id for i in agent.seen} for agent in agents]
+    assert all(len(p) == 1 for p in programs)
+    assert len(set.union(*programs)) == 4
+
+
+def test_identical_first_turns_diverge_by_reply() -> None:
+    ident = Identifier()
+    a, b = Agent(ident, "same task", "a"), Agent(ident, "same task", "b")
+    for turn in range(3):
+        a.step(turn)
+        b.step(turn)
+    assert [i.source for i in a.seen] == ["new", "inferred", "inferred"]
+    assert len({i.program_id for i in a.seen}) == 1
+    assert len({i.program_id for i in b.seen}) == 1
+    assert a.seen[0].program_id != b.seen[0].program_id
+
+
+def test_identical_conversations_go_to_the_latest() -> None:
+    # With no difference at all the proxy cannot tell them apart; the last served wins.
+    index = PrefixIndex()
+    messages = [SYSTEM, {"role": "user", "content": "q"}]
+    reply = {"role": "assistant", "content": "a"}
+    index.add_conversation("t", messages, reply, "p1")
+    index.add_conversation("t", messages, reply, "p2")
+    assert index.match("t", [*messages, reply])[0] == "p2"
+
+
+def test_longest_served_prefix_wins() -> None:
+    index = PrefixIndex()
+    m1 = [SYSTEM, {"role": "user", "content": "q"}]
+    r1 = {"role": "assistant", "content": "a1"}
+    m2 = [*m1, r1, {"role": "user", "content": "q2"}]
+    r2 = {"role": "assistant", "content": "a2"}
+    index.add_conversation("t", m1, r1, "parent")
+    index.add_conversation("t", m2, r2, "child")
+    assert index.match("t", [*m2, r2, {"role": "user", "content": "q3"}])[0] == "child"
+    assert index.match("t", [*m1, r1, {"role": "user", "content": "other"}])[0] == "parent"
+    # History edited before the last reply: only the unedited prefix still matches.
+    edited = [*m1, r1, {"role": "user", "content": "edited"}, r2]
+    assert index.match("t", edited)[0] == "parent"
+    assert index.match("t", [SYSTEM, {"role": "user", "content": "new"}])[0] is None
+
+
+def test_match_returns_the_state_to_add_with() -> None:
+    index = PrefixIndex()
+    messages = [SYSTEM, {"role": "user", "content": "q"}]
+    reply = {"role": "assistant", "content": "a"}
+    found, state = index.match("t", messages)
+    assert found is None
+    index.add(state, reply, "p")
+    assert index.match("t", [*messages, reply, {"role": "user", "content": "more"}])[0] == "p"
+
+
+def test_tenants_do_not_share_conversations() -> None:
+    index = PrefixIndex()
+    messages = [{"role": "user", "content": "q"}]
+    reply = {"role": "assistant", "content": "a"}
+    index.add_conversation("alice", messages, reply, "p")
+    assert index.match("alice", [*messages, reply])[0] == "p"
+    assert index.match("bob", [*messages, reply])[0] is None
+
+
+def test_bounded_memory_evicts_least_recently_used() -> None:
+    index = PrefixIndex(capacity=3)
+    convs = [[{"role": "user", "content": f"q{k}"}] for k in range(5)]
+    reply = {"role": "assistant", "content": "a"}
+    for k in range(3):
+        index.add_conversation("t", convs[k], reply, f"p{k}")
+    assert index.match("t", [*convs[0], reply])[0] == "p0"  # now most recently used
+    index.add_conversation("t", convs[3], reply, "p3")
+    index.add_conversation("t", convs[4], reply, "p4")
+    assert len(index) == 3
+    assert index.evicted == 2
+    found = {k: index.match("t", [*convs[k], reply])[0] for k in range(5)}
+    assert found == {0: "p0", 1: None, 2: None, 3: "p3", 4: "p4"}
+    with pytest.raises(ValueError, match="capacity"):
+        PrefixIndex(capacity=0)
+
+
+def test_replies_are_matched_as_clients_send_them_back() -> None:
+    engine = {"role": "assistant", "content": "  The answer is 4.\n"}
+    as_parts = {"role": "assistant", "content": [{"type": "text", "text": "The answer is 4."}]}
+    assert canonical(engine) == canonical(as_parts)
+    reply = tool_reply("c1", "Paris")
+    assert canonical(reply) == canonical(echoed(reply))
+    assert canonical(reply) != canonical(tool_reply("c2", "Paris"))
+    assert canonical(reply) != canonical(tool_reply("c1", "Rome"))
+    legacy = {"role": "assistant", "function_call": {"name": "f", "arguments": '{"a":1}'}}
+    assert canonical(legacy)[4] == ((None, "f", '{"a":1}'),)
+
+
+def test_messages_differ_by_what_the_model_sees() -> None:
+    base = {"role": "tool", "tool_call_id": "c1", "content": "x"}
+    variants = [
+        {**base, "tool_call_id": "c2"},
+        {**base, "role": "user"},
+        {**base, "name": "n"},
+        {**base, "content": "y"},
+        {**base, "content": [{"type": "image_url", "image_url": {"url": "u"}}]},
+    ]
+    assert len({canonical(m) for m in [base, *variants]}) == len(variants) + 1
+    assert canonical({**base, "extra": 1}) == canonical(base)
+
+
+def test_odd_messages() -> None:
+    with pytest.raises(Unhashable):
+        canonical("text")
+    with pytest.raises(Unhashable):
+        canonical({"role": "assistant", "tool_calls": "x"})
+    with pytest.raises(Unhashable):
+        canonical({"role": "assistant", "tool_calls": ["x"]})
+    with pytest.raises(Unhashable):
+        canonical({"role": "user", "content": [{"type": "text", "text": 2**70}]})
+    # Strange but valid JSON still hashes.
+    odd = {"role": 1, "name": ["n"], "content": {"a": 1}, "tool_calls": [{"function": 3}]}
+    hash(canonical(odd))
+    raw = tool_reply("c", "x")
+    raw["tool_calls"][0]["function"]["arguments"] = "{not json"
+    assert canonical(raw)[4][0][2] == "{not json"
+
+
+json_text = st.text(max_size=30)
+messages_st = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system"]), "content": json_text}
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(messages_st, json_text, messages_st)
+def test_any_served_conversation_is_found_again(
+    messages: list[dict[str, Any]], answer: str, more: list[dict[str, Any]]
+) -> None:
+    index = PrefixIndex()
+    reply = {"role": "assistant", "content": answer}
+    index.add_conversation("t", messages, reply, "p")
+    assert index.match("t", [*messages, reply, *more])[0] == "p"
