@@ -33,7 +33,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         yield proc
     finally:
@@ -55,7 +57,9 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-async def one_call(session: aiohttp.ClientSession, base: str, stream: bool, max_tokens: int) -> tuple[float, float]:
+async def one_call(
+    session: aiohttp.ClientSession, base: str, stream: bool, max_tokens: int
+) -> tuple[float, float]:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "benchmark the proxy overhead please"}],
@@ -85,8 +89,24 @@ async def run(calls: int, max_tokens: int, time_scale: float) -> None:
     proxy = f"http://127.0.0.1:{proxy_port}"
     env_note = f"{calls} calls per path, {max_tokens} tokens each, sim time scale {time_scale}"
     with (
-        process("sim-engine", "--port", str(engine_port), "--time-scale", str(time_scale), "--log-level", "warning"),
-        process("serve", "--port", str(proxy_port), "--engine", f"sim={engine},kind=sim", "--log-level", "warning"),
+        process(
+            "sim-engine",
+            "--port",
+            str(engine_port),
+            "--time-scale",
+            str(time_scale),
+            "--log-level",
+            "warning",
+        ),
+        process(
+            "serve",
+            "--port",
+            str(proxy_port),
+            "--engine",
+            f"sim={engine},kind=sim",
+            "--log-level",
+            "warning",
+        ),
     ):
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, engine + "/health")
@@ -106,7 +126,11 @@ async def run(calls: int, max_tokens: int, time_scale: float) -> None:
                     d = [x[idx] * 1000 for x in direct]
                     p = [x[idx] * 1000 for x in through]
                     for name, q in (("median", 0.5), ("p99", 0.99)):
-                        dv, pv = (statistics.median(d), statistics.median(p)) if q == 0.5 else (pct(d, q), pct(p, q))
+                        dv, pv = (
+                            (statistics.median(d), statistics.median(p))
+                            if q == 0.5
+                            else (pct(d, q), pct(p, q))
+                        )
                         print(f"{label + ' ' + name:28} {dv:10.2f} {pv:10.2f} {pv - dv:10.2f}")
 
 

@@ -73,5 +73,25 @@ class Metrics:
             registry=r,
         )
 
+        self.calls = Counter(
+            "autellix_calls",
+            "Generation calls, by how their program was identified "
+            "(explicit, session, body, inferred, new).",
+            ["source"],
+            registry=r,
+        )
+        self.arrival_level = Histogram(
+            "autellix_call_arrival_level",
+            "The policy's queue level of calls as they arrive (0 is the top queue).",
+            buckets=(0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
+            registry=r,
+        )
+        self.demotions = Counter(
+            "autellix_call_demotions",
+            "Times a running call was demoted to a lower queue.",
+            registry=r,
+        )
+        self.programs = Gauge("autellix_programs", "Programs in the process table.", registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,7 +30,7 @@ log = logging.getLogger("autellix.relay")
 _DROP_RESPONSE_HEADERS = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Content-Encoding",
+        "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length",
         "Upgrade", "Proxy-Authenticate", "Trailer", "TE", "Server", "Date",
     )
 )  # fmt: skip

@@ -49,6 +49,8 @@ def upstream_headers(
     client_auth = request.headers.get("Authorization") if state.config.forward_client_auth else None
     headers.update(engine.backend.auth_headers(client_auth))
     headers["X-Request-Id"] = request_id
+    # The proxy reads usage from the answer on its way through, so it must not be compressed.
+    headers["Accept-Encoding"] = "identity"
     if json_body:
         headers["Content-Type"] = "application/json"
     elif "Content-Type" in request.headers:

@@ -23,7 +23,16 @@ def _free_port() -> int:
 
 def test_flags_become_overrides() -> None:
     args = build_parser().parse_args(
-        ["serve", "--port", "9", "--engine", "a=http://x:1,kind=vllm", "--forward-client-auth", "--log-level", "debug"]
+        [
+            "serve",
+            "--port",
+            "9",
+            "--engine",
+            "a=http://x:1,kind=vllm",
+            "--forward-client-auth",
+            "--log-level",
+            "debug",
+        ]
     )
     assert _overrides(args) == {
         "port": 9,
@@ -56,13 +65,19 @@ def test_serve_with_no_engine_starts_the_embedded_one() -> None:
         assert "no engine configured" in first
         assert "embedded simulated engine" in first
         body = json.dumps(
-            {"model": "sim-llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}
+            {
+                "model": "sim-llama-3.1-8b",
+                "messages": [{"role": "user", "content": "Hello"}],
+                "max_tokens": 5,
+            }
         ).encode()
         deadline = time.monotonic() + 20
         while True:
             try:
                 req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
                 )
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     answer = json.load(resp)

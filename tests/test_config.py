@@ -31,8 +31,15 @@ def test_toml_and_json_files(tmp_path: Path) -> None:
 
 
 def test_env_nesting_and_json_values() -> None:
-    env = {"AUTELLIX_SIM__TIME_SCALE": "0.5", "AUTELLIX_ENGINES": '[{"name":"x","url":"http://x"}]', "OTHER": "1"}
-    assert from_env(env) == {"sim": {"time_scale": 0.5}, "engines": [{"name": "x", "url": "http://x"}]}
+    env = {
+        "AUTELLIX_SIM__TIME_SCALE": "0.5",
+        "AUTELLIX_ENGINES": '[{"name":"x","url":"http://x"}]',
+        "OTHER": "1",
+    }
+    assert from_env(env) == {
+        "sim": {"time_scale": 0.5},
+        "engines": [{"name": "x", "url": "http://x"}],
+    }
 
 
 def test_config_file_named_by_environment(tmp_path: Path) -> None:
@@ -47,7 +54,10 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
         ({"port": "eighty"}, "port"),
         ({"engines": [{"name": "a", "url": "ftp://x"}]}, "engines.0.url"),
         ({"engines": [{"name": "a", "url": "http://x", "kind": "tgi"}]}, "engines.0.kind"),
-        ({"engines": [{"name": "a", "url": "http://x", "max_inflight": 0}]}, "engines.0.max_inflight"),
+        (
+            {"engines": [{"name": "a", "url": "http://x", "max_inflight": 0}]},
+            "engines.0.max_inflight",
+        ),
         ({"bogus": 1}, "bogus"),
     ],
 )

@@ -13,8 +13,14 @@ vllm:num_requests_waiting{model_name="b"} NaN
 
 
 def test_sums_over_label_sets_and_ignores_others() -> None:
-    found = sum_samples(TEXT, ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"])
-    assert found == {"vllm:num_requests_running": 5.0, "vllm:num_requests_waiting": 7.0, "vllm:kv_cache_usage_perc": 0.25}
+    found = sum_samples(
+        TEXT, ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"]
+    )
+    assert found == {
+        "vllm:num_requests_running": 5.0,
+        "vllm:num_requests_waiting": 7.0,
+        "vllm:kv_cache_usage_perc": 0.25,
+    }
 
 
 def test_missing_metric_is_absent() -> None:

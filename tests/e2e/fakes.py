@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
@@ -24,24 +25,28 @@ class Script:
 @dataclass
 class Seen:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: bytes
 
 
-def fake_engine(models: list[str], script: Script | None = None) -> tuple[web.Application, list[Seen]]:
+def fake_engine(
+    models: list[str], script: Script | None = None
+) -> tuple[web.Application, list[Seen]]:
     seen: list[Seen] = []
     script = script or Script()
     app = web.Application()
 
     async def record(request: web.Request) -> bytes:
         body = await request.read()
-        seen.append(Seen(request.path_qs, dict(request.headers), body))
+        seen.append(Seen(request.path_qs, CIMultiDict(request.headers), body))
         return body
 
     async def generate(request: web.Request) -> web.StreamResponse:
         await record(request)
         if script.body is not None or script.status != 200:
-            return web.Response(status=script.status, body=script.body or b"{}", content_type="application/json")
+            return web.Response(
+                status=script.status, body=script.body or b"{}", content_type="application/json"
+            )
         resp = web.StreamResponse(headers={"Content-Type": script.content_type})
         await resp.prepare(request)
         for chunk in script.chunks:
@@ -57,7 +62,9 @@ def fake_engine(models: list[str], script: Script | None = None) -> tuple[web.Ap
     async def other(request: web.Request) -> web.Response:
         body = await record(request)
         return web.Response(
-            body=orjson.dumps({"echo": request.path_qs, "method": request.method, "body": body.decode()}),
+            body=orjson.dumps(
+                {"echo": request.path_qs, "method": request.method, "body": body.decode()}
+            ),
             content_type="application/json",
             headers={"X-Fake": "1"},
         )

@@ -23,7 +23,9 @@ from proxy.server import RunningProxy, start_proxy
 class ServerThread:
     """Runs ``start()`` on a private loop until ``stop()``; exposes what it returned."""
 
-    def __init__(self, config: ProxyConfig | None = None, app: web.Application | None = None) -> None:
+    def __init__(
+        self, config: ProxyConfig | None = None, app: web.Application | None = None
+    ) -> None:
         self._config, self._app = config, app
         self._loop = asyncio.new_event_loop()
         self._ready: Future[str] = Future()
@@ -81,7 +83,9 @@ class ServerThread:
 
 
 @contextlib.contextmanager
-def serve_in_thread(config: ProxyConfig | None = None, app: web.Application | None = None) -> Iterator[str]:
+def serve_in_thread(
+    config: ProxyConfig | None = None, app: web.Application | None = None
+) -> Iterator[str]:
     server = ServerThread(config, app)
     url = server.start()
     try:

@@ -71,8 +71,12 @@ async def test_bad_input_is_400_naming_the_field(
         assert err["type"] == "invalid_request_error"
 
 
-async def test_unknown_model_404_and_unknown_route_404(proxy: RunningProxy, http: aiohttp.ClientSession) -> None:
-    async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "gpt-x"}) as resp:
+async def test_unknown_model_404_and_unknown_route_404(
+    proxy: RunningProxy, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(
+        proxy.url + "/v1/chat/completions", json={**CHAT, "model": "gpt-x"}
+    ) as resp:
         assert resp.status == 404
         err = _assert_openai_error(await resp.json(), "model")
         assert "gpt-x" in err["message"]
@@ -91,15 +95,24 @@ async def test_body_too_large_is_413() -> None:
             _assert_openai_error(await resp.json())
 
 
-async def test_engine_error_passes_through_with_status_and_body(http: aiohttp.ClientSession) -> None:
-    body = orjson.dumps({"error": {"message": "slow down", "type": "rate_limit", "param": None, "code": 429}})
+async def test_engine_error_passes_through_with_status_and_body(
+    http: aiohttp.ClientSession,
+) -> None:
+    body = orjson.dumps(
+        {"error": {"message": "slow down", "type": "rate_limit", "param": None, "code": 429}}
+    )
     app, seen = fake_engine(["m"], Script(status=429, body=body))
     async with serving(app) as engine_url:
-        config = ProxyConfig(port=0, engines=[EngineConfig(name="f", url=engine_url, kind="openai")])
-        async with running_proxy(config) as proxy:
-            async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}) as resp:
-                assert resp.status == 429
-                assert await resp.read() == body
+        config = ProxyConfig(
+            port=0, engines=[EngineConfig(name="f", url=engine_url, kind="openai")]
+        )
+        url = "/v1/chat/completions"
+        async with (
+            running_proxy(config) as proxy,
+            http.post(proxy.url + url, json={**CHAT, "model": "m"}) as resp,
+        ):
+            assert resp.status == 429
+            assert await resp.read() == body
     assert len(seen) == 1
 
 
@@ -108,14 +121,18 @@ async def test_unreachable_engine_is_502_naming_it_then_503(http: aiohttp.Client
     engine = EngineConfig(name="gone", url=f"http://127.0.0.1:{port}", kind="vllm", models=["m"])
     async with running_proxy(ProxyConfig(port=0, engines=[engine])) as proxy:
         # Start-up health check failed: the engine is known to be down.
-        async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}) as resp:
+        async with http.post(
+            proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}
+        ) as resp:
             assert resp.status == 503
             assert "gone" in _assert_openai_error(await resp.json())["message"]
         async with http.get(proxy.url + "/ready") as resp:
             assert resp.status == 503
         # Were it believed healthy, the failed connection itself names the engine (502).
         proxy.app[__import__("proxy.app").app.STATE].pool.engines["gone"].healthy = True
-        async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}) as resp:
+        async with http.post(
+            proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}
+        ) as resp:
             assert resp.status == 502
             err = _assert_openai_error(await resp.json())
             assert "gone" in err["message"]
@@ -134,7 +151,9 @@ async def test_failover_to_a_healthy_engine(http: aiohttp.ClientSession) -> None
 
             proxy.app[STATE].pool.engines["dead"].healthy = True  # as if it died a moment ago
             proxy.app[STATE].pool.engines["live"].inflight = 5  # so "dead" is chosen first
-            async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}) as resp:
+            async with http.post(
+                proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}
+            ) as resp:
                 assert resp.status == 200
                 assert resp.headers["X-Autellix-Engine"] == "live"
             assert not proxy.app[STATE].pool.engines["dead"].healthy
@@ -143,9 +162,18 @@ async def test_failover_to_a_healthy_engine(http: aiohttp.ClientSession) -> None
 
 async def test_stream_bytes_are_relayed_unchanged(http: aiohttp.ClientSession) -> None:
     chunks = sse(
-        {"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"}, "finish_reason": None}]},
+        {
+            "id": "x",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": "a"}, "finish_reason": None}
+            ],
+        },
         {"id": "x", "choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}]},
-        {"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+        {
+            "id": "x",
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        },
     )
     # Odd write boundaries, with a keep-alive comment: what the client reads must be identical.
     raw = b": ping\n\n" + b"".join(chunks)
@@ -173,11 +201,15 @@ async def test_request_id_honoured_generated_and_forwarded(http: aiohttp.ClientS
         config = ProxyConfig(port=0, engines=[EngineConfig(name="f", url=engine_url)])
         async with running_proxy(config) as proxy:
             url = proxy.url + "/v1/chat/completions"
-            async with http.post(url, json={**CHAT, "model": "m"}, headers={"X-Request-Id": "abc-123"}) as resp:
+            async with http.post(
+                url, json={**CHAT, "model": "m"}, headers={"X-Request-Id": "abc-123"}
+            ) as resp:
                 assert resp.headers["X-Request-Id"] == "abc-123"
             async with http.post(url, json={**CHAT, "model": "m"}) as resp:
                 generated = resp.headers["X-Request-Id"]
-            async with http.post(url, json={**CHAT, "model": "m"}, headers={"X-Request-Id": "has space"}) as resp:
+            async with http.post(
+                url, json={**CHAT, "model": "m"}, headers={"X-Request-Id": "has space"}
+            ) as resp:
                 assert resp.status == 400
                 _assert_openai_error(await resp.json(), "X-Request-Id")
     assert [s.headers["X-Request-Id"] for s in seen] == ["abc-123", generated]
@@ -192,10 +224,15 @@ async def test_engine_api_key_or_client_authorization(http: aiohttp.ClientSessio
             config = ProxyConfig(port=0, engines=[keyed], forward_client_auth=forward)
             async with running_proxy(config) as proxy:
                 headers = {"Authorization": "Bearer client-key"}
-                async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}, headers=headers):
+                async with http.post(
+                    proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}, headers=headers
+                ):
                     pass
     calls = [s for s in seen if s.path == "/v1/chat/completions"]
-    assert [c.headers.get("Authorization") for c in calls] == ["Bearer engine-secret", "Bearer client-key"]
+    assert [c.headers.get("Authorization") for c in calls] == [
+        "Bearer engine-secret",
+        "Bearer client-key",
+    ]
 
 
 async def test_other_v1_routes_pass_through(http: aiohttp.ClientSession) -> None:
@@ -204,7 +241,9 @@ async def test_other_v1_routes_pass_through(http: aiohttp.ClientSession) -> None
     async with serving(app_a) as url_a, serving(app_b) as url_b:
         engines = [EngineConfig(name="ea", url=url_a), EngineConfig(name="eb", url=url_b)]
         async with running_proxy(ProxyConfig(port=0, engines=engines)) as proxy:
-            async with http.post(proxy.url + "/v1/embeddings?x=1", json={"model": "b", "input": "hello"}) as resp:
+            async with http.post(
+                proxy.url + "/v1/embeddings?x=1", json={"model": "b", "input": "hello"}
+            ) as resp:
                 assert resp.status == 200
                 assert resp.headers["X-Fake"] == "1"
                 assert (await resp.json())["echo"] == "/v1/embeddings?x=1"
@@ -220,8 +259,8 @@ async def _sim_state(proxy: RunningProxy, http: aiohttp.ClientSession) -> dict[s
         return await resp.json()  # type: ignore[no-any-return]
 
 
-async def _wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_until(predicate: Any, within_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
@@ -262,7 +301,9 @@ async def test_health_ready_metrics(proxy: RunningProxy, http: aiohttp.ClientSes
         assert (await resp.json())["engines"]["sim"]["healthy"] is True
     async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
         await resp.read()
-    async with http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "model": "nope"}) as resp:
+    async with http.post(
+        proxy.url + "/v1/chat/completions", json={**CHAT, "model": "nope"}
+    ) as resp:
         await resp.read()
     async with http.get(proxy.url + "/metrics") as resp:
         text = await resp.text()

@@ -53,18 +53,26 @@ def test_sync_chat_streaming(proxy_url: str, include_usage: bool) -> None:
 
 def test_sync_completions(proxy_url: str) -> None:
     client = _client(proxy_url)
-    out = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5, extra_body={"ignore_eos": True})
+    out = client.completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=5, extra_body={"ignore_eos": True}
+    )
     assert len(out.choices[0].text.split()) == 5
     assert out.usage is not None
     assert out.usage.completion_tokens == 5
-    streamed = list(client.completions.create(model=MODEL, prompt="Once", max_tokens=4, stream=True, extra_body={"ignore_eos": True}))
+    streamed = list(
+        client.completions.create(
+            model=MODEL, prompt="Once", max_tokens=4, stream=True, extra_body={"ignore_eos": True}
+        )
+    )
     assert len("".join(c.choices[0].text for c in streamed if c.choices).split()) == 4
 
 
 async def test_async_chat_streaming_and_not(proxy_url: str) -> None:
     client = openai.AsyncOpenAI(base_url=proxy_url + "/v1", api_key="unused", max_retries=0)
     async with client:
-        whole = await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=6, extra_body={"ignore_eos": True})  # type: ignore[arg-type]
+        whole = await client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=6, extra_body={"ignore_eos": True}
+        )  # type: ignore[arg-type]
         assert whole.usage is not None
         assert whole.usage.completion_tokens == 6
         stream = await client.chat.completions.create(
@@ -90,7 +98,9 @@ def test_unknown_model_is_sdk_not_found(proxy_url: str) -> None:
 
 
 def test_langchain_invoke_and_stream(proxy_url: str) -> None:
-    llm = ChatOpenAI(base_url=proxy_url + "/v1", api_key="unused", model=MODEL, max_tokens=7, max_retries=0)  # type: ignore[arg-type]
+    llm = ChatOpenAI(
+        base_url=proxy_url + "/v1", api_key="unused", model=MODEL, max_tokens=7, max_retries=0
+    )  # type: ignore[arg-type]
     answer = llm.invoke("Hello there")
     assert isinstance(answer.content, str)
     assert answer.content
