@@ -4,99 +4,35 @@ One engine-loop task per app (owned by ``cleanup_ctx``) steps the model: it take
 the app's clock, calls ``step``, sleeps the step's duration times ``time_scale``, then hands
 each request's new token to its handler through an asyncio queue. With no work it waits on an
 event that a new request sets. A handler that is cancelled (its client went away) aborts its
-request in the model at once, freeing its KV.
+request in the model at once, freeing its KV. Request parsing and response shapes live in
+``wire``; this module only moves requests and tokens between the network and the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
-import secrets
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
+from proxy.sim.call import SimCall
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.engine import EngineModel, EngineRequest, RequestStatus
-from proxy.sim.text import SimCall, chat_call, completion_call
+from proxy.sim.engine import RequestStatus
+from proxy.sim.metrics import metrics_handler
+from proxy.sim.state import SIM, SimClock, SimState, Stream
+from proxy.sim.wire import chat_call, completion_call, stream_end, stream_event, whole_body
 
 log = logging.getLogger("autellix.sim")
 
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _ID_PREFIXES = ("chatcmpl-", "cmpl-")
-_DONE = b"data: [DONE]\n\n"
-
-Event = tuple[int, str | None]
-"""What a handler receives per step: (new tokens, finish reason or None)."""
-
-
-class SimClock:
-    """Simulated seconds since the engine started: real elapsed time / ``time_scale``."""
-
-    def __init__(self, time_scale: float, real: Callable[[], float] = time.perf_counter) -> None:
-        self.time_scale = time_scale
-        self._real = real
-        self._origin = real()
-
-    def start(self) -> None:
-        self._origin = self._real()
-
-    def now(self) -> float:
-        return (self._real() - self._origin) / self.time_scale
-
-    def real_delay(self, sim_time: float) -> float:
-        """Real seconds from now until the clock reads ``sim_time`` (0 if already past)."""
-        return max(0.0, self._origin + sim_time * self.time_scale - self._real())
-
-
-@dataclass(slots=True, eq=False)
-class Stream:
-    request: EngineRequest
-    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    ended: bool = False  # the final event was queued; the model no longer holds the request
-
-
-@dataclass(slots=True)
-class SimState:
-    """One simulated engine: its model, clock, open streams and counters."""
-
-    config: SimEngineConfig
-    model: EngineModel
-    clock: SimClock
-    streams: dict[str, Stream] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    id_prefix: str = field(default_factory=lambda: secrets.token_hex(3))
-    busy_until: float = 0.0
-    failed: BaseException | None = None
-    finished: Counter[str] = field(default_factory=Counter)
-    aborted: Counter[str] = field(default_factory=Counter)  # by cause
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-
-    @property
-    def label(self) -> str:
-        return self.config.served_names()[0]
-
-    def next_id(self) -> str:
-        return f"{self.id_prefix}{next(self.ids):x}"
-
-
-SIM = web.AppKey("sim_state", SimState)
-
 
 # -- the engine loop ---------------------------------------------------------------------
 
@@ -167,40 +103,6 @@ def _request_id(request: web.Request, state: SimState) -> str:
     return given
 
 
-def _usage(call: SimCall, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": call.prompt_tokens + completion,
-    }
-
-
-def _chunk(call: SimCall, created: int, choices: list[Any], usage: Any = None) -> bytes:
-    body: dict[str, Any] = {
-        "id": call.response_id,
-        "object": "chat.completion.chunk" if call.chat else "text_completion",
-        "created": created,
-        "model": call.model,
-        "choices": choices,
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-def _choice(call: SimCall, text: str, reason: str | None, *, role: bool = False) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0}
-    if call.chat:
-        choice["delta"] = {"role": "assistant", "content": text} if role else {"content": text}
-    else:
-        choice["text"] = text
-    choice["logprobs"] = None
-    choice["finish_reason"] = reason
-    if reason is not None:
-        choice["stop_reason"] = None
-    return choice
-
-
 async def _stream(request: web.Request, call: SimCall, stream: Stream) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -219,16 +121,10 @@ async def _stream(request: web.Request, call: SimCall, stream: Stream) -> web.St
             events.append(stream.events.get_nowait())
         out = bytearray()
         for tokens, reason in events:
-            if call.chat and sent == 0 and (tokens or reason):
-                out += _chunk(call, created, [_choice(call, "", None, role=True)])
-            text = call.token_text(sent) if tokens else ""
+            out += stream_event(call, created, sent, tokens, reason)
             sent += tokens
-            usage = _usage(call, sent) if call.continuous_usage else None
-            if tokens or reason:
-                out += _chunk(call, created, [_choice(call, text, reason)], usage)
         await response.write(bytes(out))
-    tail = _chunk(call, created, [], _usage(call, sent)) if call.include_usage else b""
-    await response.write(tail + _DONE)
+    await response.write(stream_end(call, created, sent))
     await response.write_eof()
     return response
 
@@ -239,23 +135,8 @@ async def _whole(call: SimCall, stream: Stream) -> web.Response:
     while reason is None:
         tokens, reason = await stream.events.get()
         sent += tokens
-    text = call.answer_text(sent)
-    choice: dict[str, Any] = {"index": 0}
-    if call.chat:
-        choice["message"] = {"role": "assistant", "content": text, "tool_calls": []}
-    else:
-        choice["text"] = text
-    choice.update(logprobs=None, finish_reason=reason, stop_reason=None)
-    body = {
-        "id": call.response_id,
-        "object": "chat.completion" if call.chat else "text_completion",
-        "created": int(time.time()),
-        "model": call.model,
-        "choices": [choice],
-        "usage": _usage(call, sent),
-    }
     return web.Response(
-        body=orjson.dumps(body),
+        body=orjson.dumps(whole_body(call, int(time.time()), sent, reason)),
         content_type="application/json",
         headers={"X-Request-Id": call.request_id},
     )
@@ -374,59 +255,6 @@ async def sim_state(request: web.Request) -> web.Response:
     )
 
 
-class _SimCollector(Collector):
-    """vLLM's metric names, read from the model at scrape time."""
-
-    def __init__(self, state: SimState) -> None:
-        self._state = state
-
-    def collect(self) -> Iterable[Metric]:
-        state, model, label = self._state, self._state.model, [self._state.label]
-        for name, doc, value in (
-            ("vllm:num_requests_running", "Requests in the running batch.", model.num_running),
-            ("vllm:num_requests_waiting", "Requests waiting to be scheduled.", model.num_waiting),
-            ("vllm:kv_cache_usage_perc", "Fraction of KV blocks in use (0..1).", model.kv_usage),
-        ):
-            gauge = GaugeMetricFamily(name, doc, labels=["model_name"])
-            gauge.add_metric(label, value)
-            yield gauge
-        for name, doc, total in (
-            ("vllm:num_preemptions", "Preemptions (by recompute).", model.num_preemptions),
-            ("vllm:prompt_tokens", "Prompt tokens of accepted requests.", state.prompt_tokens),
-            ("vllm:generation_tokens", "Tokens generated.", state.generation_tokens),
-        ):
-            counter = CounterMetricFamily(name, doc, labels=["model_name"])
-            counter.add_metric(label, total)
-            yield counter
-        yield _by_reason(
-            "vllm:request_success", "Requests that finished, by reason.", label[0],
-            "finished_reason", state.finished, ("stop", "length"),
-        )  # fmt: skip
-        yield _by_reason(
-            "sim:num_aborted_requests",
-            "Requests aborted before the end: client disconnect or POST /abort_requests.",
-            label[0], "cause", state.aborted, ("disconnect", "abort_request"),
-        )  # fmt: skip
-
-
-def _by_reason(
-    name: str, doc: str, model: str, key: str, counts: Counter[str], reasons: tuple[str, ...]
-) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=["model_name", key])
-    for reason in reasons:  # every reason listed, zeros included, so the series always exist
-        family.add_metric([model, reason], counts[reason])
-    return family
-
-
-def _metrics_handler(registry: CollectorRegistry) -> Handler:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"}
-        )
-
-    return metrics
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The sim engine's one error edge: OpenAI-shaped JSON, as vLLM answers.
@@ -457,8 +285,6 @@ def create_sim_app(config: SimEngineConfig) -> web.Application:
         model=config.engine_model(),
         clock=SimClock(config.time_scale),
     )
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(_SimCollector(state))
     app = web.Application(middlewares=[_errors])
     app[SIM] = state
     app.cleanup_ctx.append(_engine_ctx)
@@ -467,6 +293,6 @@ def create_sim_app(config: SimEngineConfig) -> web.Application:
     app.router.add_post("/abort_requests", abort_requests)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
-    app.router.add_get("/metrics", _metrics_handler(registry))
+    app.router.add_get("/metrics", metrics_handler(state))
     app.router.add_get("/sim/state", sim_state)
     return app

@@ -7,8 +7,8 @@ counts them exactly). Token ``i`` of an answer depends only on the answer's key 
 any suffix of an answer can be produced without the prefix; that is what makes an aborted call
 resumable exactly (``continue_final_message``).
 
-The second half turns an OpenAI request body into a ``SimCall``: the prompt's token count, the
-answer, the limits, and vLLM's validation errors.
+Turning a request body into a call is ``wire``'s business; what the model does with tools is
+``tools``'.
 """
 
 from __future__ import annotations
@@ -16,22 +16,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
-
-from proxy.errors import BadRequest, NotFound
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.engine import EngineRequest
 
 CHARS_PER_TOKEN = 4
 # Llama-3 chat template: <|begin_of_text|> once; per message <|start_header_id|>, the role,
@@ -133,6 +120,14 @@ class Answer:
         """Tokens ``start`` (inclusive) to ``stop`` (exclusive), joined."""
         return "".join(self.token(i) for i in range(start, stop))
 
+    def word(self, i: int) -> str:
+        """Token ``i`` without its leading space: a value the model can put in a tool call."""
+        return self.token(i).strip()
+
+    def draw(self, salt: int) -> int:
+        """A 64-bit number fixed by the answer and ``salt``, for choices other than words."""
+        return _mix(self.seed ^ (salt & _MASK))
+
 
 def answer_for(key: bytes, *, seed: int = 0, length_range: tuple[int, int] = (32, 512)) -> Answer:
     """The deterministic answer for ``key`` (canonical JSON of the chat messages, or of the
@@ -160,249 +155,3 @@ def chat_answer_key(
         done = count_words(content_text(messages[-1].get("content")))
         return canonical_json(list(messages[:-1])), done
     return canonical_json(list(messages)), 0
-
-
-# -- requests: what a call asks of the simulated model ------------------------------------
-
-
-class _Open(BaseModel):
-    # Clients send vendor fields (vLLM's, SGLang's, the proxy's own): accept and ignore them.
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-
-class _StreamOptions(_Open):
-    include_usage: StrictBool | None = None
-    continuous_usage_stats: StrictBool | None = None
-
-
-class _Message(_Open):
-    role: StrictStr
-    content: StrictStr | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class _Generation(_Open):
-    model: StrictStr
-    stream: StrictBool | None = None
-    stream_options: _StreamOptions | None = None
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
-    n: StrictInt | None = None
-    priority: StrictInt | None = None
-    ignore_eos: StrictBool | None = None
-    vllm_xargs: dict[str, Any] | None = None
-
-
-class _ChatBody(_Generation):
-    messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    continue_final_message: StrictBool | None = None
-    add_generation_prompt: StrictBool | None = None
-    tools: list[dict[str, Any]] | None = None
-
-
-class _CompletionBody(_Generation):
-    prompt: StrictStr | list[StrictInt] | list[StrictStr] | list[list[StrictInt]]
-
-
-@dataclass(frozen=True, slots=True)
-class SimCall:
-    """One validated generation request: what to generate and how to answer it."""
-
-    chat: bool
-    request_id: str
-    model: str
-    prompt_tokens: int
-    answer: Answer
-    offset: int
-    """Tokens of the answer already given (a continued final assistant message)."""
-    max_tokens: int
-    ignore_eos: bool
-    priority: int
-    stream: bool
-    include_usage: bool
-    continuous_usage: bool
-
-    @property
-    def response_id(self) -> str:
-        return ("chatcmpl-" if self.chat else "cmpl-") + self.request_id
-
-    @property
-    def target_tokens(self) -> int | None:
-        if self.ignore_eos:
-            return None
-        # An answer already complete still costs one token: the end-of-sequence.
-        return max(1, self.answer.natural_length - self.offset)
-
-    def token_text(self, i: int) -> str:
-        """Text of the ``i``-th generated token of this call (EOS is empty text)."""
-        position = self.offset + i
-        if not self.ignore_eos and position >= self.answer.natural_length:
-            return ""
-        return self.answer.token(position)
-
-    def answer_text(self, tokens: int) -> str:
-        return "".join(self.token_text(i) for i in range(tokens))
-
-    def engine_request(self, *, arrival: float) -> EngineRequest:
-        return EngineRequest(
-            id=self.request_id,
-            prompt_tokens=self.prompt_tokens,
-            target_tokens=self.target_tokens,
-            max_tokens=self.max_tokens,
-            priority=self.priority,
-            arrival=arrival,
-        )
-
-
-M = TypeVar("M", bound=BaseModel)
-_TYPE_NAMES = frozenset({"str", "int", "bool", "float", "list", "dict"})
-
-
-def _parse(model: type[M], raw: bytes) -> tuple[M, dict[str, Any]]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    try:
-        return model.model_validate(body), body
-    except ValidationError as exc:
-        # Union members add their type names ("str", "list[int]") to the location; drop them.
-        where = [p for p in exc.errors()[0]["loc"] if isinstance(p, int) or p.isidentifier()]
-        where = [p for p in where if p not in _TYPE_NAMES]
-        param = ".".join(str(p) for p in where) or None
-        message = exc.errors()[0]["msg"]
-        raise BadRequest(f"invalid request: {param or 'body'}: {message}", param=param) from exc
-
-
-def _common(config: SimEngineConfig, body: _Generation) -> None:
-    if body.model not in config.served_names():
-        raise NotFound(
-            f"The model `{body.model}` does not exist.", param="model", code="model_not_found"
-        )
-    if body.n not in (None, 1):
-        raise BadRequest("only n=1 is supported by the simulated engine", param="n")
-    if body.priority and config.scheduling_policy != "priority":
-        raise BadRequest(
-            f"Got priority {body.priority} but Priority scheduling is not enabled.",
-            param="priority",
-        )
-    if body.stream_options is not None and not body.stream:
-        raise BadRequest(
-            "Stream options can only be defined when `stream=True`.", param="stream_options"
-        )
-
-
-def _max_tokens(config: SimEngineConfig, prompt_tokens: int, requested: int | None) -> int:
-    limit = config.max_model_len
-    if prompt_tokens >= limit:
-        raise BadRequest(
-            f"This model's maximum context length is {limit} tokens. However, your request has "
-            f"{prompt_tokens} input tokens. Please reduce the length of the input.",
-            code="context_length_exceeded",
-        )
-    if requested is None:
-        return limit - prompt_tokens
-    if prompt_tokens + requested > limit:
-        raise BadRequest(
-            f"This model's maximum context length is {limit} tokens. However, you requested "
-            f"{prompt_tokens + requested} tokens ({prompt_tokens} in the input, {requested} in "
-            "the completion). Please reduce the length of the input or completion.",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )
-    return requested
-
-
-def _call(
-    config: SimEngineConfig,
-    body: _Generation,
-    *,
-    chat: bool,
-    request_id: str,
-    prompt_tokens: int,
-    key: bytes,
-    offset: int,
-    max_tokens: int | None,
-) -> SimCall:
-    options = body.stream_options
-    return SimCall(
-        chat=chat,
-        request_id=request_id,
-        model=body.model,
-        prompt_tokens=prompt_tokens,
-        answer=answer_for(
-            key, seed=config.seed, length_range=(config.output_len_min, config.output_len_max)
-        ),
-        offset=offset,
-        max_tokens=_max_tokens(config, prompt_tokens, max_tokens),
-        ignore_eos=bool(body.ignore_eos),
-        priority=body.priority or 0,
-        stream=bool(body.stream),
-        include_usage=bool(options and options.include_usage),
-        continuous_usage=bool(options and options.continuous_usage_stats),
-    )
-
-
-def chat_call(config: SimEngineConfig, raw: bytes, request_id: str) -> SimCall:
-    """Validate a ``/v1/chat/completions`` body; raises ``BadRequest`` or ``NotFound``."""
-    body, data = _parse(_ChatBody, raw)
-    _common(config, body)
-    add_generation_prompt = body.add_generation_prompt is not False
-    if body.continue_final_message:
-        if add_generation_prompt:
-            raise BadRequest(
-                "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
-                param="continue_final_message",
-            )
-        if body.messages[-1].role != "assistant":
-            raise BadRequest(
-                "continue_final_message needs an assistant message last",
-                param="continue_final_message",
-            )
-    messages = data["messages"]
-    key, offset = chat_answer_key(
-        messages, continue_final_message=bool(body.continue_final_message)
-    )
-    prompt_tokens = chat_prompt_tokens(
-        messages, tools=data.get("tools"), add_generation_prompt=add_generation_prompt
-    )
-    requested = body.max_completion_tokens or body.max_tokens
-    return _call(
-        config,
-        body,
-        chat=True,
-        request_id=request_id,
-        prompt_tokens=prompt_tokens,
-        key=key,
-        offset=offset,
-        max_tokens=requested,
-    )
-
-
-def completion_call(config: SimEngineConfig, raw: bytes, request_id: str) -> SimCall:
-    """Validate a ``/v1/completions`` body. The prompt is a string or a list of token ids (or
-    a list holding one of those); a batch of several prompts is rejected with 400."""
-    body, data = _parse(_CompletionBody, raw)
-    _common(config, body)
-    prompt: Any = data["prompt"]
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-        if len(prompt) != 1:
-            raise BadRequest(
-                "batched prompts are not supported by the simulated engine", param="prompt"
-            )
-        prompt = prompt[0]
-    tokens = estimate_tokens(prompt) if isinstance(prompt, str) else len(prompt)
-    if tokens == 0:
-        raise BadRequest("the prompt cannot be empty", param="prompt")
-    return _call(
-        config,
-        body,
-        chat=False,
-        request_id=request_id,
-        prompt_tokens=tokens,
-        key=canonical_json(prompt),
-        offset=0,
-        max_tokens=body.max_tokens,
-    )

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
-from proxy.sim.config import SimEngineConfig
 from proxy.sim.cost import CostModel
-from proxy.sim.engine import DEFAULT_KV_CAPACITY_TOKENS, EngineModel, EngineRequest, RequestStatus
-from proxy.sim.queues import FCFSQueue, PriorityQueue, WaitingQueue, make_queue
+from proxy.sim.engine import EngineModel, EngineRequest, RequestStatus
+from proxy.sim.queues import PriorityQueue, make_queue
 
 # Round numbers so that step times can be checked by hand: 1 s per step, 0.1 s per decode,
 # 0.01 s per prefilled token, nothing for context.
@@ -348,56 +346,3 @@ def test_invariants_hold_on_random_workloads(
         assert r.num_output == emitted[r.id] == min(r.target_tokens or 0, r.max_tokens)
         assert r.finish_reason == ("stop" if r.target_tokens < r.max_tokens else "length")  # type: ignore[operator]
     assert engine.kv_usage == 0.0
-
-
-@pytest.mark.parametrize(
-    ("queue", "order", "victim"),
-    [(FCFSQueue(), ["a", "c"], "c"), (PriorityQueue(), ["c", "a"], "a")],
-)
-def test_queues_follow_the_protocol(queue: WaitingQueue, order: list[str], victim: str) -> None:
-    a, b, c = req("a", 1, 1, priority=2), req("b", 1, 1, priority=1), req("c", 1, 1)
-    for seq, r in enumerate((a, b, c)):
-        r.seq = seq
-        queue.push(r)
-    assert len(queue) == 3
-    assert queue.remove(b)
-    assert not queue.remove(b)
-    head = queue.pop()
-    assert head.id == order[0]
-    assert [r.id for r in queue] == order[1:]
-    queue.prepend(head)
-    assert queue.peek() is head
-    assert [r.id for r in queue] == order
-    assert queue.victim([a, c]).id == victim
-
-
-def test_unknown_policy_is_refused() -> None:
-    with pytest.raises(ValueError, match="policy"):
-        make_queue("lifo")  # type: ignore[arg-type]
-
-
-def test_config_builds_the_model_it_describes() -> None:
-    config = SimEngineConfig(
-        scheduling_policy="fcfs",
-        max_num_seqs=8,
-        max_num_batched_tokens=64,
-        kv_capacity_tokens=1024,
-        max_model_len=512,
-        cost_preset="llama31-8b-h100",
-        cost_overrides={"base_s": 0.5},
-    )
-    engine = config.engine_model()
-    assert isinstance(engine.queue, FCFSQueue)
-    assert (engine.max_num_seqs, engine.num_blocks) == (8, 64)
-    assert engine.cost.base_s == 0.5
-    assert engine.cost.decode_per_seq_s == CostModel.llama31_8b_h100().decode_per_seq_s
-    assert SimEngineConfig().engine_model().num_blocks * 16 == DEFAULT_KV_CAPACITY_TOKENS
-    assert SimEngineConfig(served_model_names=["a", "b"]).served_names() == ["a", "b"]
-    for bad in (
-        {"output_len_min": 10, "output_len_max": 5},
-        {"max_num_seqs": 300, "max_num_batched_tokens": 256},
-        {"kv_capacity_tokens": 1000},
-        {"unknown": 1},
-    ):
-        with pytest.raises(ValidationError):
-            SimEngineConfig.model_validate(bad)
