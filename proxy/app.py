@@ -5,18 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from proxy.admin import admin_routes
 from proxy.backends.registry import make_backend
-from proxy.config import ProxyConfig
+from proxy.config import ProgramsConfig, ProxyConfig
+from proxy.errors import ConfigError
+from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
+from proxy.intercept.identify import Identifier, IdentifyConfig
 from proxy.kvhints.pool import EnginePool
 from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
+from proxy.policies.base import Policy
+from proxy.policies.registry import PolicyRegistry
+from proxy.scheduler import Scheduler
+from proxy.sim.config import SimEngineConfig
+from proxy.table import ProcessTable, TableConfig
 
 log = logging.getLogger("autellix")
 
@@ -28,8 +39,18 @@ class ProxyState:
     config: ProxyConfig
     metrics: Metrics
     pool: EnginePool
+    scheduler: Scheduler
+    gate: Gate
     ids: IdGen = field(default_factory=IdGen)
     session: aiohttp.ClientSession | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fire-and-forget task that the app still owns (kept referenced, awaited at
+        shutdown)."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:  # pragma: no cover - only before start-up or after shutdown
@@ -38,6 +59,65 @@ class ProxyState:
 
 
 STATE = web.AppKey("autellix_state", ProxyState)
+TABLE = web.AppKey("autellix_table", ProcessTable)
+
+
+def table_config(programs: ProgramsConfig, sim: SimEngineConfig) -> TableConfig:
+    """Service weights default to the simulated engine's cost model: a generated token costs
+    one decode step of a moderately loaded engine (32 sequences at 1,024 tokens of context),
+    a prompt token its share of a prefill. Engines with other speeds scale every program's
+    service alike, so the order the policy gives is the same; set the weights for absolute
+    figures (in seconds of engine time) that match your hardware."""
+    cost = sim.cost_model()
+    decode = programs.decode_token_s or cost.step_time(
+        num_decodes=32, decode_context_tokens=32 * 1024, num_prefill_tokens=0, prefill_attn_pairs=0
+    )
+    prefill = programs.prefill_token_s or cost.prefill_token_cost(context_tokens=1024)
+    return TableConfig(
+        service_unit=programs.service_unit,
+        decode_token_s=decode,
+        prefill_token_s=prefill,
+        idle_ttl_s=programs.idle_ttl_s,
+        max_programs=programs.max_programs,
+    )
+
+
+def identify_config(programs: ProgramsConfig) -> IdentifyConfig:
+    defaults = IdentifyConfig()
+    return IdentifyConfig(
+        session_headers=tuple(programs.session_headers or defaults.session_headers),
+        use_traceparent=programs.use_traceparent,
+        body_fields=tuple(programs.body_fields or defaults.body_fields),
+        infer=programs.infer,
+        prefix_capacity=programs.prefix_capacity,
+        tenant_header=programs.tenant_header,
+    )
+
+
+def build_policy(config: ProxyConfig) -> Policy:
+    policy = PolicyRegistry().create(config.policy, config.policy_config)
+    if not getattr(policy, "live_ok", True):
+        raise ConfigError(
+            f"policy {config.policy!r} needs to know the future (it is a yardstick for the "
+            "simulator) and cannot run in the live proxy"
+        )
+    return policy
+
+
+def build_scheduler(config: ProxyConfig, metrics: Metrics, ids: IdGen) -> Scheduler:
+    policy = build_policy(config)
+    table = ProcessTable(
+        table_config(config.programs, config.sim),
+        on_finish=lambda call, program, now: policy.on_finish(call=call, program=program, now=now),
+        ids=ids,
+    )
+    return Scheduler(
+        table=table,
+        policy=policy,
+        identifier=Identifier(identify_config(config.programs)),
+        metrics=metrics,
+        clock=time.monotonic,
+    )
 
 
 async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -60,8 +140,30 @@ async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        if state.tasks:
+            await asyncio.wait(set(state.tasks), timeout=5)
         await session.close()
         state.session = None
+
+
+async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Forget programs that have been idle longer than their TTL, now and then."""
+    state = app[STATE]
+
+    async def collect() -> None:
+        while True:
+            await asyncio.sleep(state.config.programs.collect_interval_s)
+            table = state.scheduler.table
+            table.collect(state.scheduler.clock())
+            state.metrics.programs.set(len(table))
+
+    task = asyncio.create_task(collect(), name="autellix-table-collector")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _poll(state: ProxyState) -> None:
@@ -81,11 +183,23 @@ def create_app(config: ProxyConfig) -> web.Application:
     from proxy import routes  # late: routes import this module for STATE
 
     metrics = Metrics()
+    ids = IdGen()
+    scheduler = build_scheduler(config, metrics, ids)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
     app[METRICS] = metrics
+    app[TABLE] = scheduler.table
+    pool = EnginePool(make_backend(e) for e in config.engines)
+    gate = Gate(
+        pool,
+        scheduler.policy,
+        GateConfig(**config.gate.model_dump()),
+        scheduler.clock,
+    )
     app[STATE] = ProxyState(
-        config=config, metrics=metrics, pool=EnginePool(make_backend(e) for e in config.engines)
+        config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
     )
     app.cleanup_ctx.append(_engines_ctx)
+    app.cleanup_ctx.append(_collector_ctx)
+    app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
     routes.add_routes(app)
     return app

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         "repeat for several (replaces the config file's list)",
     )
     serve.add_argument(
+        "--policy", help="scheduling policy: plas, atlas, mlfq, las, fcfs or a plug-in"
+    )
+    serve.add_argument(
         "--forward-client-auth",
         action="store_true",
         default=None,
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("host", "port", "log_level"):
+    for key in ("host", "port", "log_level", "policy"):
         if getattr(args, key, None) is not None:
             out[key] = getattr(args, key)
     if getattr(args, "engine", None):

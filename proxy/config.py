@@ -55,6 +55,23 @@ class EngineConfig(BaseModel):
     timeout_s: float = Field(
         default=600.0, gt=0, description="Longest a call may take at this engine, end to end."
     )
+    priority: bool | None = Field(
+        default=None,
+        description="Send each call's priority in the engine's own field (the engine must run "
+        "with priority scheduling: vLLM --scheduling-policy priority, SGLang "
+        "--enable-priority-scheduling). None: on for sim, off for the others.",
+    )
+    priority_polarity: Literal["lower-first", "higher-first"] | None = Field(
+        default=None,
+        description="Which priority values the engine serves first. None: the kind's default "
+        "(vLLM and sim lower-first, SGLang higher-first; flip for SGLang started with "
+        "--schedule-low-priority-values-first).",
+    )
+    scheduler_plugin: bool = Field(
+        default=False,
+        description="The engine runs autellix's scheduler plug-in: send program, thread and "
+        "service with each call (vLLM: vllm_xargs) for it to schedule by.",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -73,6 +90,82 @@ class EngineConfig(BaseModel):
         return value.rstrip("/").removesuffix("/v1")
 
 
+class ProgramsConfig(BaseModel):
+    """How calls are matched to programs, and how long the process table remembers them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_headers: list[str] | None = Field(
+        default=None,
+        description="Headers naming an agent session, tried in order (None: the built-in list "
+        "of popular agent tools' headers).",
+    )
+    use_traceparent: bool = Field(
+        default=True,
+        description="A W3C traceparent's trace id names the program (one trace per run).",
+    )
+    body_fields: list[str] | None = Field(
+        default=None,
+        description="Body fields naming a session or end user, dotted for nested ones, tried in "
+        "order (None: metadata.session_id, prompt_cache_key, safety_identifier, user).",
+    )
+    infer: bool = Field(
+        default=True, description="Group chat calls that resend a conversation the proxy answered."
+    )
+    prefix_capacity: int = Field(
+        default=200_000, ge=1, description="Most served replies the inference index remembers."
+    )
+    tenant_header: str | None = Field(
+        default=None, description="Header naming the tenant (else the hashed API key)."
+    )
+    service_unit: Literal["tokens-cost", "wall"] = Field(
+        default="tokens-cost",
+        description="tokens-cost: engine seconds estimated from tokens (the same whatever the "
+        "engine's load); wall: seconds from first to last streamed token.",
+    )
+    decode_token_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Service of one generated token (None: one decode step of the simulated "
+        "engine's cost model at a batch of 32).",
+    )
+    prefill_token_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Service of one prompt token (None: from the simulated engine's cost model).",
+    )
+    idle_ttl_s: float = Field(
+        default=600.0, ge=0, description="Forget a program this long after its last call ended."
+    )
+    max_programs: int = Field(default=1_000_000, ge=1, description="Most programs remembered.")
+    collect_interval_s: float = Field(
+        default=15.0, gt=0, description="How often idle programs are looked for and forgotten."
+    )
+
+
+class GateSettings(BaseModel):
+    """The proxy-side priority gate (see docs/gate.md). It holds calls only in front of
+    engines with ``max_inflight`` set, or all engines when ``adaptive`` is on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preempt: bool = Field(
+        default=True,
+        description="Preempt a running streamed call for a waiting one that outranks it, and "
+        "resume it later where it stopped.",
+    )
+    preempt_margin: int = Field(
+        default=1, ge=1, description="Levels by which a waiting call must outrank a running one."
+    )
+    min_quantum_s: float = Field(
+        default=0.5, ge=0, description="A call runs at least this long before it can be preempted."
+    )
+    adaptive: bool = Field(
+        default=False,
+        description="Hold calls back while an engine reports requests waiting in its own queue.",
+    )
+
+
 class ProxyConfig(BaseModel):
     """Everything the proxy needs to start. Every field can come from file, env or flag."""
 
@@ -87,6 +180,20 @@ class ProxyConfig(BaseModel):
     sim: SimEngineConfig = Field(
         default_factory=SimEngineConfig,
         description="Settings of the embedded simulated engine (used only when engines is empty).",
+    )
+    policy: str = Field(
+        default="plas",
+        description="Scheduling policy: fcfs, las, mlfq, plas, atlas, a package.module:Class "
+        "path or an entry point in group autellix.policies.",
+    )
+    policy_config: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the policy (its typed config's fields)."
+    )
+    programs: ProgramsConfig = Field(
+        default_factory=ProgramsConfig, description="Program identification and the process table."
+    )
+    gate: GateSettings = Field(
+        default_factory=GateSettings, description="The proxy-side priority gate and preemption."
     )
     forward_client_auth: bool = Field(
         default=False,

@@ -91,6 +91,20 @@ class Metrics:
             "Times a running call was demoted to a lower queue.",
             registry=r,
         )
+        self.preemptions = Counter(
+            "autellix_preemptions",
+            "Calls the proxy took off an engine for a better waiting call.",
+            ["engine"],
+            registry=r,
+        )
+        self.resumes = Counter(
+            "autellix_resumes", "Preempted calls resumed where they stopped.", registry=r
+        )
+        self.gate_waiting = Gauge(
+            "autellix_gate_waiting_calls",
+            "Calls waiting in the proxy's gate for an engine slot.",
+            registry=r,
+        )
         self.programs = Gauge("autellix_programs", "Programs in the process table.", registry=r)
 
     def render(self) -> bytes:

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import orjson
@@ -122,6 +121,103 @@ def _sse_error(err: ProxyError) -> bytes:
     return b"data: " + orjson.dumps(err.to_dict()) + b"\n\n"
 
 
+class StreamRelay:
+    """One client stream, fed by one engine answer or, when the call is preempted and
+    resumed, by several in turn (DESIGN.md rule 7: chunks go on as they arrive)."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        headers: dict[str, str],
+        *,
+        drop_usage_chunk: bool,
+        whole_events: bool = False,
+        on_tokens: Callable[[int], None] | None = None,
+    ) -> None:
+        self.request = request
+        self.headers = headers
+        self.watcher = StreamWatcher(drop_usage_chunk=drop_usage_chunk, whole_events=whole_events)
+        self.on_tokens = on_tokens
+        self.response: web.StreamResponse | None = None
+        self.tokens = 0  # generated tokens relayed so far, over all segments
+        self._cut = False
+        self._upstream: aiohttp.ClientResponse | None = None
+
+    def cut(self) -> None:
+        """Stop relaying the current segment at the next event boundary (preemption)."""
+        self._cut = True
+        if self._upstream is not None:
+            self._upstream.close()  # the engine sees the connection drop and frees the request
+
+    async def _open(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        if self.response is None:
+            self.response = web.StreamResponse(
+                status=upstream.status, headers=_copy_headers(upstream, self.headers)
+            )
+            self.response.headers.setdefault("Cache-Control", "no-cache")
+            await self.response.prepare(self.request)
+        return self.response
+
+    async def relay(self, upstream: aiohttp.ClientResponse, outcome: Outcome) -> bool:
+        """Relay one segment. True if the answer is complete, False if it was cut."""
+        self._cut = False
+        self._upstream = upstream
+        outcome.reply = self.watcher.reply
+        outcome.status = upstream.status
+        response = await self._open(upstream)
+        try:
+            async for data in upstream.content.iter_any():
+                if self._cut:
+                    break
+                if outcome.first_byte_at is None:
+                    outcome.first_byte_at = time.perf_counter()
+                forward, tokens = self.watcher.feed(data)
+                if tokens:
+                    self.tokens += tokens
+                    if self.on_tokens is not None:
+                        self.on_tokens(tokens)
+                if forward:
+                    await response.write(forward)
+            if self._cut:
+                self.watcher.discard()
+                return False
+            rest = self.watcher.flush()
+            if rest:
+                await response.write(rest)
+        except (ConnectionResetError, asyncio.CancelledError):
+            outcome.client_gone = True
+            upstream.close()  # the engine sees its connection drop and aborts the request
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if self._cut:
+                self.watcher.discard()
+                return False
+            # Headers are gone already: tell the client in the stream, as OpenAI servers do.
+            outcome.upstream_failed = True
+            log.warning("engine stream broke off: %r", exc)
+            err = BadGateway(
+                f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
+            )
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(_sse_error(err))
+        finally:
+            self._upstream = None
+        await self.finish()
+        return True
+
+    async def fail(self, err: ProxyError) -> None:
+        """A continuation could not be had: end the client's stream with the error."""
+        if self.response is not None:
+            with contextlib.suppress(ConnectionResetError):
+                await self.response.write(_sse_error(err))
+            await self.finish()
+
+    async def finish(self) -> None:
+        if self.response is not None:
+            with contextlib.suppress(ConnectionResetError):
+                await self.response.write_eof()
+
+
 async def relay_stream(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
@@ -131,42 +227,8 @@ async def relay_stream(
     drop_usage_chunk: bool,
     on_tokens: Callable[[int], None] | None = None,
 ) -> web.StreamResponse:
-    """An SSE answer: forward each chunk as it arrives; watch it for tokens and usage."""
-    watcher = StreamWatcher(drop_usage_chunk=drop_usage_chunk)
-    outcome.reply = watcher.reply
-    outcome.status = upstream.status
-    response = web.StreamResponse(status=upstream.status, headers=_copy_headers(upstream, headers))
-    response.headers.setdefault("Cache-Control", "no-cache")
-    try:
-        await response.prepare(request)
-        async for data in upstream.content.iter_any():
-            if outcome.first_byte_at is None:
-                outcome.first_byte_at = time.perf_counter()
-            forward, tokens = watcher.feed(data)
-            if tokens and on_tokens is not None:
-                on_tokens(tokens)
-            if forward:
-                await response.write(forward)
-        rest = watcher.flush()
-        if rest:
-            await response.write(rest)
-    except (ConnectionResetError, asyncio.CancelledError):
-        outcome.client_gone = True
-        upstream.close()  # the engine sees its connection drop and aborts the request
-        raise
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # Headers are gone already: tell the client in the stream, as OpenAI servers do.
-        outcome.upstream_failed = True
-        log.warning("engine stream broke off: %r", exc)
-        err = BadGateway(
-            f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
-        )
-        with contextlib.suppress(ConnectionResetError):
-            await response.write(_sse_error(err))
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
-    return response
-
-
-def client_body(body: dict[str, Any]) -> bytes:
-    return orjson.dumps(body)
+    """An SSE answer in one piece: forward each chunk as it arrives; watch it on the side."""
+    relay = StreamRelay(request, headers, drop_usage_chunk=drop_usage_chunk, on_tokens=on_tokens)
+    await relay.relay(upstream, outcome)
+    assert relay.response is not None
+    return relay.response

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -11,8 +9,10 @@ import orjson
 from aiohttp import web
 
 from proxy.app import STATE, ProxyState
+from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
 from proxy.ids import valid_request_id
+from proxy.intercept.identify import strip_program
 from proxy.intercept.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -20,11 +20,9 @@ from proxy.intercept.wire import (
     validate,
 )
 from proxy.kvhints.pool import EngineState
-from proxy.middleware import REQUEST_ID
+from proxy.middleware import REQUEST_ID, route_label
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
-
-# Client headers worth passing on to an engine besides the ones the proxy sets itself.
-_FORWARD_HEADERS = ("Accept", "Accept-Language", "traceparent", "tracestate", "OpenAI-Organization")
+from proxy.sim.text import chat_prompt_tokens, estimate_tokens
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
@@ -40,22 +38,6 @@ def request_id_of(request: web.Request, state: ProxyState) -> str:
         )
     request[REQUEST_ID] = rid
     return rid
-
-
-def upstream_headers(
-    request: web.Request, state: ProxyState, engine: EngineState, request_id: str, json_body: bool
-) -> dict[str, str]:
-    headers = {h: request.headers[h] for h in _FORWARD_HEADERS if h in request.headers}
-    client_auth = request.headers.get("Authorization") if state.config.forward_client_auth else None
-    headers.update(engine.backend.auth_headers(client_auth))
-    headers["X-Request-Id"] = request_id
-    # The proxy reads usage from the answer on its way through, so it must not be compressed.
-    headers["Accept-Encoding"] = "identity"
-    if json_body:
-        headers["Content-Type"] = "application/json"
-    elif "Content-Type" in request.headers:
-        headers["Content-Type"] = request.headers["Content-Type"]
-    return headers
 
 
 async def send(
@@ -86,7 +68,11 @@ async def send(
             )
         else:
             data = body
-        headers = upstream_headers(request, state, engine, request_id, isinstance(body, dict))
+        headers = upstream_headers(request, state, engine, request_id)
+        if not isinstance(body, dict):
+            headers.pop("Content-Type")
+            if "Content-Type" in request.headers:
+                headers["Content-Type"] = request.headers["Content-Type"]
         try:
             upstream = await open_upstream(
                 state.client(), engine, method, path, data=data, headers=headers,
@@ -104,13 +90,27 @@ async def send(
         return engine, upstream
 
 
+def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
+    """The prompt's size before the engine says: the same heuristic as the simulated engine."""
+    if chat:
+        return chat_prompt_tokens(body["messages"], tools=body.get("tools"))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return estimate_tokens(prompt)
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        return len(prompt)  # token ids
+    return sum(estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompt or ())
+
+
 async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     state = request.app[STATE]
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
-    arrived = time.perf_counter()
+    scheduler = state.scheduler
     request_id = request_id_of(request, state)
     body = parse_json_object(await request.read())
     wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
+    identity = scheduler.identifier.identify(request.headers, body)
+    body = strip_program(body)
+    state.pool.choose(wire.model)  # an unknown model fails here, before the call is recorded
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
@@ -119,34 +119,21 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
         drop_usage = True
-    engine, upstream = await send(
-        request, state, wire.model, "POST", request.path, body, request_id
+    program, call, priority = scheduler.arrive(
+        identity, prompt_tokens=prompt_tokens_estimate(body, chat=chat)
     )
-    outcome = Outcome()
-    headers = {"X-Request-Id": request_id, "X-Autellix-Engine": engine.name}
-    engine.inflight += 1
-    state.metrics.inflight.labels(engine.name).inc()
-    try:
-        async with upstream:
-            if upstream.status == 200 and wire.stream:
-                response = await relay_stream(
-                    request, upstream, headers, outcome, drop_usage_chunk=drop_usage
-                )
-            else:
-                response = await relay_whole(request, upstream, headers, outcome)
-    except (asyncio.CancelledError, ConnectionResetError):
-        state.metrics.client_disconnects.labels(route).inc()
-        raise
-    finally:
-        engine.inflight -= 1
-        state.metrics.inflight.labels(engine.name).dec()
-    if outcome.first_byte_at is not None and outcome.status == 200:
-        state.metrics.ttft.labels(route).observe(outcome.first_byte_at - arrived)
-    usage = outcome.reply.usage
-    if usage is not None:
-        state.metrics.tokens.labels(engine.name, "prompt").inc(usage.prompt_tokens)
-        state.metrics.tokens.labels(engine.name, "completion").inc(usage.completion_tokens)
-    return response
+    headers = {
+        "X-Request-Id": request_id,
+        "X-Program-Id": program.id,
+        "X-Call-Id": call.id,
+        "X-Autellix-Priority": str(priority.level),
+    }
+    ctx = CallContext(
+        request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
+        model=wire.model, body=body, identity=identity, program=program, call=call,
+        request_id=request_id, headers=headers, drop_usage=drop_usage,
+    )  # fmt: skip
+    return await serve_call(ctx)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -24,6 +24,18 @@ class Capabilities:
     live_priority: bool = False  # takes priority changes after submission
     preemption: bool = False  # preempts running requests for better-priority waiting ones
     abort: bool = False  # has an endpoint to abort a request by id
+    resume: bool = False  # continues a partial answer (continue_final_message)
+
+
+@dataclass(frozen=True, slots=True)
+class CallHints:
+    """What the proxy knows of a call that an engine's scheduler can use."""
+
+    level: int  # the policy's queue level (0: top)
+    program_id: str
+    call_id: str
+    thread: str = ""
+    service: float = 0.0  # the program's attained service when the call arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +69,11 @@ class Backend(Protocol):
         """Headers that authenticate the proxy (or, if configured, the client) to the engine."""
         ...
 
-    def prepare_body(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
-        """Add the kind's own fields (request id, priority, ...) to a generation body."""
+    def prepare_body(
+        self, body: dict[str, Any], *, request_id: str, hints: CallHints | None = None
+    ) -> dict[str, Any]:
+        """Add the kind's own fields (request id, priority, scheduler hints) to a generation
+        body. Returns a new dict; the client's body is never changed."""
         ...
 
     async def health(self, session: aiohttp.ClientSession) -> bool:

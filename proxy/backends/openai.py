@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.backends.base import Capabilities, EngineLoad
+from proxy.backends.base import CallHints, Capabilities, EngineLoad
 from proxy.config import EngineConfig
 
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -36,7 +36,9 @@ class OpenAIBackend:
             return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
         return {}
 
-    def prepare_body(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    def prepare_body(
+        self, body: dict[str, Any], *, request_id: str, hints: CallHints | None = None
+    ) -> dict[str, Any]:
         return body
 
     async def health(self, session: aiohttp.ClientSession) -> bool:

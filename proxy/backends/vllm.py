@@ -6,8 +6,9 @@ from typing import Any
 
 import aiohttp
 
-from proxy.backends.base import Capabilities, EngineLoad
+from proxy.backends.base import CallHints, Capabilities, EngineLoad
 from proxy.backends.openai import OpenAIBackend
+from proxy.backends.priority import DEFAULT_POLARITY, engine_priority
 from proxy.backends.promtext import sum_samples
 
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -17,14 +18,36 @@ class VLLMBackend(OpenAIBackend):
     """vLLM's OpenAI server. The request id travels in ``X-Request-Id``; vLLM names the request
     ``chatcmpl-<id>`` (chat) or ``cmpl-<id>-0`` (completions) internally, so an abort names both."""
 
-    capabilities = Capabilities(native_priority=True, abort=True)
+    capabilities = Capabilities(native_priority=True, abort=True, resume=True)
     health_path = "/health"
     metric_running = "vllm:num_requests_running"
     metric_waiting = "vllm:num_requests_waiting"
     metric_kv = "vllm:kv_cache_usage_perc"
 
-    def prepare_body(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
-        return body
+    def sends_priority(self) -> bool:
+        if self.config.priority is not None:
+            return self.config.priority
+        return self.config.kind == "sim"
+
+    def prepare_body(
+        self, body: dict[str, Any], *, request_id: str, hints: CallHints | None = None
+    ) -> dict[str, Any]:
+        out = dict(body)
+        if hints is not None and self.sends_priority() and "priority" not in body:
+            polarity = self.config.priority_polarity or DEFAULT_POLARITY.get(
+                self.config.kind, "lower-first"
+            )
+            out["priority"] = engine_priority(hints.level, polarity)
+        if hints is not None and self.config.scheduler_plugin:
+            out["vllm_xargs"] = {
+                **(body.get("vllm_xargs") or {}),
+                "autellix_program": hints.program_id,
+                "autellix_thread": hints.thread,
+                "autellix_call": hints.call_id,
+                "autellix_service": hints.service,
+                "autellix_level": hints.level,
+            }
+        return out
 
     def abort_ids(self, request_id: str) -> list[str]:
         return [request_id, f"chatcmpl-{request_id}", f"cmpl-{request_id}-0"]

@@ -137,7 +137,7 @@ class Identifier:
         source: Source
         conversation = None
         if given.program is not None:
-            program_id, source = f"{tenant}/{given.program}", "explicit"
+            program_id, source = given.program, "explicit"
         elif (session := self._session(tenant, headers)) is not None:
             program_id, source = session, "session"
         elif (named := self._body_field(tenant, body)) is not None:
@@ -148,6 +148,10 @@ class Identifier:
                 program_id, source = found, "inferred"
             else:
                 program_id, source = self._ids.next("p"), "new"
+        # Every id is scoped by its tenant, so one tenant cannot reach another's programs;
+        # an id the proxy handed out (X-Program-Id) is taken back as it is.
+        if not program_id.startswith(tenant + "/"):
+            program_id = f"{tenant}/{program_id}"
         return Identity(
             program_id=program_id,
             source=source,

@@ -8,6 +8,7 @@ and tool calls), which program inference needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ class Reply:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: dict[str, Any] | None = None
+    id: str | None = None  # of the first chunk: a resumed answer keeps it
+    created: int | None = None
 
     @property
     def text(self) -> str:
@@ -77,6 +80,10 @@ class Reply:
         usage = _usage_of(chunk)
         if usage is not None:
             self.usage = usage
+        if self.id is None and isinstance(chunk.get("id"), str):
+            self.id = chunk["id"]
+            created = chunk.get("created")
+            self.created = created if isinstance(created, int) else None
         if isinstance(chunk.get("error"), dict):
             self.error = chunk["error"]
         tokens = 0
@@ -128,25 +135,33 @@ def _is_usage_only(chunk: Any) -> bool:
     return isinstance(chunk, dict) and chunk.get("choices") == [] and _usage_of(chunk) is not None
 
 
+Rewrite = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
 class StreamWatcher:
     """Watches an SSE byte stream. ``feed`` returns the bytes to forward and the tokens seen.
 
-    With ``drop_usage_chunk`` off, the bytes go on exactly as they came. With it on (the proxy
-    asked for usage that the client did not), complete events are forwarded as soon as they
-    are complete, except the usage-only chunk, which only the proxy reads.
+    By default the bytes go on exactly as they came. In *whole-event* mode (the proxy asked for
+    usage that the client did not, or it may cut the stream to preempt the call) complete
+    events are forwarded as soon as they are complete, never a fragment, and the usage-only
+    chunk is held back if ``drop_usage_chunk``. A ``rewrite`` function, set while relaying a
+    resumed call's continuation, may change or drop (return None) each JSON chunk; the chunks
+    of such a continuation are re-encoded.
     """
 
-    __slots__ = ("_buffer", "_drop_usage", "done", "reply")
+    __slots__ = ("_buffer", "_drop_usage", "_whole", "done", "reply", "rewrite")
 
-    def __init__(self, *, drop_usage_chunk: bool) -> None:
+    def __init__(self, *, drop_usage_chunk: bool, whole_events: bool = False) -> None:
         self._drop_usage = drop_usage_chunk
+        self._whole = whole_events or drop_usage_chunk
         self._buffer = bytearray()
         self.reply = Reply()
         self.done = False  # saw data: [DONE]
+        self.rewrite: Rewrite | None = None
 
     def feed(self, data: bytes) -> tuple[bytes, int]:
         self._buffer += data
-        forward = bytearray() if self._drop_usage else None
+        forward = bytearray() if self._whole else None
         tokens = 0
         while True:
             cut, sep = self._next_boundary()
@@ -154,18 +169,22 @@ class StreamWatcher:
                 break
             event = bytes(self._buffer[: cut + sep])
             del self._buffer[: cut + sep]
-            keep, n = self._observe(event)
+            out, n = self._observe(event)
             tokens += n
-            if forward is not None and keep:
-                forward += event
+            if forward is not None and out:
+                forward += out
         return (data if forward is None else bytes(forward)), tokens
 
     def flush(self) -> bytes:
         """What is left when the stream ends without a final blank line."""
         rest = bytes(self._buffer)
         self._buffer.clear()
-        keep = self._observe(rest)[0] if rest.strip() else True
-        return rest if self._drop_usage and keep else b""
+        out = self._observe(rest)[0] if rest.strip() else rest
+        return out if self._whole else b""
+
+    def discard(self) -> None:
+        """Forget a partial event (the stream was cut on purpose)."""
+        self._buffer.clear()
 
     def _next_boundary(self) -> tuple[int, int]:
         best, width = -1, 0
@@ -175,21 +194,29 @@ class StreamWatcher:
                 best, width = at, len(sep)
         return best, width
 
-    def _observe(self, event: bytes) -> tuple[bool, int]:
-        """Parse one event; return (forward it?, tokens it carried)."""
+    def _observe(self, event: bytes) -> tuple[bytes, int]:
+        """Parse one event; return (the bytes to forward for it, tokens it carried)."""
         payload = b"".join(
             line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
         )
         if not payload:
-            return True, 0
+            return event, 0
         if payload.strip() == b"[DONE]":
             self.done = True
-            return True, 0
+            return event, 0
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return True, 0
+            return event, 0
         if not isinstance(chunk, dict):
-            return True, 0
+            return event, 0
+        if self.rewrite is not None:
+            changed = self.rewrite(chunk)
+            if changed is None:
+                return b"", 0
+            event = b"data: " + orjson.dumps(changed) + b"\n\n"
+            chunk = changed
         tokens = self.reply.absorb_chunk(chunk)
-        return not (self._drop_usage and _is_usage_only(chunk)), tokens
+        if self._drop_usage and _is_usage_only(chunk):
+            return b"", tokens
+        return event, tokens

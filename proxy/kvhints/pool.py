@@ -56,6 +56,13 @@ class EnginePool:
     def any_healthy(self) -> bool:
         return any(s.healthy for s in self.engines.values())
 
+    def healthy_for(self, model: str | None) -> bool:
+        """Is some healthy engine serving ``model`` (or any, for None)?"""
+        return any(
+            s.healthy and (model is None or (s.models is not None and model in s.models))
+            for s in self.engines.values()
+        )
+
     def choose(self, model: str | None) -> EngineState:
         """The engine for a call to ``model`` (None: any engine): the least busy healthy one.
 

@@ -122,7 +122,7 @@ def test_bad_explicit_values(
 def test_session_headers(ident: Identifier, header: str) -> None:
     got = ident.identify({header: " 2f1e-sess "}, CHAT)
     assert got.source == "session"
-    assert got.program_id.startswith("session:")
+    assert got.program_id.startswith("anonymous/session:")
     assert "2f1e" not in got.program_id
     # The same session from another tool is the same program; another session is not.
     assert ident.identify({"x-session-id": "2f1e-sess"}, CHAT).program_id == got.program_id
@@ -138,7 +138,7 @@ def test_first_configured_session_header_wins(ident: Identifier) -> None:
 def test_traceparent(ident: Identifier) -> None:
     got = ident.identify({"traceparent": TRACEPARENT}, CHAT)
     assert got.source == "session"
-    assert got.program_id.startswith("trace:")
+    assert got.program_id.startswith("anonymous/trace:")
     assert TRACE not in got.program_id
     other_span = f"00-{TRACE}-00f067aa0ba902b7-00"
     assert ident.identify({"traceparent": other_span}, CHAT).program_id == got.program_id
@@ -186,7 +186,7 @@ def test_body_fields(ident: Identifier, field: dict[str, Any]) -> None:
     body = {**CHAT, **field}
     got = ident.identify({}, body)
     assert got.source == "body"
-    assert got.program_id.startswith("body:")
+    assert got.program_id.startswith("anonymous/body:")
     assert "conv-1" not in got.program_id
     assert body == {**CHAT, **field}  # forwarded unchanged
     assert ident.identify({}, body).program_id == got.program_id
@@ -237,7 +237,7 @@ def test_new_programs_and_ids() -> None:
     a, b = Identifier(), Identifier()
     ids_a = {a.identify({}, CHAT).program_id for _ in range(100)}
     assert len(ids_a) == 100
-    assert all(i.startswith("p-") for i in ids_a)
+    assert all(i.startswith("anonymous/p-") for i in ids_a)
     assert ids_a.isdisjoint({b.identify({}, CHAT).program_id for _ in range(100)})
     got = a.identify({}, {"model": "m", "prompt": "x"})
     assert (got.source, got.conversation) == ("new", None)
@@ -306,3 +306,17 @@ def test_bad_config() -> None:
         Identifier(IdentifyConfig(hash_key=b"short"))
     with pytest.raises(ValueError, match="capacity"):
         Identifier(IdentifyConfig(prefix_capacity=0))
+
+
+def test_an_id_the_proxy_handed_out_comes_back_unchanged() -> None:
+    """Clients pass X-Program-Id on as they got it; it must name the same program, and a
+    tenant must not reach another tenant's program by naming it."""
+    ident = Identifier()
+    first = ident.identify({}, CHAT)
+    again = ident.identify({"X-Program-Id": first.program_id}, CHAT)
+    assert (again.program_id, again.source) == (first.program_id, "explicit")
+    other = ident.identify(
+        {"X-Program-Id": first.program_id, "Authorization": "Bearer sk-other"}, CHAT
+    )
+    assert other.program_id != first.program_id
+    assert other.program_id.endswith("/" + first.program_id)

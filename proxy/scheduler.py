@@ -1,0 +1,91 @@
+"""The scheduling mechanism of the live proxy: it drives the process table and the policy
+through the life of each call, with the wall clock as ``now``.
+
+The policy decides (pure); this object measures and applies (DESIGN.md rule 1). It is the one
+place where the request path touches the table and the policy, so that the order of updates
+(table first, then the policy that reads what the table measured) is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from proxy.intercept.identify import Identifier, Identity
+from proxy.metrics import Metrics
+from proxy.policies.base import Policy, Priority
+from proxy.records import Call, Program
+from proxy.table import ProcessTable
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        table: ProcessTable,
+        policy: Policy,
+        identifier: Identifier,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.table = table
+        self.policy = policy
+        self.identifier = identifier
+        self.metrics = metrics
+        self.clock = clock
+
+    def arrive(self, identity: Identity, *, prompt_tokens: int) -> tuple[Program, Call, Priority]:
+        """A call entered the proxy: record it in its program and rank it."""
+        now = self.clock()
+        program, call = self.table.begin(
+            identity.program_id,
+            now=now,
+            tenant=identity.tenant,
+            source=identity.source,
+            thread=identity.thread,
+            parents=identity.parents,
+            prompt_tokens=prompt_tokens,
+            end=identity.end,
+        )
+        priority = self.policy.on_arrival(call=call, program=program, now=now)
+        self.metrics.calls.labels(identity.source).inc()
+        self.metrics.arrival_level.observe(priority.level)
+        return program, call, priority
+
+    def started(self, call: Call, engine: str) -> None:
+        self.table.start(call, engine, self.clock())
+
+    def preempted(self, call: Call) -> None:
+        self.table.preempt(call, self.clock())
+
+    def served(self, call: Call, tokens: int) -> Priority | None:
+        """``tokens`` more were generated: the call's service grows, and the policy may
+        demote it mid-call (the new priority is returned)."""
+        now = self.clock()
+        self.table.tokens(call, tokens, now)
+        program = self.table.get(call.program_id)
+        if program is None:
+            return None
+        before = call.level
+        priority = self.policy.on_service(call=call, program=program, now=now)
+        if priority.level > before:
+            self.metrics.demotions.inc()
+        return priority
+
+    def finish(
+        self,
+        call: Call,
+        identity: Identity,
+        *,
+        ok: bool,
+        usage: tuple[int, int] | None,
+        reply: dict[str, Any] | None,
+    ) -> None:
+        """The call ended. The table hands it to the policy's ``on_finish``; an answered chat
+        call teaches program inference the reply its next call will carry."""
+        prompt, completion = usage if usage is not None else (None, None)
+        self.table.finish(
+            call, self.clock(), ok=ok, prompt_tokens=prompt, completion_tokens=completion
+        )
+        if ok and reply is not None and not identity.end:
+            self.identifier.record_reply(identity, reply)
