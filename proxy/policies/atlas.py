@@ -1,0 +1,85 @@
+"""ATLAS, Adaptive Thread-Level Attained Service (Autellix, programs with parallel calls).
+
+A program's scalar is the longest critical path observed so far (not the sum of its calls'
+service, which would punish a program for fanning out). Every new call starts at it and it is
+raised when a call finishes on a longer path. All of a program's active calls share one
+priority, so siblings are served together and no straggler holds up the join.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from proxy.policies.base import BasePolicy, Priority, assigned
+from proxy.policies.levels import Levels, LevelsConfig, StarvationGuard
+from proxy.policies.tenant import TenantFloor, TenantFloorConfig
+from proxy.records import Call, Program
+
+
+@dataclass(frozen=True, slots=True)
+class ATLASConfig(LevelsConfig):
+    """The multi-level queue settings, plus the optional tenant floor (None: off)."""
+
+    tenant_floor: TenantFloorConfig | None = None
+
+
+class ATLAS(BasePolicy):
+    """Critical-path priority over multi-level queues, one priority per program.
+
+    The level comes from the program's *live* critical path: the longest of the recorded path
+    (``program.critical_path``) and ``start_service + service`` of each active call. It is the
+    same for every active call of the program and only grows, so siblings share it while they
+    run and the program sinks as its longest thread progresses. Inside a level, programs go in
+    their order (``program.created``); ``group`` keeps one program's calls adjacent.
+
+    On finish ``program.critical_path = max(critical_path, start_service + service)``; ATLAS
+    also adds the call's service to ``program.service`` (the table's cumulative service).
+    A starving call is promoted alone: anti-starvation is the one thing that splits siblings.
+    """
+
+    name: ClassVar[str] = "atlas"
+    Config: ClassVar[type] = ATLASConfig
+
+    def __init__(self, config: ATLASConfig | None = None) -> None:
+        self.config = config or ATLASConfig()
+        self.levels = Levels.from_config(self.config)
+        self.guard = StarvationGuard(self.config.beta)
+        floor = self.config.tenant_floor
+        self.floor = TenantFloor(floor) if floor is not None else None
+
+    def _floor(self, program: Program, now: float) -> float:
+        return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)
+
+    @staticmethod
+    def live_path(call: Call, program: Program) -> float:
+        """The program's critical path including its active calls' progress."""
+        path = max(program.critical_path, call.start_service + call.service)
+        for active in program.active.values():
+            path = max(path, active.start_service + active.service)
+        return path
+
+    def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:
+        call.start_service = program.critical_path
+        if self.floor is not None:
+            self.floor.arrive(program.tenant, now)
+        return self.priority(call=call, program=program, now=now)
+
+    def priority(self, *, call: Call, program: Program, now: float) -> Priority:
+        floor = self._floor(program, now)
+        since = self.guard.service_since_promotion(
+            call,
+            program_wait=program.wait,
+            program_service=max(program.critical_path, floor),
+            now=now,
+        )
+        path = max(self.live_path(call, program), floor) if since is None else since
+        return assigned(call, Priority(self.levels.level_of(path), program.created, program.id))
+
+    def on_finish(self, *, call: Call, program: Program, now: float) -> None:
+        before = program.critical_path
+        program.critical_path = max(before, call.start_service + call.service)
+        program.service += call.service
+        if self.floor is not None:
+            self.floor.finish(program.tenant, program.critical_path - before, now)
+        self.guard.forget(call.id)

@@ -1,0 +1,138 @@
+"""The Policy contract: how a scheduling policy ranks calls, and the `Priority` it ranks them by.
+
+A policy is pure and synchronous (DESIGN.md, rule 1): it never awaits, never reads a clock and
+never does I/O. Time comes in as ``now``; everything else it needs comes in as the call and its
+program's process-table records, which it reads and, at the points the contract names, updates.
+The same policy object therefore runs unchanged in the live proxy, in the simulator and inside
+the engine-side scheduler plug-ins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+from proxy.records import Call, Program
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Priority:
+    """Where a call stands in the queue: smaller is served sooner.
+
+    Ordered field by field: first the queue ``level`` (0 is the top queue), then ``key`` inside
+    the level (FCFS inside a level: the call's arrival, or for policies that rank whole programs,
+    the program's order), then ``group``, which keeps calls with the same level and key together
+    (ATLAS puts the program id there so a program's parallel calls stay adjacent). Calls with
+    equal priorities are served in arrival order by the scheduler.
+    """
+
+    level: int
+    key: float = 0.0
+    group: str = ""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A scheduling policy. Built-ins live in ``proxy.policies``; plug-ins are found by the
+    registry (``proxy.policies.registry``) by name, ``package.module:Class`` or entry point.
+
+    Lifecycle of one call, as the mechanism (proxy, simulator, engine plug-in) drives it:
+
+    1. ``on_arrival`` once, when the call enters the process table (after it was added to
+       ``program.active``). The policy may set ``call.start_service``.
+    2. ``priority`` whenever the mechanism re-ranks its queue (each scheduling round, or
+       whenever waits may have pushed a call past the anti-starvation threshold).
+    3. ``on_service`` each time the mechanism has added to ``call.service`` (usage from the
+       stream, or a simulator step); the answer may demote the call mid-run.
+    4. ``on_finish`` exactly once when the call leaves, whether DONE, FAILED or cancelled,
+       before it is removed from ``program.active``. The policy updates the program's scalar
+       (``program.service``, ``program.critical_path``) and forgets any per-call state.
+
+    The mechanism owns the measurements: ``call.service``, ``call.wait`` and
+    ``call.queued_since`` (the open waiting stretch, if the call is waiting now),
+    ``program.wait`` (waits of completed calls, added when a call finishes), ``program.active``,
+    and ``call.oracle_remaining`` in the simulator. Policies read them and write only
+    ``call.start_service``, ``call.level``, ``program.service`` and ``program.critical_path``.
+
+    Every method takes keyword arguments only, so the contract can grow new keywords without
+    breaking callers; a plug-in that wants to be forward compatible may also accept ``**_``.
+    Every method returning a ``Priority`` also sets ``call.level`` to its level.
+    """
+
+    @property
+    def name(self) -> str:
+        """The policy's registry name (used in logs, metrics and error messages)."""
+        ...
+
+    @property
+    def live_ok(self) -> bool:
+        """False for clairvoyant policies (they read ``call.oracle_remaining``, which only the
+        simulator knows): the live proxy refuses them at start-up."""
+        ...
+
+    def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:
+        """A new call arrived: set ``call.start_service`` if the policy uses it; return the
+        call's first priority."""
+        ...
+
+    def priority(self, *, call: Call, program: Program, now: float) -> Priority:
+        """The call's priority at ``now``. Apart from ``call.level``, the only state this may
+        change is an anti-starvation promotion, which the policy remembers for the call."""
+        ...
+
+    def on_service(self, *, call: Call, program: Program, now: float) -> Priority:
+        """``call.service`` has grown: return the call's priority now (possibly demoted)."""
+        ...
+
+    def on_finish(self, *, call: Call, program: Program, now: float) -> None:
+        """The call is leaving: fold its service into the program's scalar, drop its state."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NoConfig:
+    """The typed config of a policy that takes no settings."""
+
+
+def live_wait(call: Call, now: float) -> float:
+    """The call's waiting time including the stretch still open at ``now``: the mechanism may
+    update ``call.wait`` only when a stretch closes, but starvation must count the open one."""
+    if call.queued_since is None:
+        return call.wait
+    return call.wait + max(0.0, now - call.queued_since)
+
+
+class BasePolicy:
+    """Convenience base for policies (built-in or plug-in); subclassing it is optional.
+
+    Subclasses set ``name`` and implement ``priority``. The defaults account service the PLAS
+    way, so ``program.service`` stays meaningful in the process table whatever policy runs:
+    a call starts at its program's service and, when it finishes, the program's service becomes
+    ``max(program.service, call.start_service + call.service)``.
+    """
+
+    name: ClassVar[str] = "base"
+    live_ok: ClassVar[bool] = True
+    Config: ClassVar[type] = NoConfig
+
+    def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:
+        call.start_service = program.service
+        return self.priority(call=call, program=program, now=now)
+
+    def priority(self, *, call: Call, program: Program, now: float) -> Priority:
+        raise NotImplementedError
+
+    def on_service(self, *, call: Call, program: Program, now: float) -> Priority:
+        return self.priority(call=call, program=program, now=now)
+
+    def on_finish(self, *, call: Call, program: Program, now: float) -> None:
+        program.service = max(program.service, call.start_service + call.service)
+
+    def __repr__(self) -> str:
+        return f"<policy {self.name}>"
+
+
+def assigned(call: Call, priority: Priority) -> Priority:
+    """Record the level on the call (the process table shows it) and pass the priority on."""
+    call.level = priority.level
+    return priority

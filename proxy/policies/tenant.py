@@ -1,0 +1,121 @@
+"""Tenant floor: a program ranks as if it had consumed at least a share of its tenant's recent
+service, so a client that claims a fresh program id for every call gains nothing (AUTELLIX.md,
+"Known weaknesses": the paper has no defense against id rotation).
+
+It is a component that PLAS and ATLAS mix in through their config (``tenant_floor``); off by
+default. The policy credits the tenant with every increase of the program scalar it ranks by
+(``program.service`` for PLAS, ``program.critical_path`` for ATLAS), and ranks each call by
+``max(program scalar, share * tenant ledger)``. With ``share = 1`` a tenant's calls rank exactly
+as if they all belonged to one program, whatever ids they carry.
+
+The ledger decays (half-life ``half_life_s``) only while the tenant has nothing in flight: a
+tenant that keeps calling is never forgiven, one that went quiet is, gradually. Decaying while
+busy would let a tenant that rotates ids out-rank the same work done under one id.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Ledgers that decayed below this, with nothing in flight, are dropped: they no longer matter.
+_NEGLIGIBLE = 1e-9
+# Idle ledgers are swept once every this many arrivals, so memory follows active tenants.
+_SWEEP_EVERY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TenantFloorConfig:
+    """share: fraction of the tenant ledger a program ranks at, at least (0 < share <= 1).
+        1 makes id rotation worthless but also ranks a tenant's concurrent programs as one
+        (tenant-level attained service); a smaller share lets a tenant run a few programs side
+        by side unpenalized, at the price of letting a rotating tenant gain up to 1 / share.
+    half_life_s: half-life of the ledger while the tenant is idle, in seconds of ``now``;
+        None never forgets.
+    exempt: tenants the floor ignores ("" is always exempt: calls with no tenant at all).
+    """
+
+    share: float = 1.0
+    half_life_s: float | None = 600.0
+    exempt: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        if self.half_life_s is not None and not self.half_life_s > 0:
+            raise ValueError("half_life_s must be positive (or null for no decay)")
+
+
+@dataclass(slots=True)
+class _Ledger:
+    value: float = 0.0
+    in_flight: int = 0
+    idle_since: float | None = None  # when in_flight last dropped to 0
+
+
+class TenantFloor:
+    """Per-tenant ledgers of recent service; owned by one policy instance (no globals).
+
+    The owning policy calls ``arrive`` from ``on_arrival`` and ``finish`` from ``on_finish``
+    for every call, and ``floor`` when it ranks one.
+    """
+
+    __slots__ = ("_arrivals", "_exempt", "_ledgers", "config")
+
+    def __init__(self, config: TenantFloorConfig) -> None:
+        self.config = config
+        self._exempt = frozenset(config.exempt) | {""}
+        self._ledgers: dict[str, _Ledger] = {}
+        self._arrivals = 0
+
+    def _decayed(self, ledger: _Ledger, now: float) -> float:
+        half_life = self.config.half_life_s
+        if ledger.idle_since is None or half_life is None or ledger.in_flight:
+            return ledger.value
+        idle = max(0.0, now - ledger.idle_since)
+        return ledger.value * math.exp2(-idle / half_life)
+
+    def arrive(self, tenant: str, now: float) -> None:
+        if tenant in self._exempt:
+            return
+        ledger = self._ledgers.setdefault(tenant, _Ledger())
+        ledger.value = self._decayed(ledger, now)
+        ledger.idle_since = None
+        ledger.in_flight += 1
+        self._arrivals += 1
+        if self._arrivals % _SWEEP_EVERY == 0:
+            self.sweep(now)
+
+    def sweep(self, now: float) -> None:
+        """Drop the ledgers of idle tenants that have been forgiven."""
+        for tenant in [
+            name
+            for name, ledger in self._ledgers.items()
+            if not ledger.in_flight and self._decayed(ledger, now) < _NEGLIGIBLE
+        ]:
+            del self._ledgers[tenant]
+
+    def finish(self, tenant: str, credit: float, now: float) -> None:
+        """One of the tenant's calls left; ``credit`` is how much it raised its program's
+        scalar (0 for a call that ended inside a longer sibling's path)."""
+        ledger = self._ledgers.get(tenant)
+        if ledger is None:
+            return
+        ledger.value += max(0.0, credit)
+        ledger.in_flight = max(0, ledger.in_flight - 1)
+        if ledger.in_flight == 0:
+            ledger.idle_since = now
+
+    def floor(self, tenant: str, now: float) -> float:
+        """The least service a program of ``tenant`` ranks at, at ``now``."""
+        ledger = self._ledgers.get(tenant)
+        if ledger is None:
+            return 0.0
+        value = self._decayed(ledger, now)
+        if value < _NEGLIGIBLE and not ledger.in_flight:
+            del self._ledgers[tenant]
+            return 0.0
+        return self.config.share * value
+
+    def __len__(self) -> int:
+        return len(self._ledgers)
