@@ -115,17 +115,20 @@ async def _stream(request: web.Request, call: SimCall, stream: Stream) -> web.St
     created = int(time.time())
     sent = 0
     reason: str | None = None
-    while reason is None:
-        events = [await stream.events.get()]
-        while not stream.events.empty():
-            events.append(stream.events.get_nowait())
-        out = bytearray()
-        for tokens, reason in events:
-            out += stream_event(call, created, sent, tokens, reason)
-            sent += tokens
-        await response.write(bytes(out))
-    await response.write(stream_end(call, created, sent))
-    await response.write_eof()
+    try:
+        while reason is None:
+            events = [await stream.events.get()]
+            while not stream.events.empty():
+                events.append(stream.events.get_nowait())
+            out = bytearray()
+            for tokens, reason in events:
+                out += stream_event(call, created, sent, tokens, reason)
+                sent += tokens
+            await response.write(bytes(out))
+        await response.write(stream_end(call, created, sent))
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away mid-write: _generate aborts the request
     return response
 
 
