@@ -19,7 +19,6 @@ from proxy.intercept.wire import (
     parse_json_object,
     validate,
 )
-from proxy.kvhints.pool import EngineState
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
 from proxy.sim.text import chat_prompt_tokens, estimate_tokens
@@ -40,17 +39,15 @@ def request_id_of(request: web.Request, state: ProxyState) -> str:
     return rid
 
 
-async def send(
+async def send_raw(
     request: web.Request,
     state: ProxyState,
     model: str | None,
-    method: str,
-    path: str,
-    body: dict[str, Any] | bytes | None,
+    data: bytes | None,
     request_id: str,
-) -> tuple[EngineState, aiohttp.ClientResponse]:
-    """Send to the best engine for ``model``; if it cannot be reached (nothing was sent),
-    mark it unhealthy and try the next one."""
+) -> aiohttp.ClientResponse:
+    """Send a request unchanged to the best engine for ``model``; if it cannot be reached
+    (nothing was sent), mark it unhealthy and try the next one."""
     tried: list[str] = []
     while True:
         try:
@@ -62,20 +59,13 @@ async def send(
                 f"no engine serving {model or 'this request'} could be reached (tried {', '.join(tried)})",
                 code="engine_unreachable",
             ) from None
-        if isinstance(body, dict):
-            data: bytes | None = orjson.dumps(
-                engine.backend.prepare_body(body, request_id=request_id)
-            )
-        else:
-            data = body
         headers = upstream_headers(request, state, engine, request_id)
-        if not isinstance(body, dict):
-            headers.pop("Content-Type")
-            if "Content-Type" in request.headers:
-                headers["Content-Type"] = request.headers["Content-Type"]
+        del headers["Content-Type"]
+        if "Content-Type" in request.headers:
+            headers["Content-Type"] = request.headers["Content-Type"]
         try:
-            upstream = await open_upstream(
-                state.client(), engine, method, path, data=data, headers=headers,
+            return await open_upstream(
+                state.client(), engine, request.method, request.path_qs, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
             )  # fmt: skip
         except BadGateway as err:
@@ -86,8 +76,6 @@ async def send(
             tried.append(engine.name)
             if len(tried) >= len(state.pool.engines):
                 raise
-            continue
-        return engine, upstream
 
 
 def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
@@ -169,8 +157,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
-    path = request.path_qs
-    _, upstream = await send(request, state, model, request.method, path, raw or None, request_id)
+    upstream = await send_raw(request, state, model, raw or None, request_id)
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":

@@ -1,6 +1,7 @@
-"""Finding policies: built-in names, ``package.module:Class`` paths, and entry points in the
-group ``autellix.policies``. A plug-in's shape is checked when it is loaded, and its settings
-are checked against its typed config, with errors that name the plug-in and what is wrong.
+"""Policies by name: built-ins, ``package.module:Class`` paths, and entry points in the
+``autellix.policies`` group. A plug-in's shape is checked when it is loaded, and its typed
+config is filled from a plain mapping (the config file's ``policy`` section), with errors that
+name the plug-in and what is wrong (DESIGN.md, rule 8).
 """
 
 from __future__ import annotations
@@ -10,158 +11,271 @@ import importlib
 import inspect
 import types
 import typing
-from collections.abc import Mapping
-from importlib.metadata import entry_points
+from collections.abc import Callable, Mapping
+from importlib import metadata
 from typing import Any
 
 from proxy.errors import ConfigError
+from proxy.policies.atlas import ATLAS
 from proxy.policies.base import Policy
+from proxy.policies.fcfs import FCFS
+from proxy.policies.las import LAS
+from proxy.policies.mlfq import MLFQ
+from proxy.policies.plas import PLAS
+from proxy.policies.srpt import SRPT
 
 ENTRY_POINT_GROUP = "autellix.policies"
 
-BUILTIN: Mapping[str, str] = types.MappingProxyType(
-    {
-        "fcfs": "proxy.policies.fcfs:FCFS",
-        "las": "proxy.policies.las:LAS",
-        "mlfq": "proxy.policies.mlfq:MLFQ",
-        "plas": "proxy.policies.plas:PLAS",
-        "atlas": "proxy.policies.atlas:ATLAS",
-        "srpt": "proxy.policies.srpt:SRPT",
-    }
+BUILTIN: Mapping[str, type] = types.MappingProxyType(
+    {cls.name: cls for cls in (FCFS, LAS, MLFQ, PLAS, ATLAS, SRPT)}
 )
 
 _HOOKS = ("on_arrival", "priority", "on_service", "on_finish")
 _HOOK_KEYWORDS = ("call", "program", "now")
 
 
-def _import(path: str, what: str) -> Any:
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(
-            f"policy {what!r}: expected a name, package.module:Class or an entry point"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"policy {what!r}: cannot import {module_name!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"policy {what!r}: module {module_name!r} has no {attr!r}") from None
-
-
-def check_shape(obj: Any, what: str) -> None:
-    """Raise ConfigError unless ``obj`` (a class or an instance) has the Policy contract's shape."""
-    problems = []
-    if not isinstance(getattr(obj, "name", None), str):
-        problems.append("no string attribute 'name'")
-    for hook in _HOOKS:
-        fn = getattr(obj, hook, None)
-        if not callable(fn):
-            problems.append(f"no method {hook}()")
-            continue
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            continue
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            continue
-        missing = [k for k in _HOOK_KEYWORDS if k not in params]
-        if missing:
-            problems.append(f"{hook}() does not take keyword argument(s) {', '.join(missing)}")
-    if problems:
-        raise ConfigError(f"policy {what!r} is not a valid policy: " + "; ".join(problems))
-
-
-def _dataclass_type(hint: Any) -> type | None:
-    """The dataclass in a hint such as ``TenantFloorConfig | None``, if any."""
-    candidates = typing.get_args(hint) or (hint,)
-    for candidate in candidates:
-        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
-
-
-def build_config(config_cls: type, values: Mapping[str, Any], what: str) -> Any:
-    """Fill a policy's typed config (a dataclass) from a plain mapping, rejecting unknown keys."""
-    if not dataclasses.is_dataclass(config_cls):
-        raise ConfigError(f"policy {what!r}: its Config is not a dataclass")
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ConfigError(
-            f"policy {what!r} has no setting {', '.join(map(repr, unknown))}; it takes: {known}"
-        )
-    hints = typing.get_type_hints(config_cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        nested = _dataclass_type(hints.get(key))
-        if nested is not None and isinstance(value, Mapping):
-            value = build_config(nested, value, f"{what}.{key}")
-        kwargs[key] = value
-    try:
-        return config_cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"policy {what!r}: bad settings: {exc}") from exc
-
-
 class PolicyRegistry:
-    """Resolves policy references. Per instance: ``register`` adds names for this registry only."""
+    """Finds, checks and builds policies. No module-level state: each app (or test) builds its
+    own, and ``register`` adds names to this instance only.
 
-    def __init__(self, *, group: str = ENTRY_POINT_GROUP) -> None:
+    ``builtins``: name -> class (default: the built-in policies); ``group``: the entry-point
+    group searched for plug-ins; ``entry_points``: where entry points come from (default
+    ``importlib.metadata.entry_points``; injectable for tests). Lookup order for a bare name:
+    registered, built-in, entry point.
+    """
+
+    def __init__(
+        self,
+        *,
+        builtins: Mapping[str, type] = BUILTIN,
+        group: str = ENTRY_POINT_GROUP,
+        entry_points: Callable[[str], Any] | None = None,
+    ) -> None:
+        self._builtins = builtins
         self._group = group
+        self._entry_points = entry_points or (lambda g: metadata.entry_points(group=g))
         self._extra: dict[str, type] = {}
 
     def register(self, name: str, cls: type) -> None:
-        check_shape(cls, name)
+        """Make ``cls`` available as ``name`` in this registry (shape-checked now)."""
+        check_policy_class(cls, name)
         self._extra[name] = cls
 
     def names(self) -> list[str]:
-        plugins = [ep.name for ep in entry_points(group=self._group)]
-        return sorted({*BUILTIN, *self._extra, *plugins})
+        return sorted(self.available())
+
+    def _plugins(self) -> dict[str, metadata.EntryPoint]:
+        found: dict[str, metadata.EntryPoint] = {}
+        for ep in self._entry_points(self._group):
+            other = found.get(ep.name)
+            if other is not None and other.value != ep.value:
+                raise ConfigError(
+                    f"policy plug-in name {ep.name!r} is claimed by two entry points in group "
+                    f"{self._group!r}: {other.value} and {ep.value}; uninstall one"
+                )
+            found[ep.name] = ep
+        return found
+
+    def available(self) -> dict[str, str]:
+        """Every policy known by name, and where it comes from."""
+        out = {name: f"registered {_where(cls)}" for name, cls in self._extra.items()}
+        for name, cls in self._builtins.items():
+            out.setdefault(name, f"built-in {_where(cls)}")
+        for name, ep in self._plugins().items():
+            out.setdefault(name, f"entry point {ep.value}")
+        return out
 
     def load_class(self, ref: str) -> type:
+        """The policy class for ``ref`` (a name or ``package.module:Class``), shape-checked."""
         if ref in self._extra:
             return self._extra[ref]
-        if ref in BUILTIN:
-            obj = _import(BUILTIN[ref], ref)
+        if ref in self._builtins:
+            cls = self._builtins[ref]
         elif ":" in ref:
-            obj = _import(ref, ref)
+            cls = _import(ref)
         else:
-            found = [ep for ep in entry_points(group=self._group) if ep.name == ref]
-            if not found:
-                raise ConfigError(f"unknown policy {ref!r}; known: {', '.join(self.names())}")
-            try:
-                obj = found[0].load()
-            except Exception as exc:
+            ep = self._plugins().get(ref)
+            if ep is None:
+                known = ", ".join(sorted(self.available()))
                 raise ConfigError(
-                    f"policy {ref!r} (entry point {found[0].value}) failed to load: {exc}"
-                ) from exc
-        if not isinstance(obj, type):
-            raise ConfigError(f"policy {ref!r} is not a class")
-        check_shape(obj, ref)
-        return obj
-
-    def create(self, ref: str, settings: Mapping[str, Any] | None = None) -> Policy:
-        """A policy object for ``ref``, configured from ``settings`` (its Config's fields)."""
-        cls = self.load_class(ref)
-        config_cls = getattr(cls, "Config", None)
-        settings = settings or {}
-        try:
-            if config_cls is not None:
-                policy = cls(build_config(config_cls, settings, ref))
-            elif settings:
-                raise ConfigError(
-                    f"policy {ref!r} takes no settings; got {', '.join(sorted(settings))}"
+                    f"unknown policy {ref!r}; known: {known}; or give package.module:Class"
                 )
-            else:
-                policy = cls()
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"policy {ref!r} could not be created: {exc}") from exc
-        check_shape(policy, ref)
-        if not isinstance(getattr(policy, "live_ok", True), bool):
-            raise ConfigError(f"policy {ref!r}: live_ok must be a bool")
-        return typing.cast(Policy, policy)
+            try:
+                cls = ep.load()
+            except Exception as exc:  # a plug-in can fail to import in any way
+                raise ConfigError(
+                    f"policy plug-in {ref!r} (entry point {ep.value}) cannot be loaded: {exc}"
+                ) from exc
+        check_policy_class(cls, ref)
+        return cls
+
+    def create(
+        self, ref: str, config: Mapping[str, object] | None = None, *, live: bool = False
+    ) -> Policy:
+        """Load ``ref``, fill its config from ``config`` and build it. ``live=True`` (the
+        proxy) refuses clairvoyant policies."""
+        cls = self.load_class(ref)
+        settings = _settings(cls, config or {}, ref)
+        try:
+            policy = cls() if settings is None else cls(settings)
+        except Exception as exc:  # a plug-in's constructor can fail in any way
+            raise ConfigError(f"policy {ref!r} cannot be built: {exc}") from exc
+        if not isinstance(policy, Policy):
+            raise ConfigError(f"policy {ref!r}: the built object does not satisfy Policy")
+        if live and not policy.live_ok:
+            raise ConfigError(
+                f"policy {ref!r} is clairvoyant (live_ok is False): it needs the true remaining "
+                "work of calls, which only the simulator knows; use it in the simulator"
+            )
+        return policy
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _import(ref: str) -> type:
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own failure
+        raise ConfigError(f"policy {ref!r} cannot be loaded: {exc}") from exc
+    if not isinstance(obj, type):
+        raise ConfigError(f"policy {ref!r} is not a class")
+    return obj
+
+
+def check_policy_class(cls: type, ref: str) -> None:
+    """Raise ConfigError unless ``cls`` has the Policy shape: a ``name`` string, a ``live_ok``
+    bool, the four hooks taking ``call``, ``program`` and ``now`` by keyword and nothing else
+    required, and a usable ``Config`` (a dataclass) if it declares one."""
+    problems: list[str] = []
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        problems.append("it has no 'name' string attribute")
+    if not isinstance(getattr(cls, "live_ok", None), bool):
+        problems.append("it has no 'live_ok' bool attribute")
+    for hook in _HOOKS:
+        problems.extend(_hook_problems(cls, hook))
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is not None and not (
+        isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)
+    ):
+        problems.append("its 'Config' is not a dataclass")
+    if problems:
+        raise ConfigError(
+            f"policy plug-in {ref!r} ({_where(cls)}) is not a Policy: " + "; ".join(problems)
+        )
+
+
+def _hook_problems(cls: type, hook: str) -> list[str]:
+    method = getattr(cls, hook, None)
+    if not callable(method):
+        return [f"method {hook}() is missing"]
+    try:
+        params = list(inspect.signature(method).parameters.values())[1:]  # drop self
+    except (TypeError, ValueError):
+        return []  # a builtin or C callable: nothing to inspect
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    by_name = {p.name: p for p in params}
+    problems = []
+    for keyword in _HOOK_KEYWORDS:
+        param = by_name.get(keyword)
+        if param is None and not takes_any:
+            problems.append(f"method {hook}() does not accept keyword argument {keyword!r}")
+        elif param is not None and param.kind is param.POSITIONAL_ONLY:
+            problems.append(f"method {hook}() takes {keyword!r} positionally only")
+    extra = [
+        p.name
+        for p in params
+        if p.name not in _HOOK_KEYWORDS
+        and p.default is p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if extra:
+        problems.append(f"method {hook}() requires arguments the contract does not pass: {extra}")
+    return problems
+
+
+def _settings(cls: type, data: Mapping[str, object], ref: str) -> object | None:
+    """The policy's typed config filled from ``data``; None for a class without ``Config``
+    (then ``data`` must be empty)."""
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is None:
+        if data:
+            raise ConfigError(f"policy {ref!r} takes no settings; got: {', '.join(data)}")
+        return None
+    return build_config(config_cls, data, ref)
+
+
+def build_config(config_cls: type, data: Mapping[str, object], what: str) -> object:
+    """A policy's typed config (a dataclass) filled from a plain mapping, such as the config
+    file's policy settings. Unknown keys and ill-typed values are rejected with an error that
+    names the policy and the setting."""
+    if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        raise ConfigError(f"policy {what!r}: its Config is not a dataclass")
+    return _fill(config_cls, data, f"policy {what!r}")
+
+
+def _fill(config_cls: type, data: Mapping[str, object], where: str) -> object:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: settings must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}; known: {', '.join(fields) or '(none)'}"
+        )
+    hints = typing.get_type_hints(config_cls)
+    values = {
+        key: _convert(hints[key], val, f"{where}, setting {key!r}") for key, val in data.items()
+    }
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _convert(hint: Any, value: object, where: str) -> object:
+    """Check ``value`` against a config field's type (the few shapes configs use: bool, int,
+    float, str, optional, tuple of one type, nested dataclass)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no option")
+    if origin is tuple:
+        item_hint = typing.get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(item_hint, item, where) for item in value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _fill(hint, value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ConfigError(f"{where}: the config type {hint!r} is not supported")
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")

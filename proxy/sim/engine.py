@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.sim.cost import CostModel
 from proxy.sim.queues import FCFSQueue, WaitingQueue
@@ -209,6 +211,12 @@ class EngineModel:
         request.status = RequestStatus.WAITING
         self._requests[request.id] = request
         self.queue.push(request)
+
+    def sort_running(self, key: Callable[[EngineRequest], Any]) -> None:
+        """Reorder the running requests by ``key``, smallest first: the order the next steps
+        serve them in (token budget, KV growth). A program-aware scheduler (the simulator's
+        policy queue) serves its best calls first, as Autellix picks each round's batch."""
+        self._running.sort(key=key)
 
     def abort(self, request_id: str, now: float) -> bool:
         """Drop a waiting or running request and free its KV; False if there is none."""
