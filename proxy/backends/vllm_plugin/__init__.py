@@ -1,0 +1,12 @@
+"""The engine-side Autellix scheduler for vLLM (V1), loaded into the engine with
+
+    --scheduler-cls proxy.backends.vllm_plugin.scheduler.AutellixScheduler
+
+It runs the proxy's own policy objects (PLAS, ATLAS, ...) inside vLLM's EngineCore: it orders
+the waiting queue by the policy's priority, demotes calls as they are served, and preempts
+running calls for waiting ones that outrank them, which stock vLLM never does. See docs/vllm.md.
+
+Modules: ``queue`` (pure: the engine's call book, the policy-ordered queue, the preemption
+decision), ``control`` (the engine's end of the proxy's control channel) and ``scheduler``
+(the vLLM subclass; the only module that imports vLLM). Nothing here is imported by the proxy.
+"""

@@ -1,0 +1,355 @@
+"""Autellix inside vLLM's engine: a subclass of the V1 scheduler (pinned: vllm 0.32.0).
+
+Start the engine with ``--scheduler-cls proxy.backends.vllm_plugin.scheduler.AutellixScheduler``
+and ``--scheduling-policy priority`` (see docs/vllm.md). Stock vLLM orders its waiting queue by
+the priority a request was submitted with and preempts only when KV blocks run out. Here, at
+the start of every ``schedule()``:
+
+1. the control channel is drained (live program service and call levels from the proxy);
+2. every call is re-ranked by the policy from its tokens so far (demotion as it is served);
+3. the waiting queue is re-sorted by that rank (it is a ``PolicyQueue``, not vLLM's heap);
+4. running calls outranked by waiting ones are preempted with vLLM's own mechanism (KV freed,
+   back to waiting, recomputed on resume), once they have had their minimum quantum;
+
+then vLLM's own ``schedule()`` runs unchanged on the reordered queues. ``request.priority`` is
+set to the call's level, so vLLM's own KV-pressure victim choice follows the policy too.
+
+vLLM internals relied on (they move between versions, hence the pin): ``self.waiting`` (any
+object with the RequestQueue methods), ``self.running`` (a list), ``self.requests``,
+``_preempt_request(request, timestamp, drop_stale_output)``, ``_free_request`` (every finish
+and abort passes through it), ``prev_step_scheduled_req_ids``, ``max_num_active_reqs`` /
+``max_num_running_reqs``, ``kv_cache_manager.get_block_ids`` and ``.usage``, and on requests
+``request_id``, ``priority``, ``arrival_time``, ``num_prompt_tokens``, ``num_output_tokens``,
+``status``, ``sampling_params.extra_args``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from vllm.v1.core.sched.async_scheduler import (  # type: ignore[import-not-found, unused-ignore]
+    AsyncScheduler,
+)
+from vllm.v1.core.sched.request_queue import (  # type: ignore[import-not-found, unused-ignore]
+    SchedulingPolicy,
+)
+from vllm.v1.core.sched.scheduler import (  # type: ignore[import-not-found, unused-ignore]
+    Scheduler,
+)
+from vllm.v1.request import RequestStatus  # type: ignore[import-not-found, unused-ignore]
+
+from proxy.backends.vllm_plugin.control import (
+    CallLevel,
+    ControlReceiver,
+    EventRecord,
+    PluginSettings,
+    ProgramService,
+    make_policy,
+    parse_tags,
+)
+from proxy.backends.vllm_plugin.queue import (
+    CallBook,
+    PolicyQueue,
+    SortKey,
+    choose_victims,
+)
+from proxy.policies.levels import Levels
+
+# Under "vllm." so that vLLM's logging configuration sends these lines to the server log.
+logger = logging.getLogger("vllm.autellix.scheduler")
+
+_UNTRACKED_LEVEL = 1 << 30  # a request the book does not know queues last, by arrival
+_OK = frozenset({"FINISHED_STOPPED", "FINISHED_LENGTH_CAPPED"})
+
+
+class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
+    """vLLM's synchronous scheduler (the one vLLM forces on CPU) with Autellix ordering,
+    demotion and preemption. ``AutellixAsyncScheduler`` below is the GPU variant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = self.autellix_settings = PluginSettings.from_env(os.environ)
+        policy = make_policy(settings.policy, settings.levels)
+        self.book = CallBook(
+            policy=policy, levels=Levels.from_config(settings.levels), cost=settings.cost
+        )
+        if str(self.scheduler_config.policy) != "priority":
+            logger.warning(
+                "Autellix: start vLLM with --scheduling-policy priority; under fcfs the API "
+                "server refuses the priority the proxy sends"
+            )
+        # vLLM's KV-pressure preemption picks its victim by request.priority only under the
+        # priority policy; the book keeps request.priority equal to the call's level.
+        self.policy = SchedulingPolicy.PRIORITY
+        self.waiting = PolicyQueue(self._queue_key)
+        self.record = EventRecord(settings.log_path, maxlen=settings.log_max)
+        self.control = ControlReceiver(settings.control_addr) if settings.control_addr else None
+        self._passed_over: set[str] = set()
+        self._warned: set[str] = set()
+        logger.info(
+            "Autellix scheduler: policy=%s levels=%s first=%s growth=%s beta=%s "
+            "decode_token_s=%s prefill_token_s=%s min_quantum_tokens=%d preempt=%s control=%s",
+            policy.name,
+            settings.levels.levels,
+            settings.levels.first,
+            settings.levels.growth,
+            settings.levels.beta,
+            settings.cost.decode_token_s,
+            settings.cost.prefill_token_s,
+            settings.min_quantum_tokens,
+            settings.preempt,
+            settings.control_addr,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _warn_once(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning("Autellix: " + message + " (logged once)", *args)
+
+    def _guard(self, where: str) -> None:
+        """Called in an ``except`` block: the plug-in's own failure must not take the engine
+        down with every request in it; vLLM's scheduling goes on, in the last good order."""
+        if where not in self._warned:
+            self._warned.add(where)
+            logger.exception("Autellix: %s failed; continuing (logged once)", where)
+        self._event("plugin_error", where=where)
+
+    def _queue_key(self, request: Any) -> SortKey:
+        key = self.book.sort_key(request.request_id)
+        return key if key is not None else (_UNTRACKED_LEVEL, request.arrival_time, "", 0)
+
+    def _blocks(self, request_id: str) -> int:
+        try:
+            return sum(len(ids) for ids in self.kv_cache_manager.get_block_ids(request_id))
+        except Exception:  # a diagnostic only: never let it break a step
+            return -1
+
+    def _event(self, event: str, request: Any = None, **fields: object) -> None:
+        entry: dict[str, object] = {"t": time.time(), "step": self.current_step, "event": event}
+        if request is not None:
+            entry["req"] = request.request_id
+            tracked = self.book.get(request.request_id)
+            if tracked is not None:
+                entry["call"] = tracked.call.id
+                entry["program"] = tracked.program.id
+                entry["level"] = tracked.rank.level
+                entry["key"] = tracked.rank.key
+                entry["service"] = round(tracked.call.service, 6)
+                entry["tokens"] = tracked.call.completion_tokens
+        entry.update(fields)
+        self.record.add(entry)
+
+    # -- vLLM hooks -------------------------------------------------------------------------
+
+    def add_request(self, request: Any) -> None:
+        if request.request_id not in self.requests:  # not a streaming-input continuation
+            try:
+                self._arrive(request)
+            except Exception:
+                self._guard("add_request")
+        super().add_request(request)
+
+    def _arrive(self, request: Any) -> None:
+        params = getattr(request, "sampling_params", None)
+        extra = getattr(params, "extra_args", None)
+        tags, problems = parse_tags(extra, request.request_id)
+        for problem in problems:
+            self._warn_once(
+                problem,
+                "bad vllm_xargs (%s) in request %s; using defaults",
+                problem,
+                request.request_id,
+            )
+        if extra is None:
+            self._warn_once(
+                "untagged",
+                "request %s has no vllm_xargs: ranked as a program of its own",
+                request.request_id,
+            )
+        now = time.time()
+        tracked = self.book.arrive(
+            request_id=request.request_id,
+            tags=tags,
+            prompt_tokens=request.num_prompt_tokens,
+            arrival=request.arrival_time,
+            now=now,
+        )
+        self._event("arrived", request, vllm_priority=request.priority, problems=problems)
+        request.priority = tracked.rank.level
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.time()
+        try:
+            self._before_step(now)
+        except Exception:
+            self._guard("schedule (before vLLM's step)")
+        before = [r.request_id for r in self.running]
+        output = super().schedule(*args, **kwargs)
+        try:
+            self._after_step(before, now)
+        except Exception:
+            self._guard("schedule (after vLLM's step)")
+        self.record.flush()
+        return output
+
+    def _before_step(self, now: float) -> None:
+        if self.control is not None:
+            self._apply_control()
+        for request in [*self.running, *self.waiting]:
+            tracked = self.book.get(request.request_id)
+            if tracked is None:
+                continue
+            old = tracked.rank.level
+            rank = self.book.refresh(
+                request.request_id,
+                prompt_tokens=request.num_prompt_tokens,
+                output_tokens=request.num_output_tokens,
+                now=now,
+            )
+            if rank is not None and rank.level != old:
+                self._event("level", request, was=old)
+            request.priority = tracked.rank.level
+        self.waiting.resort()
+        paused = getattr(self.pause_state, "name", "UNPAUSED") != "UNPAUSED"
+        if self.autellix_settings.preempt and self.waiting and not paused:
+            self._preempt_outranked(now)
+
+    def _apply_control(self) -> None:
+        assert self.control is not None
+        messages, errors = self.control.poll()
+        for error in errors:
+            self._warn_once("control:" + error, "control message rejected: %s", error)
+            self._event("control_rejected", reason=error)
+        for message in messages:
+            if isinstance(message, ProgramService):
+                touched = self.book.set_program_service(message.program, message.service)
+                self._event(
+                    "control", program=message.program, service=message.service, reqs=touched
+                )
+            elif isinstance(message, CallLevel):
+                touched = self.book.set_call_level(message.call, message.level)
+                self._event("control", call=message.call, set_level=message.level, reqs=touched)
+
+    def _preempt_outranked(self, now: float) -> None:
+        quantum = self.autellix_settings.min_quantum_tokens
+        keys: dict[str, SortKey] = {}
+        preemptible: set[str] = set()
+        for request in self.running:
+            keys[request.request_id] = self._queue_key(request)
+            served = self.book.served_since_admission(request.request_id, request.num_output_tokens)
+            if request.status == RequestStatus.RUNNING and served is not None and served >= quantum:
+                preemptible.add(request.request_id)
+        waiting = [r.request_id for r in self.waiting]
+        for request in self.waiting:
+            keys[request.request_id] = self._queue_key(request)
+        limit: int = self.max_num_active_reqs
+        streaming: int = self.num_waiting_for_streaming_input
+        victims = choose_victims(
+            waiting=waiting,
+            running=[r.request_id for r in self.running],
+            keys=keys,
+            free_slots=limit - len(self.running) - streaming,
+            passed_over=self._passed_over,
+            preemptible=preemptible,
+        )
+        for victim_id, beneficiary in victims:
+            request = self.requests[victim_id]
+            held = self._blocks(victim_id)
+            self.running.remove(request)
+            self._preempt_request(
+                request,
+                time.monotonic(),
+                drop_stale_output=getattr(self, "requires_kv_delivery", False),
+            )
+            # The victim may not be resumed in the same step; if it is, the runner must get
+            # its whole token list again, as for vLLM's own forced preemption.
+            self.prev_step_scheduled_req_ids.discard(victim_id)
+            self.book.preempted(victim_id, now=now)
+            self._event(
+                "preempted",
+                request,
+                by="autellix",
+                beneficiary=beneficiary,
+                blocks_held=held,
+                blocks_after=self._blocks(victim_id),
+            )
+
+    def _after_step(self, before: list[str], now: float) -> None:
+        still = {r.request_id for r in self.running}
+        for request_id in before:
+            request = self.requests.get(request_id)
+            gone = request_id not in still and request is not None
+            if gone and request.status == RequestStatus.PREEMPTED:  # vLLM's own, for KV
+                self.book.preempted(request_id, now=now)
+                self._event("preempted", request, by="vllm")
+        was = set(before)
+        for request in self.running:
+            if request.request_id not in was:
+                tracked = self.book.get(request.request_id)
+                resumed = tracked is not None and tracked.call.started_at is not None
+                self.book.admitted(
+                    request.request_id, output_tokens=request.num_output_tokens, now=now
+                )
+                self._event(
+                    "scheduled",
+                    request,
+                    resumed=resumed,
+                    waiting=len(self.waiting),
+                    running=len(self.running),
+                )
+        self._passed_over = {r.request_id for r in self.waiting}
+
+    def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        held = self._blocks(request.request_id)
+        result = super()._free_request(request, *args, **kwargs)
+        status = getattr(request.status, "name", str(request.status))
+        try:
+            now = time.time()
+            self.book.refresh(
+                request.request_id,
+                prompt_tokens=request.num_prompt_tokens,
+                output_tokens=request.num_output_tokens,
+                now=now,
+            )
+            self._event(
+                "finished",
+                request,
+                status=status,
+                blocks_held=held,
+                blocks_after=self._blocks(request.request_id),
+                kv_usage=round(self.kv_cache_manager.usage, 6),
+            )
+            self.book.finish(request.request_id, now=now, ok=status in _OK)
+        except Exception:
+            self._guard("finish")
+        return result
+
+    def finish_requests(self, *args: Any, **kwargs: Any) -> Any:
+        # Aborts arrive between steps; an idle engine may not step again soon, so flush now.
+        result = super().finish_requests(*args, **kwargs)
+        self.record.flush()
+        return result
+
+    def update_from_output(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().update_from_output(*args, **kwargs)
+        self.record.flush()
+        return result
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            if self.control is not None:
+                self.control.close()
+            self.record.close()
+
+
+class AutellixAsyncScheduler(AutellixScheduler, AsyncScheduler):  # type: ignore[misc, unused-ignore]
+    """The same on vLLM's async scheduler, which GPU builds use by default (the MRO puts
+    ``AsyncScheduler`` between this class's logic and ``Scheduler``). Not tested here: vLLM
+    forces synchronous scheduling on CPU, the only kind these tests run on."""

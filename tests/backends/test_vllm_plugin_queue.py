@@ -1,0 +1,610 @@
+"""The vLLM plug-in's pure half (call book, policy-ordered queue, preemption rule) and its
+edges (xargs, control messages, settings, record), without vLLM.
+
+The control channel's round trip over real ZeroMQ sockets runs only where pyzmq is installed
+(it comes with vLLM); the rest runs in the main environment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from proxy.backends.vllm_plugin.control import (
+    CallLevel,
+    EventRecord,
+    PluginSettings,
+    ProgramService,
+    make_policy,
+    parse_message,
+    parse_tags,
+)
+from proxy.backends.vllm_plugin.queue import (
+    IDLE_PROGRAMS,
+    CallBook,
+    CallTags,
+    PolicyQueue,
+    ServiceCost,
+    SortKey,
+    choose_victims,
+)
+from proxy.errors import ConfigError
+from proxy.policies.atlas import ATLAS, ATLASConfig
+from proxy.policies.base import Policy
+from proxy.policies.levels import Levels, LevelsConfig
+from proxy.policies.plas import PLAS, PLASConfig
+from proxy.records import CallState
+
+# Boundaries 1, 2, 4, 8 (levels 0..4); one decode token = 0.25 s, prompts free: a call is
+# demoted after 4 tokens, then 8, then 16 more.
+LEVELS = LevelsConfig(levels=5, first=1.0, growth=2.0, beta=None)
+COST = ServiceCost(decode_token_s=0.25, prefill_token_s=0.0)
+
+
+def plas_book() -> CallBook:
+    policy = PLAS(PLASConfig(levels=5, first=1.0, growth=2.0, beta=None))
+    return CallBook(policy=policy, levels=Levels.from_config(LEVELS), cost=COST)
+
+
+def arrive(
+    book: CallBook,
+    request_id: str,
+    *,
+    program: str = "",
+    service: float = 0.0,
+    level: int | None = None,
+    now: float = 0.0,
+) -> None:
+    tags = CallTags(
+        program=program or "p-" + request_id, call="c-" + request_id, service=service, level=level
+    )
+    book.arrive(request_id=request_id, tags=tags, prompt_tokens=10, arrival=now, now=now)
+
+
+def level(book: CallBook, request_id: str) -> int:
+    tracked = book.get(request_id)
+    assert tracked is not None
+    return tracked.rank.level
+
+
+# -- service unit ---------------------------------------------------------------------------
+
+
+def test_service_charges_the_prompt_once_its_prefill_is_done() -> None:
+    cost = ServiceCost(decode_token_s=0.01, prefill_token_s=0.001)
+    assert cost.of(prompt_tokens=100, output_tokens=0) == 0.0
+    assert cost.of(prompt_tokens=100, output_tokens=1) == pytest.approx(0.11)
+    assert cost.of(prompt_tokens=100, output_tokens=10) == pytest.approx(0.2)
+
+
+def test_service_defaults_follow_the_process_table() -> None:
+    from proxy.table import TableConfig
+
+    table = TableConfig()
+    assert ServiceCost().decode_token_s == table.decode_token_s
+    assert ServiceCost().prefill_token_s == table.prefill_token_s
+
+
+# -- xargs ----------------------------------------------------------------------------------
+
+
+def test_tags_from_the_proxys_xargs() -> None:
+    tags, problems = parse_tags(
+        {
+            "autellix_program": "t/p1",
+            "autellix_thread": "main",
+            "autellix_call": "c9",
+            "autellix_service": 2.5,
+            "autellix_level": 3,
+        },
+        "req-1",
+    )
+    assert problems == []
+    assert tags == CallTags(program="t/p1", call="c9", thread="main", service=2.5, level=3)
+
+
+def test_an_empty_thread_is_no_thread() -> None:
+    tags, problems = parse_tags({"autellix_program": "p", "autellix_thread": ""}, "req-1")
+    assert problems == []
+    assert tags.thread == ""
+
+
+def test_untagged_request_is_a_program_of_its_own() -> None:
+    tags, problems = parse_tags(None, "req-1")
+    assert problems == []
+    assert tags == CallTags(program="request:req-1", call="req-1")
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (
+            {"autellix_program": "p", "autellix_service": "lots"},
+            "autellix_service must be a number",
+        ),
+        ({"autellix_program": "p", "autellix_service": -1}, "autellix_service must be finite"),
+        (
+            {"autellix_program": "p", "autellix_service": math.inf},
+            "autellix_service must be finite",
+        ),
+        ({"autellix_program": "p", "autellix_service": True}, "autellix_service must be a number"),
+        ({"autellix_program": "p", "autellix_level": -2}, "autellix_level must be an integer"),
+        ({"autellix_program": "p", "autellix_level": 1.5}, "autellix_level must be an integer"),
+        ({"autellix_program": ["p"]}, "autellix_program must be a non-empty string"),
+        ({"autellix_program": ""}, "autellix_program must be a non-empty string"),
+        ("not a mapping", "extra_args is not a mapping"),
+    ],
+)
+def test_bad_xargs_fall_back_to_defaults(extra: object, problem: str) -> None:
+    tags, problems = parse_tags(extra, "req-1")
+    assert any(p.startswith(problem) for p in problems), problems
+    assert tags.service == 0.0
+    assert tags.level is None
+    assert tags.program in ("p", "request:req-1")
+
+
+def test_xargs_without_a_program_make_a_program_of_the_request() -> None:
+    tags, problems = parse_tags({"autellix_service": 1.0, "autellix_call": "c"}, "req-1")
+    assert problems == ["autellix_program is missing"]
+    assert tags == CallTags(program="request:req-1", call="c", service=1.0)
+
+
+def test_numeric_strings_and_int_ids_are_accepted() -> None:
+    tags, problems = parse_tags(
+        {"autellix_program": 7, "autellix_call": 8, "autellix_service": "1.5"}, "r"
+    )
+    assert problems == []
+    assert (tags.program, tags.call, tags.service) == ("7", "8", 1.5)
+
+
+# -- the call book ---------------------------------------------------------------------------
+
+
+def test_a_call_enters_the_level_of_its_programs_service() -> None:
+    book = plas_book()
+    arrive(book, "new", service=0.0)
+    arrive(book, "old", service=5.0)  # [4, 8) is level 3
+    assert level(book, "new") == 0
+    assert level(book, "old") == 3
+
+
+def test_a_call_is_demoted_as_it_is_served() -> None:
+    book = plas_book()
+    arrive(book, "r")
+    seen = []
+    for tokens in (1, 3, 4, 7, 8, 15, 16, 40):
+        book.refresh("r", prompt_tokens=10, output_tokens=tokens, now=1.0)
+        seen.append(level(book, "r"))
+    assert seen == [0, 0, 1, 1, 2, 2, 3, 4]
+    tracked = book.get("r")
+    assert tracked is not None
+    assert tracked.call.service == pytest.approx(10.0)
+    assert tracked.call.level == 4
+
+
+def test_an_explicit_level_holds_for_that_levels_quantum() -> None:
+    book = plas_book()
+    arrive(book, "r", service=5.0, level=1)  # the proxy says 1 although its service says 3
+    assert level(book, "r") == 1
+    book.refresh("r", prompt_tokens=10, output_tokens=3, now=1.0)  # 0.75 < quantum(1) = 1
+    assert level(book, "r") == 1
+    book.refresh("r", prompt_tokens=10, output_tokens=4, now=1.0)  # 1.0: level 1 used up
+    assert level(book, "r") == 2
+    book.refresh("r", prompt_tokens=10, output_tokens=500, now=1.0)
+    assert level(book, "r") == 4  # the bottom holds everything
+
+
+def test_ranks_order_by_level_then_arrival() -> None:
+    book = plas_book()
+    arrive(book, "late-top", service=0.0, now=3.0)
+    arrive(book, "early-low", service=3.0, now=1.0)
+    arrive(book, "early-top", service=0.0, now=2.0)
+    keys = {r: book.sort_key(r) for r in ("late-top", "early-low", "early-top")}
+    assert sorted(keys, key=lambda r: keys[r]) == ["early-top", "late-top", "early-low"]
+    assert book.sort_key("unknown") is None
+
+
+def test_program_service_update_reranks_all_its_calls_and_drops_pins() -> None:
+    book = plas_book()
+    arrive(book, "a", program="p", service=0.0)
+    arrive(book, "b", program="p", service=0.0, level=0)
+    arrive(book, "x", program="q", service=0.0)
+    touched = book.set_program_service("p", 5.0)
+    assert touched == ["a", "b"]
+    for request_id in ("a", "b"):
+        book.refresh(request_id, prompt_tokens=10, output_tokens=0, now=1.0)
+    assert (level(book, "a"), level(book, "b"), level(book, "x")) == (3, 3, 0)
+    assert book.set_program_service("nobody", 1.0) == []
+
+
+def test_call_level_update_pins_the_call() -> None:
+    book = plas_book()
+    arrive(book, "r", service=8.0)
+    assert level(book, "r") == 4
+    assert book.set_call_level("c-r", 0) == ["r"]
+    assert level(book, "r") == 0
+    assert book.set_call_level("c-r", 99) == ["r"]  # clamped to the bottom
+    assert level(book, "r") == 4
+    assert book.set_call_level("no-such-call", 0) == []
+
+
+def test_admission_preemption_and_quantum_accounting() -> None:
+    book = plas_book()
+    arrive(book, "r", now=0.0)
+    assert book.served_since_admission("r", 0) is None
+    book.admitted("r", output_tokens=0, now=2.0)
+    tracked = book.get("r")
+    assert tracked is not None
+    assert tracked.call.wait == 2.0
+    assert tracked.call.state is CallState.RUNNING
+    assert book.served_since_admission("r", 5) == 5
+    book.preempted("r", now=3.0)
+    assert tracked.call.state is CallState.PREEMPTED
+    assert book.served_since_admission("r", 5) is None
+    book.admitted("r", output_tokens=5, now=4.5)
+    assert tracked.call.wait == 3.5
+    assert book.served_since_admission("r", 6) == 1
+
+
+def test_finish_folds_service_into_the_program_and_remembers_it_idle() -> None:
+    book = plas_book()
+    arrive(book, "r", program="p", service=1.0)
+    book.admitted("r", output_tokens=0, now=0.0)
+    book.refresh("r", prompt_tokens=10, output_tokens=8, now=1.0)
+    done = book.finish("r", now=1.0, ok=True)
+    assert done is not None
+    assert done.call.state is CallState.DONE
+    assert done.program.service == pytest.approx(3.0)  # 1.0 + 8 x 0.25
+    assert not done.program.active
+    assert len(book) == 0
+    assert book.programs() == 0
+    assert book.finish("r", now=1.0, ok=True) is None
+    # The idle program comes back with its creation time; the new call's xargs set its service.
+    arrive(book, "r2", program="p", service=3.0, now=5.0)
+    again = book.get("r2")
+    assert again is not None
+    assert again.program is done.program
+    assert again.program.created == 0.0
+
+
+def test_idle_programs_are_bounded() -> None:
+    book = plas_book()
+    for i in range(IDLE_PROGRAMS + 5):
+        arrive(book, f"r{i}", program=f"p{i}")
+        book.finish(f"r{i}", now=0.0, ok=False)
+    assert len(book._idle) == IDLE_PROGRAMS
+    assert "p0" not in book._idle
+
+
+def test_atlas_keeps_a_programs_parallel_calls_together() -> None:
+    policy: Policy = ATLAS(ATLASConfig(levels=5, first=1.0, growth=2.0, beta=None))
+    book = CallBook(policy=policy, levels=Levels.from_config(LEVELS), cost=COST)
+    arrive(book, "p-1", program="p", now=0.0)
+    arrive(book, "q-1", program="q", now=1.0)
+    arrive(book, "p-2", program="p", now=2.0)
+    keys = {r: book.sort_key(r) for r in ("p-1", "q-1", "p-2")}
+    assert sorted(keys, key=lambda r: keys[r]) == ["p-1", "p-2", "q-1"]
+    # The longest thread's progress sinks its siblings too.
+    book.refresh("p-1", prompt_tokens=10, output_tokens=8, now=3.0)
+    book.refresh("p-2", prompt_tokens=10, output_tokens=0, now=3.0)
+    assert (level(book, "p-1"), level(book, "p-2"), level(book, "q-1")) == (2, 2, 0)
+
+
+# -- the queue ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Req:
+    request_id: str
+    key: SortKey
+
+
+def keyed(*items: tuple[str, int]) -> tuple[PolicyQueue[Req], dict[str, Req]]:
+    reqs = {name: Req(name, (lvl, 0.0, "", i)) for i, (name, lvl) in enumerate(items)}
+    queue: PolicyQueue[Req] = PolicyQueue(lambda r: r.key)
+    for req in reqs.values():
+        queue.add_request(req)
+    return queue, reqs
+
+
+def names(queue: PolicyQueue[Req]) -> list[str]:
+    return [r.request_id for r in queue]
+
+
+def test_queue_orders_by_key_not_arrival() -> None:
+    queue, reqs = keyed(("a", 3), ("b", 1), ("c", 2), ("d", 1))
+    assert names(queue) == ["b", "d", "c", "a"]
+    assert queue.peek_request() is reqs["b"]
+    assert len(queue) == 4
+    assert queue
+    assert queue.pop_request() is reqs["b"]
+    queue.prepend_request(reqs["b"])  # back by key, as in vLLM's priority queue
+    assert names(queue) == ["b", "d", "c", "a"]
+
+
+def test_queue_resorts_when_keys_change() -> None:
+    queue, reqs = keyed(("a", 3), ("b", 1))
+    reqs["a"].key = (0, 0.0, "", 0)
+    assert names(queue) == ["b", "a"]  # stale until the step's resort
+    queue.resort()
+    assert names(queue) == ["a", "b"]
+
+
+def test_queue_removal_and_empty_errors() -> None:
+    queue, reqs = keyed(("a", 1), ("b", 2), ("c", 3))
+    queue.remove_request(reqs["b"])
+    assert names(queue) == ["a", "c"]
+    with pytest.raises(ValueError, match="not queued"):
+        queue.remove_request(reqs["b"])
+    queue.remove_requests([reqs["a"], reqs["c"]])
+    assert not queue
+    with pytest.raises(IndexError):
+        queue.pop_request()
+    with pytest.raises(IndexError):
+        queue.peek_request()
+    queue.prepend_requests([reqs["c"], reqs["a"]])
+    assert names(queue) == ["a", "c"]
+
+
+# -- the preemption rule --------------------------------------------------------------------
+
+
+def key(lvl: int, seq: int) -> SortKey:
+    return (lvl, float(seq), "", seq)
+
+
+KEYS = {"r1": key(3, 1), "r2": key(5, 2), "r3": key(5, 3), "w0": key(0, 4), "w1": key(1, 5)}
+
+
+def test_no_preemption_while_a_free_slot_can_take_the_call() -> None:
+    victims = choose_victims(
+        waiting=["w0"],
+        running=["r1", "r2"],
+        keys=KEYS,
+        free_slots=1,
+        passed_over=set(),
+        preemptible={"r1", "r2"},
+    )
+    assert victims == []
+
+
+def test_full_slots_preempt_the_worst_outranked_call() -> None:
+    victims = choose_victims(
+        waiting=["w0", "w1"],
+        running=["r1", "r2", "r3"],
+        keys=KEYS,
+        free_slots=0,
+        passed_over=set(),
+        preemptible={"r1", "r2", "r3"},
+    )
+    # Worst first: r3 (level 5, later arrival), then r2.
+    assert victims == [("r3", "w0"), ("r2", "w1")]
+
+
+def test_a_call_passed_over_despite_free_slots_may_preempt() -> None:
+    victims = choose_victims(
+        waiting=["w0"],
+        running=["r2"],
+        keys=KEYS,
+        free_slots=1,
+        passed_over={"w0"},
+        preemptible={"r2"},
+    )
+    assert victims == [("r2", "w0")]
+
+
+def test_same_level_never_preempts() -> None:
+    keys = {"r": key(2, 1), "w": key(2, 0)}  # the waiting call even arrived first
+    assert (
+        choose_victims(
+            waiting=["w"],
+            running=["r"],
+            keys=keys,
+            free_slots=0,
+            passed_over={"w"},
+            preemptible={"r"},
+        )
+        == []
+    )
+
+
+def test_minimum_quantum_protects_a_fresh_call() -> None:
+    victims = choose_victims(
+        waiting=["w0", "w1"],
+        running=["r1", "r2"],
+        keys=KEYS,
+        free_slots=0,
+        passed_over=set(),
+        preemptible={"r1"},  # r2 was just admitted
+    )
+    # r2 is worse but has not had its quantum yet: r1 goes, and w1 finds nobody to replace.
+    assert victims == [("r1", "w0")]
+    keys = dict(KEYS, r1=key(1, 1))
+    assert (
+        choose_victims(
+            waiting=["w1"],
+            running=["r1"],
+            keys=keys,
+            free_slots=0,
+            passed_over=set(),
+            preemptible={"r1"},
+        )
+        == []
+    )
+
+
+# -- control messages, settings, record -----------------------------------------------------
+
+
+def test_control_messages_parse() -> None:
+    assert parse_message(b'{"program": "p", "service": 2}') == ProgramService("p", 2.0)
+    assert parse_message(b' {"call": "c", "level": 0}') == CallLevel("c", 0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"[1, 2]", "undecodable|must be an object|no msgpack decoder"),
+        (b'{"program": "p"}', "unknown control message"),
+        (b'{"program": "", "service": 1}', "program must be"),
+        (b'{"program": "p", "service": -1}', "service must be finite"),
+        (b'{"program": "p", "service": "1"}', "service must be a number"),
+        (b'{"call": "c", "level": -1}', "level must be"),
+        (b'{"call": "c", "level": true}', "level must be"),
+        (b"{not json", "undecodable"),
+    ],
+)
+def test_bad_control_messages_are_rejected(raw: bytes, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_message(raw)
+
+
+def test_msgpack_control_messages() -> None:
+    msgpack = pytest.importorskip("msgspec.msgpack")
+    raw = msgpack.encode({"program": "p", "service": 1.5})
+    assert parse_message(raw) == ProgramService("p", 1.5)
+
+
+def test_settings_defaults() -> None:
+    settings = PluginSettings.from_env({})
+    assert settings.policy == "plas"
+    assert settings.levels == LevelsConfig()
+    assert settings.cost == ServiceCost()
+    assert settings.preempt
+    assert settings.control_addr is None
+    assert settings.log_path is None
+
+
+def test_settings_from_env() -> None:
+    settings = PluginSettings.from_env(
+        {
+            "AUTELLIX_POLICY": "atlas",
+            "AUTELLIX_LEVELS": "4",
+            "AUTELLIX_LEVEL_FIRST": "0.25",
+            "AUTELLIX_LEVEL_GROWTH": "3",
+            "AUTELLIX_BETA": "off",
+            "AUTELLIX_DECODE_TOKEN_S": "0.02",
+            "AUTELLIX_PREFILL_TOKEN_S": "0",
+            "AUTELLIX_MIN_QUANTUM_TOKENS": "0",
+            "AUTELLIX_PREEMPT": "false",
+            "AUTELLIX_CONTROL_ADDR": "tcp://127.0.0.1:5599",
+            "AUTELLIX_SCHED_LOG": "/tmp/x.jsonl",
+            "AUTELLIX_SCHED_LOG_MAX": "5",
+        }
+    )
+    assert settings.policy == "atlas"
+    assert settings.levels == LevelsConfig(levels=4, first=0.25, growth=3.0, beta=None)
+    assert settings.cost == ServiceCost(decode_token_s=0.02, prefill_token_s=0.0)
+    assert settings.min_quantum_tokens == 0
+    assert not settings.preempt
+    assert settings.control_addr == "tcp://127.0.0.1:5599"
+    assert (settings.log_path, settings.log_max) == ("/tmp/x.jsonl", 5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTELLIX_LEVELS", "0"),
+        ("AUTELLIX_LEVELS", "many"),
+        ("AUTELLIX_LEVEL_FIRST", "-1"),
+        ("AUTELLIX_LEVEL_GROWTH", "1"),
+        ("AUTELLIX_DECODE_TOKEN_S", "0"),
+        ("AUTELLIX_DECODE_TOKEN_S", "nan"),
+        ("AUTELLIX_MIN_QUANTUM_TOKENS", "-3"),
+        ("AUTELLIX_PREEMPT", "maybe"),
+    ],
+)
+def test_bad_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=name.removeprefix("AUTELLIX_").split("_")[0]):
+        PluginSettings.from_env({name: value})
+
+
+def test_policies_come_from_the_registry_with_the_level_settings() -> None:
+    plas = make_policy("plas", LEVELS)
+    assert isinstance(plas, PLAS)
+    assert plas.levels.bounds == (1.0, 2.0, 4.0, 8.0)
+    atlas = make_policy("atlas", LEVELS)
+    assert isinstance(atlas, ATLAS)
+    assert atlas.config.levels == 5
+    assert make_policy("fcfs", LEVELS).name == "fcfs"  # takes no level settings
+
+
+@pytest.mark.parametrize(
+    ("name", "error"), [("srpt", "oracle|clairvoyant"), ("nope", "unknown policy")]
+)
+def test_unusable_policies_stop_the_engine(name: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        make_policy(name, LEVELS)
+
+
+def test_record_is_bounded_in_memory_and_complete_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "sched.jsonl"
+    record = EventRecord(str(path), maxlen=2)
+    for i in range(3):
+        record.add({"event": "scheduled", "i": i})
+    assert path.read_text() == ""  # written at the end of the step
+    record.flush()
+    assert [e["i"] for e in record.events] == [1, 2]
+    assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == [0, 1, 2]
+    record.close()
+    record.close()
+
+
+def test_record_without_a_file() -> None:
+    record = EventRecord(None, maxlen=10)
+    record.add({"event": "arrived"})
+    record.flush()
+    assert len(record.events) == 1
+
+
+# -- the channel over real sockets ----------------------------------------------------------
+
+
+async def test_control_channel_round_trip() -> None:
+    pytest.importorskip("zmq")
+    import asyncio
+    import socket
+
+    from proxy.backends.vllm_control import ControlChannel
+    from proxy.backends.vllm_plugin.control import ControlReceiver
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    receiver = ControlReceiver(address)
+    channel = ControlChannel(address)
+    try:
+        assert await channel.send_program_service("p", 1.25)
+        assert await channel.send_call_level("c", 2)
+        got: list[object] = []
+        for _ in range(100):
+            messages, errors = receiver.poll()
+            assert errors == []
+            got.extend(messages)
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [ProgramService("p", 1.25), CallLevel("c", 2)]
+        assert channel.sent == 2
+        with pytest.raises(ValueError, match="level"):
+            await channel.send_call_level("c", -1)
+        with pytest.raises(ValueError, match="service"):
+            await channel.send_program_service("p", math.nan)
+    finally:
+        channel.close()
+        receiver.close()
+
+
+def test_control_channel_without_pyzmq(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from proxy.backends.vllm_control import ControlChannel
+
+    monkeypatch.setitem(sys.modules, "zmq", None)
+    monkeypatch.setitem(sys.modules, "zmq.asyncio", None)
+    with pytest.raises(ConfigError, match="pyzmq"):
+        ControlChannel("tcp://127.0.0.1:1")
