@@ -25,6 +25,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
 from proxy.policies.base import Policy
 from proxy.policies.registry import PolicyRegistry
+from proxy.records import Program
 from proxy.scheduler import Scheduler
 from proxy.sim.config import SimEngineConfig
 from proxy.table import ProcessTable, TableConfig
@@ -166,6 +167,47 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+def program_scalar(policy: Policy, program: Program) -> float:
+    """The service a program's calls are ranked by: its critical path under ATLAS, its
+    attained service under every other policy."""
+    return program.critical_path if policy.name == "atlas" else program.service
+
+
+async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Push programs' service to engines running the scheduler plug-in, as calls finish."""
+    state = app[STATE]
+    addresses = {e.name: e.control_url for e in state.config.engines if e.control_url}
+    if not addresses:
+        yield
+        return
+    from proxy.backends.vllm_control import ControlChannel
+
+    channels = [ControlChannel(address) for address in addresses.values()]
+    policy = state.scheduler.policy
+
+    def push(program: Program) -> None:
+        service = program_scalar(policy, program)
+        for channel in channels:
+            state.spawn(_send_quietly(channel.send_program_service(program.id, service)))
+
+    state.scheduler.on_program_update = push
+    log.info("pushing program service to scheduler plug-ins at %s", ", ".join(addresses.values()))
+    try:
+        yield
+    finally:
+        state.scheduler.on_program_update = None
+        for channel in channels:
+            channel.close()
+
+
+async def _send_quietly(send: Coroutine[Any, Any, bool]) -> None:
+    # A lost update only leaves an engine's ranking a little stale; never fail a call for it.
+    try:
+        await send
+    except Exception:
+        log.warning("could not push a program's service to an engine", exc_info=True)
+
+
 async def _poll(state: ProxyState) -> None:
     while True:
         await asyncio.sleep(state.config.health_interval_s)
@@ -200,6 +242,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     )
     app.cleanup_ctx.append(_engines_ctx)
     app.cleanup_ctx.append(_collector_ctx)
+    app.cleanup_ctx.append(_control_ctx)
     app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
     routes.add_routes(app)
     return app

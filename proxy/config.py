@@ -72,6 +72,12 @@ class EngineConfig(BaseModel):
         description="The engine runs autellix's scheduler plug-in: send program, thread and "
         "service with each call (vLLM: vllm_xargs) for it to schedule by.",
     )
+    control_url: str | None = Field(
+        default=None,
+        description="The plug-in's control address (its AUTELLIX_CONTROL_ADDR, e.g. "
+        "tcp://10.0.0.5:5599): programs' service updates are pushed there as calls finish, so "
+        "the engine ranks queued calls by their program's latest service. Needs pyzmq.",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -80,6 +86,13 @@ class EngineConfig(BaseModel):
             raise ValueError(
                 f"unknown kind {value!r}; use one of {', '.join(BUILTIN_KINDS)} or package.module:Class"
             )
+        return value
+
+    @field_validator("control_url")
+    @classmethod
+    def _zmq_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("tcp://", "ipc://")):
+            raise ValueError("must start with tcp:// or ipc://")
         return value
 
     @field_validator("url")

@@ -27,7 +27,9 @@ class Scheduler:
         identifier: Identifier,
         metrics: Metrics,
         clock: Callable[[], float],
+        on_program_update: Callable[[Program], None] | None = None,
     ) -> None:
+        self.on_program_update = on_program_update
         self.table = table
         self.policy = policy
         self.identifier = identifier
@@ -87,5 +89,8 @@ class Scheduler:
         self.table.finish(
             call, self.clock(), ok=ok, prompt_tokens=prompt, completion_tokens=completion
         )
+        program = self.table.get(call.program_id)
+        if program is not None and self.on_program_update is not None:
+            self.on_program_update(program)
         if ok and reply is not None and not identity.end:
             self.identifier.record_reply(identity, reply)
