@@ -16,7 +16,6 @@ from aiohttp import web
 from proxy.admin import admin_routes
 from proxy.backends.registry import make_backend
 from proxy.config import ProgramsConfig, ProxyConfig
-from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
 from proxy.intercept.identify import Identifier, IdentifyConfig
@@ -96,13 +95,9 @@ def identify_config(programs: ProgramsConfig) -> IdentifyConfig:
 
 
 def build_policy(config: ProxyConfig) -> Policy:
-    policy = PolicyRegistry().create(config.policy, config.policy_config)
-    if not getattr(policy, "live_ok", True):
-        raise ConfigError(
-            f"policy {config.policy!r} needs to know the future (it is a yardstick for the "
-            "simulator) and cannot run in the live proxy"
-        )
-    return policy
+    """The configured policy; clairvoyant ones (srpt) are refused: only the simulator knows
+    the future they read."""
+    return PolicyRegistry().create(config.policy, config.policy_config, live=True)
 
 
 def build_scheduler(config: ProxyConfig, metrics: Metrics, ids: IdGen) -> Scheduler:

@@ -51,12 +51,18 @@ class ATLAS(BasePolicy):
     def _floor(self, program: Program, now: float) -> float:
         return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)
 
+    def _program_wait(self, program: Program, now: float) -> float:
+        if self.floor is None:
+            return program.wait
+        return max(program.wait, self.floor.wait_floor(program.tenant, now))
+
     @staticmethod
-    def live_path(call: Call, program: Program) -> float:
-        """The program's critical path including its active calls' progress."""
-        path = max(program.critical_path, call.start_service + call.service)
+    def live_path(call: Call, program: Program, floor: float = 0.0) -> float:
+        """The program's critical path including its active calls' progress; ``floor`` (the
+        tenant floor) raises the path every call starts from, not the progress made on it."""
+        path = max(program.critical_path, floor, max(call.start_service, floor) + call.service)
         for active in program.active.values():
-            path = max(path, active.start_service + active.service)
+            path = max(path, max(active.start_service, floor) + active.service)
         return path
 
     def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:
@@ -69,11 +75,11 @@ class ATLAS(BasePolicy):
         floor = self._floor(program, now)
         since = self.guard.service_since_promotion(
             call,
-            program_wait=program.wait,
+            program_wait=self._program_wait(program, now),
             program_service=max(program.critical_path, floor),
             now=now,
         )
-        path = max(self.live_path(call, program), floor) if since is None else since
+        path = self.live_path(call, program, floor) if since is None else since
         return assigned(call, Priority(self.levels.level_of(path), program.created, program.id))
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
@@ -81,5 +87,7 @@ class ATLAS(BasePolicy):
         program.critical_path = max(before, call.start_service + call.service)
         program.service += call.service
         if self.floor is not None:
-            self.floor.finish(program.tenant, program.critical_path - before, now)
+            self.floor.finish(
+                program.tenant, service=program.critical_path - before, wait=call.wait, now=now
+            )
         self.guard.forget(call.id)

@@ -44,9 +44,11 @@ class Policy(Protocol):
        whenever waits may have pushed a call past the anti-starvation threshold).
     3. ``on_service`` each time the mechanism has added to ``call.service`` (usage from the
        stream, or a simulator step); the answer may demote the call mid-run.
-    4. ``on_finish`` exactly once when the call leaves, whether DONE, FAILED or cancelled,
-       before it is removed from ``program.active``. The policy updates the program's scalar
-       (``program.service``, ``program.critical_path``) and forgets any per-call state.
+    4. ``on_finish`` exactly once when the call leaves, whether DONE, FAILED or cancelled
+       (after ``program.wait`` has the call's wait added; ``program.active`` may or may not
+       still hold it). The policy updates the program's scalar (``program.service``,
+       ``program.critical_path``) and forgets any per-call state, so a mechanism that skips
+       it for failed calls leaks that state.
 
     The mechanism owns the measurements: ``call.service``, ``call.wait`` and
     ``call.queued_since`` (the open waiting stretch, if the call is waiting now),

@@ -49,6 +49,11 @@ class PLAS(BasePolicy):
             return call.start_service
         return max(call.start_service, self.floor.floor(program.tenant, now))
 
+    def _program_wait(self, program: Program, now: float) -> float:
+        if self.floor is None:
+            return program.wait
+        return max(program.wait, self.floor.wait_floor(program.tenant, now))
+
     def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:
         call.start_service = program.service
         if self.floor is not None:
@@ -58,7 +63,10 @@ class PLAS(BasePolicy):
     def priority(self, *, call: Call, program: Program, now: float) -> Priority:
         base = self._program_service(call, program, now)
         since = self.guard.service_since_promotion(
-            call, program_wait=program.wait, program_service=base, now=now
+            call,
+            program_wait=self._program_wait(program, now),
+            program_service=base,
+            now=now,
         )
         service = base + call.service if since is None else since
         return assigned(call, Priority(self.levels.level_of(service), call.arrival))
@@ -67,5 +75,7 @@ class PLAS(BasePolicy):
         before = program.service
         program.service = max(before, call.start_service + call.service)
         if self.floor is not None:
-            self.floor.finish(program.tenant, program.service - before, now)
+            self.floor.finish(
+                program.tenant, service=program.service - before, wait=call.wait, now=now
+            )
         self.guard.forget(call.id)

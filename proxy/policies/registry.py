@@ -1,6 +1,6 @@
 """Policies by name: built-ins, ``package.module:Class`` paths, and entry points in the
 ``autellix.policies`` group. A plug-in's shape is checked when it is loaded, and its typed
-config is filled from a plain mapping (the config file's ``policy`` section), with errors that
+config is filled from a plain mapping (the config file's ``policy_config``), with errors that
 name the plug-in and what is wrong (DESIGN.md, rule 8).
 """
 

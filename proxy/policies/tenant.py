@@ -4,9 +4,12 @@ service, so a client that claims a fresh program id for every call gains nothing
 
 It is a component that PLAS and ATLAS mix in through their config (``tenant_floor``); off by
 default. The policy credits the tenant with every increase of the program scalar it ranks by
-(``program.service`` for PLAS, ``program.critical_path`` for ATLAS), and ranks each call by
-``max(program scalar, share * tenant ledger)``. With ``share = 1`` a tenant's calls rank exactly
-as if they all belonged to one program, whatever ids they carry.
+(``program.service`` for PLAS, ``program.critical_path`` for ATLAS) and with every finished
+call's wait, and ranks each call as if its program's scalar were ``max(program scalar, share *
+tenant service)`` and, for anti-starvation, its program's wait ``max(program wait, share *
+tenant wait)``. Both halves matter: raising only T would make a busy tenant's fresh programs
+starve longer than the same calls in one program. With ``share = 1`` a tenant's calls rank
+exactly as if they all belonged to one program, whatever ids they carry.
 
 The ledger decays (half-life ``half_life_s``) only while the tenant has nothing in flight: a
 tenant that keeps calling is never forgiven, one that went quiet is, gradually. Decaying while
@@ -48,7 +51,8 @@ class TenantFloorConfig:
 
 @dataclass(slots=True)
 class _Ledger:
-    value: float = 0.0
+    value: float = 0.0  # service credited
+    waited: float = 0.0  # waits of finished calls credited
     in_flight: int = 0
     idle_since: float | None = None  # when in_flight last dropped to 0
 
@@ -57,7 +61,7 @@ class TenantFloor:
     """Per-tenant ledgers of recent service; owned by one policy instance (no globals).
 
     The owning policy calls ``arrive`` from ``on_arrival`` and ``finish`` from ``on_finish``
-    for every call, and ``floor`` when it ranks one.
+    for every call, and ``floor`` / ``wait_floor`` when it ranks one.
     """
 
     __slots__ = ("_arrivals", "_exempt", "_ledgers", "config")
@@ -68,18 +72,19 @@ class TenantFloor:
         self._ledgers: dict[str, _Ledger] = {}
         self._arrivals = 0
 
-    def _decayed(self, ledger: _Ledger, now: float) -> float:
+    def _factor(self, ledger: _Ledger, now: float) -> float:
         half_life = self.config.half_life_s
         if ledger.idle_since is None or half_life is None or ledger.in_flight:
-            return ledger.value
-        idle = max(0.0, now - ledger.idle_since)
-        return ledger.value * math.exp2(-idle / half_life)
+            return 1.0
+        return math.exp2(-max(0.0, now - ledger.idle_since) / half_life)
 
     def arrive(self, tenant: str, now: float) -> None:
         if tenant in self._exempt:
             return
         ledger = self._ledgers.setdefault(tenant, _Ledger())
-        ledger.value = self._decayed(ledger, now)
+        factor = self._factor(ledger, now)
+        ledger.value *= factor
+        ledger.waited *= factor
         ledger.idle_since = None
         ledger.in_flight += 1
         self._arrivals += 1
@@ -91,17 +96,19 @@ class TenantFloor:
         for tenant in [
             name
             for name, ledger in self._ledgers.items()
-            if not ledger.in_flight and self._decayed(ledger, now) < _NEGLIGIBLE
+            if not ledger.in_flight
+            and max(ledger.value, ledger.waited) * self._factor(ledger, now) < _NEGLIGIBLE
         ]:
             del self._ledgers[tenant]
 
-    def finish(self, tenant: str, credit: float, now: float) -> None:
-        """One of the tenant's calls left; ``credit`` is how much it raised its program's
-        scalar (0 for a call that ended inside a longer sibling's path)."""
+    def finish(self, tenant: str, *, service: float, wait: float, now: float) -> None:
+        """One of the tenant's calls left: ``service`` is how much it raised its program's
+        scalar (0 for a call that ended inside a longer sibling's path), ``wait`` its wait."""
         ledger = self._ledgers.get(tenant)
         if ledger is None:
             return
-        ledger.value += max(0.0, credit)
+        ledger.value += max(0.0, service)
+        ledger.waited += max(0.0, wait)
         ledger.in_flight = max(0, ledger.in_flight - 1)
         if ledger.in_flight == 0:
             ledger.idle_since = now
@@ -111,11 +118,14 @@ class TenantFloor:
         ledger = self._ledgers.get(tenant)
         if ledger is None:
             return 0.0
-        value = self._decayed(ledger, now)
-        if value < _NEGLIGIBLE and not ledger.in_flight:
-            del self._ledgers[tenant]
+        return self.config.share * ledger.value * self._factor(ledger, now)
+
+    def wait_floor(self, tenant: str, now: float) -> float:
+        """The least program wait anti-starvation counts for a program of ``tenant``."""
+        ledger = self._ledgers.get(tenant)
+        if ledger is None:
             return 0.0
-        return self.config.share * value
+        return self.config.share * ledger.waited * self._factor(ledger, now)
 
     def __len__(self) -> int:
         return len(self._ledgers)

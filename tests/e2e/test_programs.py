@@ -197,3 +197,21 @@ async def test_program_object_in_body_is_removed_before_the_engine(
     sent = orjson.loads(seen[0].body)
     assert "program" not in sent
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "settings", "message"),
+    [
+        ("srpt", {}, "clairvoyant"),
+        ("nope", {}, "nope"),
+        ("plas", {"levles": 3}, "levles"),
+    ],
+)
+def test_bad_policy_stops_start_up_with_a_clear_error(
+    policy: str, settings: dict[str, Any], message: str
+) -> None:
+    from proxy.app import create_app
+    from proxy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        create_app(ProxyConfig(port=0, policy=policy, policy_config=settings))
