@@ -1,0 +1,281 @@
+"""What a simulation produced, and the paper's metrics computed from it.
+
+The headline metric is the paper's *program-level token latency*: a program's response time
+divided by the tokens it generated. Response time runs from the program's arrival to its last
+call's finish, less the tool (think) time on its critical path, so that it measures what the
+serving system adds; for a program with parallel calls that is the critical-path response time
+(the last call to finish closes the longest path), over all the tokens it generated.
+
+Throughput at equal latency (the paper's Fig. 12 comparison): each policy's latency-against-
+arrival-rate curve is interpolated at a latency target, and the arrival rates reached there are
+compared. ``rate_at`` walks a curve up from its lowest rate and interpolates (linearly in log
+latency) where it first crosses the target; ``ratios`` does it for every workload and policy of
+a sweep's rows, with the target a multiple of fcfs's latency at the lowest rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    program: str
+    index: int
+    engine: int
+    arrival: float
+    first_token: float
+    finished: float
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    preemptions: int = 0
+    wait: float = 0.0
+
+    @property
+    def ttft(self) -> float:
+        return self.first_token - self.arrival
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramResult:
+    id: str
+    kind: str
+    arrival: float
+    finished: float
+    output_tokens: int
+    tool_s: float = 0.0
+    """Tool / think time on the critical path (not the serving system's doing)."""
+    calls: int = 0
+
+    @property
+    def response_s(self) -> float:
+        return max(0.0, self.finished - self.arrival - self.tool_s)
+
+    @property
+    def token_latency(self) -> float:
+        return self.response_s / max(1, self.output_tokens)
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Raw output of one run (``des.Simulator.run``)."""
+
+    programs: list[ProgramResult] = field(default_factory=list)
+    calls: list[CallResult] = field(default_factory=list)
+    end: float = 0.0
+    cpu_s: float = 0.0
+    steps: int = 0
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    """Prompt tokens actually computed (cache hits skipped, recomputation counted)."""
+    cached_tokens: int = 0
+    engine_preemptions: int = 0
+    """Preemptions by the engine when its KV ran out."""
+    priority_preemptions: int = 0
+    """Preemptions by the policy queue for better waiting calls."""
+    swapped_tokens: int = 0
+    """KV tokens copied to host memory by those preemptions (the rest recomputed)."""
+    window_area: float = 0.0
+    """Integral of the number of programs in the system over ``SimConfig.window``."""
+
+    @property
+    def sim_tokens(self) -> int:
+        """Tokens the engines processed: prompt tokens computed plus tokens generated."""
+        return self.generated_tokens + self.prefill_tokens
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between order statistics (as
+    numpy's default); NaN for no values."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The figures one sweep point reports (seconds, tokens, per second of virtual time)."""
+
+    programs: int
+    calls: int
+    latency_mean: float
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    ttft_mean: float
+    ttft_p50: float
+    ttft_p99: float
+    throughput_programs: float
+    """Programs finished per second, over the time from the first arrival to the last finish."""
+    throughput_tokens: float
+    """Tokens generated per second, over the same span."""
+    preemptions: int
+    priority_preemptions: int
+    cached_fraction: float
+    """Share of the prompt tokens served from the prefix cache."""
+    makespan: float
+    sim_tokens: int
+    generated_tokens: int
+    cpu_s: float
+
+    @property
+    def sim_tokens_per_cpu_s(self) -> float:
+        return self.sim_tokens / self.cpu_s if self.cpu_s > 0 else math.inf
+
+
+def metrics(result: SimResult) -> Metrics:
+    latencies = [p.token_latency for p in result.programs]
+    ttfts = [c.ttft for c in result.calls]
+    start = min((p.arrival for p in result.programs), default=0.0)
+    span = max(result.end - start, 1e-12)
+    prompt = sum(c.prompt_tokens for c in result.calls)
+    return Metrics(
+        programs=len(result.programs),
+        calls=len(result.calls),
+        latency_mean=_mean(latencies),
+        latency_p50=percentile(latencies, 50),
+        latency_p95=percentile(latencies, 95),
+        latency_p99=percentile(latencies, 99),
+        ttft_mean=_mean(ttfts),
+        ttft_p50=percentile(ttfts, 50),
+        ttft_p99=percentile(ttfts, 99),
+        throughput_programs=len(result.programs) / span,
+        throughput_tokens=sum(p.output_tokens for p in result.programs) / span,
+        preemptions=result.engine_preemptions + result.priority_preemptions,
+        priority_preemptions=result.priority_preemptions,
+        cached_fraction=result.cached_tokens / prompt if prompt else 0.0,
+        makespan=span,
+        sim_tokens=result.sim_tokens,
+        generated_tokens=result.generated_tokens,
+        cpu_s=result.cpu_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RateAt:
+    """The arrival rate a curve reaches at a latency target. ``bounded`` is False when the
+    curve never crossed the target within the swept rates: ``rate`` is then the highest rate
+    swept, a lower bound."""
+
+    rate: float
+    bounded: bool
+
+
+def rate_at(rates: Sequence[float], latencies: Sequence[float], target: float) -> RateAt | None:
+    """Where the curve (rates ascending) first crosses ``target``; None if it starts above it."""
+    points = [(r, v) for r, v in zip(rates, latencies, strict=True) if math.isfinite(v)]
+    if not points or points[0][1] > target:
+        return None
+    for (r0, v0), (r1, v1) in itertools.pairwise(points):
+        if v1 > target:
+            # Latency grows roughly exponentially with load near saturation: interpolate in log.
+            f = (math.log(target) - math.log(v0)) / (math.log(v1) - math.log(v0)) if v0 > 0 else 0.0
+            return RateAt(r0 + f * (r1 - r0), True)
+    return RateAt(points[-1][0], False)
+
+
+def throughput_ratio(
+    rates: Sequence[float],
+    policy: Sequence[float],
+    baseline: Sequence[float],
+    target: float,
+) -> float | None:
+    """Rate the policy sustains at ``target`` over the rate the baseline sustains there. None
+    when either curve starts above the target (no rate meets it)."""
+    ours, theirs = rate_at(rates, policy, target), rate_at(rates, baseline, target)
+    if ours is None or theirs is None or theirs.rate <= 0:
+        return None
+    return ours.rate / theirs.rate
+
+
+def _curve(
+    rows: Sequence[Mapping[str, Any]], workload: str, policy: str, column: str
+) -> tuple[list[float], list[float]]:
+    points = sorted(
+        (float(r["rate"]), float(r[column]))
+        for r in rows
+        if r["workload"] == workload and r["policy"] == policy
+    )
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _target(rows: Sequence[Mapping[str, Any]], workload: str, column: str, factor: float) -> float:
+    _, values = _curve(rows, workload, "fcfs", column)
+    if not values:  # no fcfs: the lowest point of any policy at the lowest rate
+        lowest = min(float(r["rate"]) for r in rows if r["workload"] == workload)
+        values = [
+            float(r[column])
+            for r in rows
+            if r["workload"] == workload and float(r["rate"]) == lowest
+        ]
+    return factor * min(values[:1] or [math.nan])
+
+
+def ratios(
+    rows: Sequence[Mapping[str, Any]], factor: float
+) -> tuple[dict[str, dict[str, dict[str, float | None]]], dict[str, Any]]:
+    """summary.json's content at one latency factor, and the targets and bounds behind it."""
+    summary: dict[str, dict[str, dict[str, float | None]]] = {}
+    notes: dict[str, Any] = {}
+    for workload in sorted({str(r["workload"]) for r in rows}):
+        policies = sorted({str(r["policy"]) for r in rows if r["workload"] == workload})
+        targets = {c: _target(rows, workload, c, factor) for c in ("latency_mean", "latency_p99")}
+        reach: dict[str, dict[str, Any]] = {}
+        for column, target in targets.items():
+            for policy in policies:
+                at = rate_at(*_curve(rows, workload, policy, column), target)
+                reach.setdefault(policy, {})[column] = (
+                    None if at is None else {"rate": at.rate, "bounded": at.bounded}
+                )
+
+        summary[workload] = {
+            p: {
+                "throughput_ratio_vs_fcfs": _ratio(reach, p, "fcfs", "latency_mean"),
+                "throughput_ratio_vs_mlfq": _ratio(reach, p, "mlfq", "latency_mean"),
+                "p99_ratio_vs_fcfs": _ratio(reach, p, "fcfs", "latency_p99"),
+            }
+            for p in policies
+        }
+        notes[workload] = {"targets": targets, "rate_at_target": reach}
+    return summary, notes
+
+
+def _ratio(
+    reach: Mapping[str, Mapping[str, Any]], policy: str, baseline: str, column: str
+) -> float | None:
+    ours = reach.get(policy, {}).get(column)
+    theirs = reach.get(baseline, {}).get(column)
+    if ours is None or theirs is None or theirs["rate"] <= 0:
+        return None
+    return float(ours["rate"] / theirs["rate"])
+
+
+def format_table(summary: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> str:
+    """Throughput at equal latency, each policy against fcfs and mlfq (and P99 vs fcfs)."""
+
+    def cell(v: float | None) -> str:
+        return "   -  " if v is None else f"{v:6.2f}"
+
+    lines = [
+        f"{'workload':10s} {'policy':28s} {'vs fcfs':>7s} {'vs mlfq':>7s} {'p99 vs fcfs':>11s}"
+    ]
+    for workload, policies in summary.items():
+        for policy, r in policies.items():
+            lines.append(
+                f"{workload:10s} {policy[:28]:28s} {cell(r['throughput_ratio_vs_fcfs']):>7s} "
+                f"{cell(r['throughput_ratio_vs_mlfq']):>7s} {cell(r['p99_ratio_vs_fcfs']):>11s}"
+            )
+    return "\n".join(lines)
