@@ -16,6 +16,7 @@ from aiohttp import web
 from proxy.admin import admin_routes
 from proxy.backends.registry import make_backend
 from proxy.config import ProgramsConfig, ProxyConfig
+from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
 from proxy.intercept.identify import Identifier, IdentifyConfig
@@ -27,6 +28,7 @@ from proxy.policies.registry import PolicyRegistry
 from proxy.records import Program
 from proxy.scheduler import Scheduler
 from proxy.sim.config import SimEngineConfig
+from proxy.sim.trace import TraceRecorder
 from proxy.table import ProcessTable, TableConfig
 
 log = logging.getLogger("autellix")
@@ -203,6 +205,27 @@ async def _send_quietly(send: Coroutine[Any, Any, bool]) -> None:
         log.warning("could not push a program's service to an engine", exc_info=True)
 
 
+async def _trace_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Record finished calls as a trace, when configured."""
+    state = app[STATE]
+    if state.config.trace_file is None:
+        yield
+        return
+    try:
+        recorder = TraceRecorder.open(state.config.trace_file)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open trace_file {state.config.trace_file!r}: {exc.strerror}"
+        ) from exc
+    state.scheduler.recorder = recorder
+    log.info("recording calls to %s", state.config.trace_file)
+    try:
+        yield
+    finally:
+        state.scheduler.recorder = None
+        recorder.close()
+
+
 async def _poll(state: ProxyState) -> None:
     while True:
         await asyncio.sleep(state.config.health_interval_s)
@@ -238,6 +261,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_engines_ctx)
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)
+    app.cleanup_ctx.append(_trace_ctx)
     app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
     routes.add_routes(app)
     return app

@@ -177,6 +177,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             ok=ok,
             usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
             reply=outcome.reply.assistant_message() if ok and ctx.chat else None,
+            preemptions=segment,
         )
     if outcome.first_byte_at is not None and outcome.status == 200:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)

@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--model", help="model name it serves")
     sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
     sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
+    from proxy.sim.bench import add_bench_arguments
+
+    add_bench_arguments(
+        sub.add_parser(
+            "bench",
+            help="sweep arrival rate x policy x workload in the discrete-event simulator",
+            description="Reproduce the paper's throughput-at-equal-latency comparison in the "
+            "simulator (no GPU); see docs/simulator.md.",
+        )
+    )
     return parser
 
 
@@ -118,6 +128,10 @@ async def _sim_engine(config: ProxyConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from proxy.sim.bench import run_bench
+
+        return run_bench(args)
     try:
         config = load_config(args.config, overrides=_overrides(args))
     except ConfigError as exc:

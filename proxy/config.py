@@ -213,6 +213,11 @@ class ProxyConfig(BaseModel):
         description="Forward the client's Authorization header to engines instead of each "
         "engine's api_key.",
     )
+    trace_file: str | None = Field(
+        default=None,
+        description="Append every finished call to this JSON-lines trace, to replay real "
+        "programs in the simulator against any policy (docs/simulator.md). Off by default.",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )

@@ -15,6 +15,7 @@ from proxy.intercept.identify import Identifier, Identity
 from proxy.metrics import Metrics
 from proxy.policies.base import Policy, Priority
 from proxy.records import Call, Program
+from proxy.sim.trace import TraceRecorder
 from proxy.table import ProcessTable
 
 
@@ -28,8 +29,10 @@ class Scheduler:
         metrics: Metrics,
         clock: Callable[[], float],
         on_program_update: Callable[[Program], None] | None = None,
+        recorder: TraceRecorder | None = None,
     ) -> None:
         self.on_program_update = on_program_update
+        self.recorder = recorder
         self.table = table
         self.policy = policy
         self.identifier = identifier
@@ -82,15 +85,17 @@ class Scheduler:
         ok: bool,
         usage: tuple[int, int] | None,
         reply: dict[str, Any] | None,
+        preemptions: int = 0,
     ) -> None:
         """The call ended. The table hands it to the policy's ``on_finish``; an answered chat
         call teaches program inference the reply its next call will carry."""
         prompt, completion = usage if usage is not None else (None, None)
-        self.table.finish(
-            call, self.clock(), ok=ok, prompt_tokens=prompt, completion_tokens=completion
-        )
-        program = self.table.get(call.program_id)
-        if program is not None and self.on_program_update is not None:
+        program = self.table.get(call.program_id)  # before finish: it may release the program
+        now = self.clock()
+        self.table.finish(call, now, ok=ok, prompt_tokens=prompt, completion_tokens=completion)
+        if program is not None and self.recorder is not None:
+            self.recorder.record(call=call, program=program, now=now, preemptions=preemptions)
+        if program is not None and self.on_program_update is not None and program.id in self.table:
             self.on_program_update(program)
         if ok and reply is not None and not identity.end:
             self.identifier.record_reply(identity, reply)
