@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -27,6 +26,7 @@ from proxy.policies.base import Policy
 from proxy.policies.registry import PolicyRegistry
 from proxy.records import Program
 from proxy.scheduler import Scheduler
+from proxy.serve import background
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.trace import TraceRecorder
 from proxy.table import ProcessTable, TableConfig
@@ -131,13 +131,10 @@ async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning(
                 "engine %s is not reachable at start-up: %s", engine.name, engine.last_error
             )
-    poller = asyncio.create_task(_poll(state), name="autellix-engine-poller")
     try:
-        yield
+        async with background(_poll(state), "autellix-engine-poller"):
+            yield
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
         if state.tasks:
             await asyncio.wait(set(state.tasks), timeout=5)
         await session.close()
@@ -155,13 +152,8 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
             table.collect(state.scheduler.clock())
             state.metrics.programs.set(len(table))
 
-    task = asyncio.create_task(collect(), name="autellix-table-collector")
-    try:
+    async with background(collect(), "autellix-table-collector"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def program_scalar(policy: Policy, program: Program) -> float:

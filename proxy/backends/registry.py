@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 
 from proxy.backends.base import Backend
@@ -12,6 +11,7 @@ from proxy.backends.sim import SimBackend
 from proxy.backends.vllm import VLLMBackend
 from proxy.config import EngineConfig
 from proxy.errors import ConfigError
+from proxy.plugins import import_class
 
 BUILTIN: Mapping[str, type[OpenAIBackend]] = {
     "openai": OpenAIBackend,
@@ -25,18 +25,11 @@ def load_backend_class(ref: str) -> type[object]:
     """A built-in kind, or ``package.module:Class``."""
     if ref in BUILTIN:
         return BUILTIN[ref]
-    module_name, sep, attr = ref.partition(":")
-    if not sep:
+    if ":" not in ref:
         raise ConfigError(
             f"unknown engine kind {ref!r}; known: {', '.join(BUILTIN)} or package.module:Class"
         )
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"backend {ref!r} cannot be loaded: {exc}") from exc
-    if not isinstance(cls, type):
-        raise ConfigError(f"backend {ref!r} is not a class")
-    return cls
+    return import_class(ref, "backend")
 
 
 def make_backend(config: EngineConfig) -> Backend:

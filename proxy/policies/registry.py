@@ -7,7 +7,6 @@ name the plug-in and what is wrong (DESIGN.md, rule 8).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import types
 import typing
@@ -16,6 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from proxy.errors import ConfigError
+from proxy.plugins import import_class
 from proxy.policies.atlas import ATLAS
 from proxy.policies.base import Policy
 from proxy.policies.fcfs import FCFS
@@ -92,7 +92,7 @@ class PolicyRegistry:
         if ref in self._builtins:
             cls = self._builtins[ref]
         elif ":" in ref:
-            cls = _import(ref)
+            cls = import_class(ref, "policy")
         else:
             ep = self._plugins().get(ref)
             if ep is None:
@@ -132,19 +132,6 @@ class PolicyRegistry:
 
 def _where(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _import(ref: str) -> type:
-    module_name, _, attr = ref.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # ImportError, AttributeError, or the module's own failure
-        raise ConfigError(f"policy {ref!r} cannot be loaded: {exc}") from exc
-    if not isinstance(obj, type):
-        raise ConfigError(f"policy {ref!r} is not a class")
-    return obj
 
 
 def check_policy_class(cls: type, ref: str) -> None:

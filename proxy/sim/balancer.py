@@ -18,12 +18,12 @@ Plug-ins load by ``package.module:Class`` (constructed with no arguments) and mu
 
 from __future__ import annotations
 
-import importlib
 import types
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from proxy.errors import ConfigError
+from proxy.plugins import import_class
 
 AUTELLIX_THRESHOLD = 2048
 
@@ -126,15 +126,11 @@ def make_balancer(ref: str) -> Balancer:
     """A built-in balancer by name, or a plug-in by ``package.module:Class``."""
     if ref in BUILTIN:
         return BUILTIN[ref]()
-    module_name, sep, attr = ref.partition(":")
-    if not sep:
+    if ":" not in ref:
         raise ConfigError(
             f"unknown balancer {ref!r}; known: {', '.join(BUILTIN)} or package.module:Class"
         )
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"balancer {ref!r} cannot be loaded: {exc}") from exc
+    cls = import_class(ref, "balancer")
     try:
         balancer = cls()
     except Exception as exc:

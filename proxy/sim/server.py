@@ -11,7 +11,6 @@ request in the model at once, freeing its KV. Request parsing and response shape
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -22,6 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
+from proxy.serve import background
 from proxy.sim.call import SimCall
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.engine import RequestStatus
@@ -80,13 +80,8 @@ async def _engine_loop(state: SimState) -> None:
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[SIM]
     state.clock.start()
-    task = asyncio.create_task(_engine_loop(state), name="sim-engine-loop")
-    try:
+    async with background(_engine_loop(state), "sim-engine-loop"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # -- generation ----------------------------------------------------------------------------
