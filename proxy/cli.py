@@ -57,15 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--model", help="model name it serves")
     sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
     sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
-    from proxy.sim.bench import add_bench_arguments
-
-    add_bench_arguments(
-        sub.add_parser(
-            "bench",
-            help="sweep arrival rate x policy x workload in the discrete-event simulator",
-            description="Reproduce the paper's throughput-at-equal-latency comparison in the "
-            "simulator (no GPU); see docs/simulator.md.",
-        )
+    # The benchmark's own flags are parsed by proxy.sim.bench, imported only when it runs, so
+    # that serving never depends on the simulator's modules.
+    sub.add_parser(
+        "bench",
+        add_help=False,
+        help="sweep arrival rate x policy x workload in the discrete-event simulator "
+        "(autellix bench --help for its flags)",
     )
     return parser
 
@@ -126,12 +124,23 @@ async def _sim_engine(config: ProxyConfig) -> None:
         await runner.cleanup()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        from proxy.sim.bench import run_bench
+def _bench(argv: list[str]) -> int:
+    from proxy.sim.bench import add_bench_arguments, run_bench
 
-        return run_bench(args)
+    parser = argparse.ArgumentParser(
+        prog="autellix bench",
+        description="Reproduce the paper's throughput-at-equal-latency comparison in the "
+        "simulator (no GPU); see docs/simulator.md.",
+    )
+    add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, overrides=_overrides(args))
     except ConfigError as exc:

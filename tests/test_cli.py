@@ -97,3 +97,15 @@ def test_serve_with_no_engine_starts_the_embedded_one() -> None:
         if proc.stderr is not None:
             proc.stderr.close()
     assert proc.returncode == 0
+
+
+def test_bench_is_dispatched_with_its_own_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`autellix bench ...` hands its arguments to the simulator's own parser."""
+    import proxy.sim.bench as bench
+
+    seen: list[object] = []
+    monkeypatch.setattr(bench, "run_bench", lambda args: seen.append(args) or 7)
+    assert main(["bench", "--quick", "--out", "somewhere"]) == 7
+    assert len(seen) == 1
+    assert seen[0].quick is True  # type: ignore[attr-defined]
+    assert seen[0].out == "somewhere"  # type: ignore[attr-defined]

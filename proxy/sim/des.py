@@ -31,117 +31,20 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from proxy.policies.base import Policy
 from proxy.records import Call, CallState, Program
 from proxy.sim.balancer import Balancer, make_balancer
-from proxy.sim.cost import LLAMA31_8B_KV_BYTES_PER_TOKEN, CostModel
-from proxy.sim.engine import (
-    BLOCK_SIZE,
-    DEFAULT_KV_CAPACITY_TOKENS,
-    EngineModel,
-    EngineRequest,
-    StepResult,
-)
-from proxy.sim.policy_queue import PolicyQueue, PreemptConfig, PrefixCache, Tracked, service_of
+from proxy.sim.bookkeeping import CallRun, EngineSlot, ProgramRun
+from proxy.sim.engine import EngineModel, EngineRequest, StepResult
+from proxy.sim.policy_queue import PolicyQueue, PrefixCache, Tracked, service_of
 from proxy.sim.results import CallResult, ProgramResult, SimResult
+from proxy.sim.simconfig import SimConfig
 from proxy.sim.trace import TraceRecorder
-from proxy.sim.workloads import CallSpec, ProgramSpec
+from proxy.sim.workloads import ProgramSpec
 
 _RELEASE, _RESUME, _KICK, _STEP_END = 0, 1, 2, 3
-
-
-@dataclass(frozen=True, slots=True)
-class EngineShape:
-    """One simulated engine (all engines behind the balancer are alike)."""
-
-    cost: CostModel = field(default_factory=CostModel.llama31_8b_a100)
-    max_num_seqs: int = 256
-    kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS
-    max_num_batched_tokens: int = 8192
-    block_size: int = BLOCK_SIZE
-    prefix_cache: bool = True
-    preemption: Literal["swap", "recompute"] = "swap"
-    """How a call preempted for priority gives up its KV: copied to host memory and back
-    (the paper's vLLM 0.6.1 swapped) or dropped and recomputed on resume (vLLM V1). The
-    engine's own preemptions when KV runs out always recompute, as vLLM V1 does."""
-    swap_space_tokens: int = 64 * 2**30 // LLAMA31_8B_KV_BYTES_PER_TOKEN
-    """Host memory for swapped KV, in tokens (64 GiB); beyond it a preemption recomputes."""
-    swap_bandwidth: float = 25e9
-    """Bytes per second each way between GPU and host (PCIe 4.0 x16 as measured, ~25 GB/s)."""
-    kv_bytes_per_token: int = LLAMA31_8B_KV_BYTES_PER_TOKEN
-
-
-@dataclass(frozen=True, slots=True)
-class SimConfig:
-    """engines: how many engines behind the balancer (a name, or ``package.module:Class``).
-    rerank_interval_s: virtual seconds between the policy's re-rankings on an engine.
-    decode_token_s / prefill_token_s: the service unit (None: as the proxy derives it from the
-        cost model: one decode step of 32 sequences at 1k context per generated token).
-    oracle: what ``call.oracle_remaining`` (the clairvoyant SRPT's input) holds: the remaining
-        service of the call and of its program's calls not yet released ("program"), or of the
-        call alone ("call").
-    window: (start, end) over which the number of programs in the system is integrated
-        (``SimResult.window_area``), for Little's law."""
-
-    engines: int = 1
-    shape: EngineShape = field(default_factory=EngineShape)
-    balancer: str = "autellix"
-    preempt: PreemptConfig = field(default_factory=PreemptConfig)
-    rerank_interval_s: float = 1.0
-    decode_token_s: float | None = None
-    prefill_token_s: float | None = None
-    oracle: Literal["program", "call"] = "program"
-    window: tuple[float, float] | None = None
-
-    def service_weights(self) -> tuple[float, float]:
-        """(prefill_token_s, decode_token_s), as ``proxy.app.table_config`` derives them."""
-        cost = self.shape.cost
-        decode = self.decode_token_s or cost.step_time(
-            num_decodes=32,
-            decode_context_tokens=32 * 1024,
-            num_prefill_tokens=0,
-            prefill_attn_pairs=0,
-        )
-        prefill = self.prefill_token_s or cost.prefill_token_cost(context_tokens=1024)
-        return prefill, decode
-
-
-@dataclass(slots=True, eq=False)
-class _Engine:
-    index: int
-    model: EngineModel
-    queue: PolicyQueue
-    cache: PrefixCache | None
-    busy: bool = False
-    kicked: bool = False
-    full: bool = False  # the last step used its whole token budget
-    next_rerank: float = 0.0
-
-
-@dataclass(slots=True, eq=False)
-class _Program:
-    spec: ProgramSpec
-    record: Program
-    pending: list[int]  # parents not yet finished, per call
-    children: list[list[int]]
-    tool_path: list[float]  # tool time on the critical path up to each call's release
-    future: float  # service of the calls not yet released (the oracle)
-    left: int  # calls not yet finished
-    tokens: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Run:
-    prog: _Program
-    spec: CallSpec
-    engine: _Engine
-    total: float  # the call's whole service
-    first_token: float | None = None
-    cached: int = 0
-    swapped: int = 0  # KV tokens in host memory while preempted
 
 
 class Simulator:
@@ -163,7 +66,7 @@ class Simulator:
         self.recorder = recorder
         self.prefill_s, self.decode_s = config.service_weights()
         shape = config.shape
-        self.engines: list[_Engine] = []
+        self.engines: list[EngineSlot] = []
         for i in range(config.engines):
             queue = PolicyQueue(on_head=self._on_head)
             model = EngineModel(
@@ -175,7 +78,7 @@ class Simulator:
                 queue=queue,
             )
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
-            self.engines.append(_Engine(i, model, queue, cache))
+            self.engines.append(EngineSlot(i, model, queue, cache))
         self._models = [e.model for e in self.engines]
         # (time, kind, sequence, payload): at equal times releases go first, then kicks.
         self._events: list[tuple[float, int, int, object]] = []
@@ -197,12 +100,12 @@ class Simulator:
             now, kind, _, payload = heapq.heappop(events)
             self._account(now)
             if kind == _STEP_END:
-                engine, step = cast(tuple[_Engine, StepResult], payload)
+                engine, step = cast(tuple[EngineSlot, StepResult], payload)
                 self._step_end(engine, step, now)
             elif kind == _RESUME:
                 self._resume(cast(Tracked, payload), now)
             elif kind == _KICK:
-                engine = cast(_Engine, payload)
+                engine = cast(EngineSlot, payload)
                 engine.kicked = False
                 if not engine.busy:
                     self._step(engine, now)
@@ -234,7 +137,7 @@ class Simulator:
         if index is None:
             self._arrive(item, now)
             return
-        prog: _Program = item
+        prog: ProgramRun = item
         spec = prog.spec.calls[index]
         program = prog.record
         engine = self.engines[
@@ -268,7 +171,7 @@ class Simulator:
             arrival=now,
         )
         tracked = engine.queue.track(request, call, program, rank)
-        tracked.extra = _Run(prog, spec, engine, total)
+        tracked.extra = CallRun(prog, spec, engine, total)
         engine.queue.now = now
         engine.model.add(request, now)
         self._kick(engine, now)
@@ -280,7 +183,7 @@ class Simulator:
             for p in c.parents:
                 children[p].append(c.index)
         future = sum(self._service(c.prompt_tokens, c.output_tokens) for c in spec.calls)
-        prog = _Program(
+        prog = ProgramRun(
             spec,
             Program(id=spec.id, created=now, last_arrival=now),
             [len(c.parents) for c in spec.calls],
@@ -299,7 +202,7 @@ class Simulator:
 
     # -- engine steps ----------------------------------------------------------------------
 
-    def _step(self, engine: _Engine, now: float) -> None:
+    def _step(self, engine: EngineSlot, now: float) -> None:
         queue, model = engine.queue, engine.model
         queue.now = now
         # Order matters only under contention: calls waiting, or a step's token budget used up
@@ -323,7 +226,7 @@ class Simulator:
         result.prefill_tokens += step.num_prefill_tokens
         self._push(step.end, _STEP_END, (engine, step))
 
-    def _step_end(self, engine: _Engine, step: StepResult, now: float) -> None:
+    def _step_end(self, engine: EngineSlot, step: StepResult, now: float) -> None:
         for request in step.finished:
             self._finish(engine, request, now)
         cache = engine.cache
@@ -334,7 +237,7 @@ class Simulator:
         self._step(engine, now)
 
     def _refresh(self, tracked: Tracked) -> bool:
-        run: _Run = tracked.extra  # type: ignore[assignment]
+        run: CallRun = tracked.extra  # type: ignore[assignment]
         call = tracked.call
         output = tracked.base_output + tracked.request.num_output
         service = self._service(run.spec.prompt_tokens, output)
@@ -354,7 +257,7 @@ class Simulator:
         )
 
     def _on_head(self, tracked: Tracked) -> None:
-        run: _Run = tracked.extra  # type: ignore[assignment]
+        run: CallRun = tracked.extra  # type: ignore[assignment]
         cache, spec, request = run.engine.cache, run.spec, tracked.request
         if cache is None or spec.prefix_of is None or request.num_computed or request.num_output:
             return
@@ -368,9 +271,9 @@ class Simulator:
             run.cached = hit
             self._result.cached_tokens += hit
 
-    def _preempt(self, engine: _Engine, tracked: Tracked, now: float) -> None:
+    def _preempt(self, engine: EngineSlot, tracked: Tracked, now: float) -> None:
         old = tracked.request
-        run: _Run = tracked.extra  # type: ignore[assignment]
+        run: CallRun = tracked.extra  # type: ignore[assignment]
         if run.first_token is None:
             run.first_token = old.first_token_time
         engine.model.abort(old.id, now)
@@ -403,7 +306,7 @@ class Simulator:
             self._resume(tracked, now)
 
     def _resume(self, tracked: Tracked, now: float) -> None:
-        run: _Run = tracked.extra  # type: ignore[assignment]
+        run: CallRun = tracked.extra  # type: ignore[assignment]
         self._swapped -= run.swapped
         run.swapped = 0
         engine = run.engine
@@ -411,17 +314,17 @@ class Simulator:
         engine.model.add(tracked.request, now)
         self._kick(engine, now)
 
-    def _kick(self, engine: _Engine, now: float) -> None:
+    def _kick(self, engine: EngineSlot, now: float) -> None:
         if not engine.busy and not engine.kicked:
             engine.kicked = True
             self._push(now, _KICK, engine)
 
     # -- finishing -------------------------------------------------------------------------
 
-    def _finish(self, engine: _Engine, request: EngineRequest, now: float) -> None:
+    def _finish(self, engine: EngineSlot, request: EngineRequest, now: float) -> None:
         tracked = engine.queue.forget(request.id)
         assert tracked is not None
-        run: _Run = tracked.extra  # type: ignore[assignment]
+        run: CallRun = tracked.extra  # type: ignore[assignment]
         prog, spec, call, program = run.prog, run.spec, tracked.call, tracked.program
         self._refresh(tracked)
         call.finished_at = now

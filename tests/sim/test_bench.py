@@ -1,4 +1,5 @@
-"""``autellix bench`` end to end on a tiny sweep, and its plan and summaries."""
+"""``autellix bench`` end to end: a tiny sweep, a tiny trace replayed with ``--trace``, and
+bad arguments or traces refused with a message and status 2."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from proxy.policies.base import NoConfig, Priority, assigned
 from proxy.policies.fcfs import FCFS
 from proxy.records import Call, Program
-from proxy.sim.bench import CSV_COLUMNS, add_bench_arguments, plan, run_bench
+from proxy.sim.bench import add_bench_arguments, run_bench
+from proxy.sim.sweep import CSV_COLUMNS
+from proxy.sim.trace import TraceRecord, write_trace
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -101,11 +104,107 @@ def test_bad_arguments_fail_before_the_sweep(tmp_path: Path) -> None:
     assert not (tmp_path / "points.csv").exists()
 
 
-def test_quick_plan_is_small_and_full_plan_covers_the_grid() -> None:
-    quick = plan(parse("--quick"))
-    full = plan(parse())
-    assert len(quick) == 4 * 4 * 4
-    assert len(full) == 4 * 5 * 10
-    assert {p.policy for p in full} == {"fcfs", "mlfq", "plas", "atlas", "srpt"}
-    faster = plan(parse("--preset", "llama31-8b-h100", "--engines", "2"))
-    assert faster[0].rate > 2 * full[0].rate  # the default grid follows the engines' speed
+def tiny_trace(path: Path) -> Path:
+    """Three programs, seven calls: a chain, a single call and a fan-out joined again."""
+
+    def rec(
+        program: str,
+        call: str,
+        arrival: float,
+        finished: float,
+        prompt: int,
+        completion: int,
+        *parents: str,
+    ) -> TraceRecord:
+        return TraceRecord(program, call, arrival, finished, prompt, completion, parents)
+
+    write_trace(
+        [
+            rec("p1", "a", 10.0, 12.0, 100, 20),
+            rec("p1", "b", 12.5, 14.0, 150, 30, "a"),
+            rec("p2", "a", 11.0, 13.0, 200, 50),
+            rec("p3", "a", 11.5, 13.0, 80, 10),
+            rec("p3", "b", 13.2, 15.0, 120, 40, "a"),
+            rec("p3", "c", 13.2, 15.5, 120, 60, "a"),
+            rec("p3", "d", 16.0, 17.0, 300, 25, "b", "c"),
+        ],
+        path,
+    )  # fmt: skip
+    return path
+
+
+def run_trace(tmp: Path, trace: Path, *extra: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    args = parse("--out", str(tmp / "out"), "--trace", str(trace), *extra)
+    return run_bench(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+
+def test_a_trace_replays_once_per_policy(tmp_path: Path) -> None:
+    trace = tiny_trace(tmp_path / "trace.jsonl")
+    code, out, err = run_trace(tmp_path, trace, "--policies", f"fcfs,plas,{__name__}:Newest")
+    assert code == 0, err
+    with open(tmp_path / "out" / "points.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [r["policy"] for r in rows] == ["fcfs", "plas", f"{__name__}:Newest"]
+    assert {(r["workload"], r["programs"], r["calls"]) for r in rows} == {("trace", "3", "7")}
+    assert float(rows[0]["rate"]) == pytest.approx(2 / 1.5)  # 3 arrivals over 1.5 s
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trace"] == str(trace)
+    assert (summary["programs"], summary["calls"]) == (3, 7)
+    assert list(summary["policies"]) == ["fcfs", "plas", f"{__name__}:Newest"]
+    for latency in summary["policies"].values():
+        assert set(latency) == {"latency_mean", "latency_p50", "latency_p95", "latency_p99"}
+        assert 0 < latency["latency_p50"] <= latency["latency_p95"] <= latency["latency_p99"]
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["argv"]["trace"] == str(trace)
+    header, *lines = out.splitlines()[1:5]
+    assert header.split() == ["policy", "mean", "p50", "p95", "p99"]
+    assert [line.split()[0] for line in lines] == ["fcfs", "plas", f"{__name__}:Newest"]
+    assert "3 programs, 7 calls" in out
+    assert "3/3 policies" in err
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file or directory"),
+        ("", "holds no calls"),
+        ("not json\n", "trace line 1"),
+        ('{"program": "p", "call": "c"}\n', "lacks the key 'arrival'"),
+        ("[1, 2]\n", "JSON object"),
+        (b"\xff\xfe\x00", "trace file"),
+    ],
+)
+def test_a_bad_or_missing_trace_is_a_message_and_status_2(
+    tmp_path: Path, content: str | bytes | None, message: str
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    if isinstance(content, bytes):
+        trace.write_bytes(content)
+    elif content is not None:
+        trace.write_text(content)
+    code, out, err = run_trace(tmp_path, trace)
+    assert code == 2
+    assert err.startswith("autellix bench: trace file ")
+    assert message in err
+    assert "Traceback" not in err
+    assert out == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_trace_refuses_sweep_flags_and_bad_policies(tmp_path: Path) -> None:
+    trace = tiny_trace(tmp_path / "trace.jsonl")
+    code, _, err = run_trace(tmp_path, trace, "--rates", "1,2")
+    assert code == 2
+    assert "--trace replays the recorded arrivals" in err
+    code, _, err = run_trace(tmp_path, trace, "--policies", "nope")
+    assert code == 2
+    assert "unknown policy 'nope'" in err
+    code, _, err = run_trace(tmp_path, trace, "--balancer", "nope")
+    assert code == 2
+    assert "unknown balancer" in err
+    code, _, err = run_trace(tmp_path, tmp_path)  # a folder, not a file
+    assert code == 2
+    assert "trace file" in err
+    assert not (tmp_path / "out").exists()

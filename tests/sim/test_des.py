@@ -13,9 +13,10 @@ from proxy.policies.fcfs import FCFS
 from proxy.policies.registry import PolicyRegistry
 from proxy.records import Call, Program
 from proxy.sim.cost import CostModel
-from proxy.sim.des import EngineShape, SimConfig, Simulator
+from proxy.sim.des import Simulator
 from proxy.sim.policy_queue import PreemptConfig
 from proxy.sim.results import metrics
+from proxy.sim.simconfig import EngineShape, SimConfig
 from proxy.sim.trace import TraceRecorder, read_trace
 from proxy.sim.workloads import (
     CallSpec,
@@ -217,4 +218,5 @@ def test_a_recorded_trace_replays_to_the_same_programs(tmp_path: object) -> None
 def test_bad_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="engines"):
         Simulator(SimConfig(engines=0), FCFS())
-    assert SimConfig().service_weights()[1] == pytest.approx(0.0163, rel=0.05)
+    with pytest.raises(ValueError, match="rerank_interval_s"):
+        Simulator(SimConfig(rerank_interval_s=0), FCFS())

@@ -1,0 +1,86 @@
+"""The discrete-event simulator's configuration: the engines' shape, the run's settings, and
+how the ``autellix bench`` flags build them (the loop itself is ``des.py``)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Literal
+
+from proxy.sim.cost import LLAMA31_8B_KV_BYTES_PER_TOKEN, PRESETS, CostModel
+from proxy.sim.engine import BLOCK_SIZE, DEFAULT_KV_CAPACITY_TOKENS
+from proxy.sim.policy_queue import PreemptConfig
+
+
+@dataclass(frozen=True, slots=True)
+class EngineShape:
+    """One simulated engine (all engines behind the balancer are alike)."""
+
+    cost: CostModel = field(default_factory=CostModel.llama31_8b_a100)
+    max_num_seqs: int = 256
+    kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS
+    max_num_batched_tokens: int = 8192
+    block_size: int = BLOCK_SIZE
+    prefix_cache: bool = True
+    preemption: Literal["swap", "recompute"] = "swap"
+    """How a call preempted for priority gives up its KV: copied to host memory and back
+    (the paper's vLLM 0.6.1 swapped) or dropped and recomputed on resume (vLLM V1). The
+    engine's own preemptions when KV runs out always recompute, as vLLM V1 does."""
+    swap_space_tokens: int = 64 * 2**30 // LLAMA31_8B_KV_BYTES_PER_TOKEN
+    """Host memory for swapped KV, in tokens (64 GiB); beyond it a preemption recomputes."""
+    swap_bandwidth: float = 25e9
+    """Bytes per second each way between GPU and host (PCIe 4.0 x16 as measured, ~25 GB/s)."""
+    kv_bytes_per_token: int = LLAMA31_8B_KV_BYTES_PER_TOKEN
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """engines: how many engines behind the balancer (a name, or ``package.module:Class``).
+    rerank_interval_s: virtual seconds between the policy's re-rankings on an engine.
+    decode_token_s / prefill_token_s: the service unit (None: as the proxy derives it from the
+        cost model: one decode step of 32 sequences at 1k context per generated token).
+    oracle: what ``call.oracle_remaining`` (the clairvoyant SRPT's input) holds: the remaining
+        service of the call and of its program's calls not yet released ("program"), or of the
+        call alone ("call").
+    window: (start, end) over which the number of programs in the system is integrated
+        (``SimResult.window_area``), for Little's law."""
+
+    engines: int = 1
+    shape: EngineShape = field(default_factory=EngineShape)
+    balancer: str = "autellix"
+    preempt: PreemptConfig = field(default_factory=PreemptConfig)
+    rerank_interval_s: float = 1.0
+    decode_token_s: float | None = None
+    prefill_token_s: float | None = None
+    oracle: Literal["program", "call"] = "program"
+    window: tuple[float, float] | None = None
+
+    def service_weights(self) -> tuple[float, float]:
+        """(prefill_token_s, decode_token_s), as ``proxy.app.table_config`` derives them."""
+        cost = self.shape.cost
+        decode = self.decode_token_s or cost.step_time(
+            num_decodes=32,
+            decode_context_tokens=32 * 1024,
+            num_prefill_tokens=0,
+            prefill_attn_pairs=0,
+        )
+        prefill = self.prefill_token_s or cost.prefill_token_cost(context_tokens=1024)
+        return prefill, decode
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The simulator settings the ``autellix bench`` flags describe (``--preset``,
+    ``--engines``, ``--balancer``, ``--preemption``, ``--no-prefix-cache``,
+    ``--rerank-interval``); the caller checks their ranges."""
+    shape = EngineShape(
+        cost=PRESETS[args.preset](),
+        prefix_cache=not args.no_prefix_cache,
+        preemption=args.preemption,
+    )
+    return SimConfig(
+        engines=args.engines,
+        shape=shape,
+        balancer=args.balancer,
+        preempt=PreemptConfig(),
+        rerank_interval_s=args.rerank_interval,
+    )

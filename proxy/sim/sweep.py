@@ -1,0 +1,225 @@
+"""The sweep behind ``autellix bench``: the default rate grid, one ``Point`` per arrival rate x
+policy x workload, and running the points, in worker processes when asked.
+
+Each point simulates the same programs (same seed: common random numbers) at one arrival rate
+under one policy, built by name through the policy registry, so a plug-in policy runs here
+unchanged.
+
+Rates. The default grid of a workload is its ``BASE_RATES`` entry (near where fcfs starts to
+queue on one A100 engine) times ``LOADS``, scaled by the number of engines and the preset's
+speed relative to the A100; ``--rates`` replaces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import multiprocessing
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from proxy.policies.base import Policy
+from proxy.policies.registry import PolicyRegistry
+from proxy.sim.cost import PRESETS
+from proxy.sim.des import Simulator
+from proxy.sim.progress import Progress
+from proxy.sim.results import Metrics, metrics
+from proxy.sim.simconfig import SimConfig, config_from_args
+from proxy.sim.workloads import WORKLOAD_NAMES, WorkloadSpec, generate, paper_workloads
+
+# Programs per second near which fcfs starts to queue on one A100 engine, measured with
+# resent and with fresh contexts (docs/simulator.md); the default grid is LOADS times these.
+BASE_RATES = {
+    "resend": {"chatbot": 1.3, "react": 0.5, "lats": 0.07, "mixed": 0.18},
+    "fresh": {"chatbot": 2.8, "react": 1.0, "lats": 0.12, "mixed": 0.3},
+}
+LOADS = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
+QUICK_LOADS = (0.6, 1.0, 1.5, 3.0)
+PROGRAMS = {"chatbot": 800, "react": 600, "lats": 150, "mixed": 300}
+FRESH_PROGRAMS = {"chatbot": 1500, "react": 800, "lats": 150, "mixed": 300}
+# Fewer programs make the overloaded points short transients: quick ratios are indicative only.
+QUICK_PROGRAMS = {"chatbot": 800, "react": 600, "lats": 80, "mixed": 150}
+POLICIES = ("fcfs", "mlfq", "plas", "atlas", "srpt")
+QUICK_POLICIES = ("fcfs", "mlfq", "plas", "atlas")
+BASELINES = ("fcfs", "mlfq")
+EXTRA_FACTORS = (2.0, 3.0, 5.0, 8.0, 12.0)
+
+CSV_COLUMNS = (
+    "workload",
+    "policy",
+    "rate",
+    "load",
+    "seed",
+    *(f.name for f in dataclasses.fields(Metrics)),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Point:
+    workload: str
+    policy: str
+    policy_config: Mapping[str, Any]
+    rate: float
+    load: float
+    programs: int
+    seed: int
+    config: SimConfig
+    tool_scale: float
+    fresh: bool
+    specs: Mapping[str, WorkloadSpec]
+
+
+def make_policy(name: str, config: Mapping[str, Any] | None = None) -> Policy:
+    return PolicyRegistry().create(name, dict(config or {}))
+
+
+def run_point(point: Point) -> dict[str, Any]:
+    """Simulate one point; the CSV row (runs in a worker process)."""
+    programs = generate(
+        point.workload,
+        rate=point.rate,
+        programs=point.programs,
+        seed=point.seed,
+        tool_scale=point.tool_scale,
+        fresh=point.fresh,
+        specs=point.specs,
+    )
+    policy = make_policy(point.policy, point.policy_config)
+    result = Simulator(point.config, policy).run(programs)
+    row: dict[str, Any] = {
+        "workload": point.workload,
+        "policy": point.policy,
+        "rate": point.rate,
+        "load": point.load,
+        "seed": point.seed,
+    }
+    row.update(dataclasses.asdict(metrics(result)))
+    return row
+
+
+def split_names(value: str | None, default: Sequence[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
+
+
+def policy_configs(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--policy-config {item!r}: expected NAME=JSON")
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError(f"--policy-config {item!r}: the JSON must be an object")
+        out[name.strip()] = value
+    return out
+
+
+def plan(args: argparse.Namespace) -> list[Point]:
+    """Every point of the sweep the arguments describe."""
+    workloads = split_names(args.workloads, WORKLOAD_NAMES)
+    for w in workloads:
+        if w not in WORKLOAD_NAMES:
+            raise ValueError(f"unknown workload {w!r}; known: {', '.join(WORKLOAD_NAMES)}")
+    policies = split_names(args.policies, QUICK_POLICIES if args.quick else POLICIES)
+    configs = policy_configs(args.policy_config)
+    if args.engines < 1 or (args.programs is not None and args.programs < 1):
+        raise ValueError("--engines and --programs must be at least 1")
+    if args.rerank_interval <= 0 or args.latency_factor <= 0 or args.tool_scale < 0:
+        raise ValueError(
+            "--rerank-interval and --latency-factor must be positive, --tool-scale not negative"
+        )
+    config = config_from_args(args)
+    cost = config.shape.cost
+    # Faster engines (and more of them) move the knee: scale the default grid by decode speed.
+    reference = PRESETS["llama31-8b-a100"]()
+    speed = _decode_step(reference) / _decode_step(cost) * args.engines
+    loads = QUICK_LOADS if args.quick else LOADS
+    specs = paper_workloads()  # solved once, shipped with every point
+    points = []
+    for workload in workloads:
+        base = BASE_RATES[args.context][workload] * speed
+        if args.rates:
+            pairs = [(r, r / base) for r in sorted(float(r) for r in args.rates.split(","))]
+        else:
+            pairs = [(base * f, f) for f in loads]
+        sizes = FRESH_PROGRAMS if args.context == "fresh" else PROGRAMS
+        n = args.programs or (QUICK_PROGRAMS if args.quick else sizes)[workload]
+        for policy in policies:
+            for rate, load in pairs:
+                if rate <= 0:
+                    raise ValueError("rates must be positive")
+                points.append(
+                    Point(
+                        workload,
+                        policy,
+                        configs.get(policy, {}),
+                        round(rate, 6),
+                        round(load, 4),
+                        n,
+                        args.seed,
+                        config,
+                        args.tool_scale,
+                        args.context == "fresh",
+                        specs,
+                    )
+                )
+    return points
+
+
+def _decode_step(cost: Any) -> float:
+    return float(
+        cost.step_time(
+            num_decodes=32,
+            decode_context_tokens=32 * 1024,
+            num_prefill_tokens=0,
+            prefill_attn_pairs=0,
+        )
+    )
+
+
+def sweep(
+    points: Sequence[Point], *, jobs: int, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Run every point, in worker processes when ``jobs`` > 1; rows in plan order."""
+    # Costliest first, so that the workers finish together.
+    order = sorted(range(len(points)), key=lambda i: -_cost_hint(points[i]))
+    rows: list[dict[str, Any] | None] = [None] * len(points)
+
+    def done(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        if progress is not None:
+            progress.advance(f"{row['workload']} {row['policy']} {row['rate']:g}/s")
+
+    if jobs <= 1:
+        for i in order:
+            done(i, run_point(points[i]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_point, points[i]): i for i in order}
+            for future in _as_completed(futures):
+                done(futures[future], future.result())
+    return [r for r in rows if r is not None]
+
+
+def _as_completed(futures: Mapping[Any, int]) -> Iterable[Any]:
+    from concurrent.futures import as_completed
+
+    return as_completed(futures)
+
+
+def _cost_hint(point: Point) -> float:
+    per_program = {"chatbot": 1.0, "react": 1.0, "lats": 12.0, "mixed": 5.0}
+    return point.programs * per_program.get(point.workload, 1.0) * (1 + point.load)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
