@@ -150,7 +150,6 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(state.config.programs.collect_interval_s)
             table = state.scheduler.table
             table.collect(state.scheduler.clock())
-            state.metrics.programs.set(len(table))
 
     async with background(collect(), "autellix-table-collector"):
         yield
@@ -247,6 +246,8 @@ def create_app(config: ProxyConfig) -> web.Application:
         GateConfig(**config.gate.model_dump()),
         scheduler.clock,
     )
+    metrics.gate_waiting.set_function(lambda: len(gate.waiting))
+    metrics.programs.set_function(lambda: len(scheduler.table))
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
     )

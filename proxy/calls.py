@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -45,7 +44,7 @@ class CallContext:
     request_id: str
     headers: dict[str, str]
     drop_usage: bool
-    arrived: float = field(default_factory=time.perf_counter)
+    arrived: float  # perf_counter() when the request reached the proxy
 
 
 def upstream_headers(

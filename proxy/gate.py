@@ -94,7 +94,7 @@ class Gate:
         self.clock = clock
         self.waiting: list[Ticket] = []
         self.running: dict[str, set[Ticket]] = {}
-        self._seq = itertools.count()
+        self._seq = itertools.count(1)  # 0 marks a ticket that has not queued yet
         self._on_preempt = on_preempt
         self.preemptions = 0
 

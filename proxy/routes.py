@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -91,6 +92,7 @@ def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
 
 
 async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
+    arrived = time.perf_counter()
     state = request.app[STATE]
     scheduler = state.scheduler
     request_id = request_id_of(request, state)
@@ -119,7 +121,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     ctx = CallContext(
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
-        request_id=request_id, headers=headers, drop_usage=drop_usage,
+        request_id=request_id, headers=headers, drop_usage=drop_usage, arrived=arrived,
     )  # fmt: skip
     return await serve_call(ctx)
 

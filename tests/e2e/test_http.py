@@ -313,3 +313,6 @@ async def test_health_ready_metrics(proxy: RunningProxy, http: aiohttp.ClientSes
     assert 'autellix_time_to_first_token_seconds_count{route="/v1/chat/completions"} 1.0' in text
     assert 'autellix_tokens_total{engine="sim",kind="completion"}' in text
     assert 'autellix_inflight_calls{engine="sim"} 0.0' in text
+    # The call to an unknown model failed before it was filed: one program, nothing waiting.
+    assert "autellix_programs 1.0" in text
+    assert "autellix_gate_waiting_calls 0.0" in text
