@@ -3,6 +3,7 @@ by the proxy for live calls."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "autellix-example-p
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
+    # Build from a copy: a build writes build/ and *.egg-info next to the sources.
+    source = tmp_path_factory.mktemp("src") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source)
     # --no-deps: the proxy itself is already installed; --target keeps the shared venv clean.
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(EXAMPLE)],
+         "--no-index", "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=180,
     )  # fmt: skip
     assert list(target.glob("autellix_example_policy-*.dist-info"))
