@@ -86,10 +86,15 @@ def table_config(programs: ProgramsConfig, sim: SimEngineConfig) -> TableConfig:
 
 def identify_config(programs: ProgramsConfig) -> IdentifyConfig:
     defaults = IdentifyConfig()
+    # None keeps the built-in lists; an empty list turns that source off.
+    session_headers = (
+        defaults.session_headers if programs.session_headers is None else programs.session_headers
+    )
+    body_fields = defaults.body_fields if programs.body_fields is None else programs.body_fields
     return IdentifyConfig(
-        session_headers=tuple(programs.session_headers or defaults.session_headers),
+        session_headers=tuple(session_headers),
         use_traceparent=programs.use_traceparent,
-        body_fields=tuple(programs.body_fields or defaults.body_fields),
+        body_fields=tuple(body_fields),
         infer=programs.infer,
         prefix_capacity=programs.prefix_capacity,
         tenant_header=programs.tenant_header,

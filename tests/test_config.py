@@ -97,3 +97,15 @@ def test_engine_flag_forms() -> None:
 
 def test_merge_is_deep_and_replaces_lists() -> None:
     assert merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
+
+
+def test_identification_lists_default_or_turn_off() -> None:
+    from proxy.app import identify_config
+    from proxy.config import ProgramsConfig
+    from proxy.intercept.identify import IdentifyConfig
+
+    assert identify_config(ProgramsConfig()).session_headers == IdentifyConfig().session_headers
+    off = identify_config(ProgramsConfig(session_headers=[], body_fields=[]))
+    assert (off.session_headers, off.body_fields) == ((), ())
+    custom = identify_config(ProgramsConfig(body_fields=["metadata.run"]))
+    assert custom.body_fields == ("metadata.run",)

@@ -9,8 +9,11 @@ rates, latency targets, ratios at other targets, simulator speed) and
 Throughput at equal latency (as the paper's Fig. 12): the target is ``--latency-factor``
 times fcfs's latency at the lowest swept rate (light load), for the mean and for P99 alike;
 each policy's curve is interpolated where it first crosses the target
-(``results.rate_at``) and the rates are divided. A policy that never crosses within the grid
-gives a lower bound (flagged in meta.json).
+(``results.rate_at``) and the rates are divided. The sweep runs in two passes: the coarse grid,
+then ``--refine`` more rates inside each curve's crossing (``sweep.refine``). Every point
+measures its steady-state window only (``--warmup``, ``--cooldown``). A ratio whose policy
+never crosses within the grid is a lower bound, one whose baseline never does an upper bound
+(``<ratio>_is`` in summary.json; ">" and "<" in the table).
 
 With ``--trace FILE`` (``replay.py``) a recorded trace is replayed instead, at its recorded
 arrival times, once per policy: ``points.csv`` (one row per policy), ``summary.json`` (each
@@ -35,12 +38,16 @@ from proxy.sim.replay import format_latency_table, load_programs, replay_row, su
 from proxy.sim.results import format_table, ratios
 from proxy.sim.simconfig import config_from_args
 from proxy.sim.sweep import (
+    COOLDOWN,
     EXTRA_FACTORS,
     POLICIES,
     QUICK_POLICIES,
+    WARMUP,
     make_policy,
     plan,
     policy_configs,
+    refine,
+    refine_count,
     split_names,
     sweep,
     write_csv,
@@ -106,6 +113,24 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="latency target = this x fcfs's latency at the lowest rate (default 5)",
     )
     parser.add_argument(
+        "--refine",
+        type=int,
+        help="rates added inside each curve's crossing of the target in a second pass "
+        "(default 3, --quick 2; 0 with --rates)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=WARMUP,
+        help=f"share of each point's first programs not measured (default {WARMUP:g})",
+    )
+    parser.add_argument(
+        "--cooldown",
+        type=float,
+        default=COOLDOWN,
+        help=f"share of each point's last programs not measured (default {COOLDOWN:g})",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=0, help="worker processes (default: CPU count, at most 2)"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -143,6 +168,10 @@ def run_bench(
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = sweep(points, jobs=jobs, progress=Progress(len(points), err_stream))
+    refined = refine(points, rows, args.latency_factor, refine_count(args))
+    if refined:
+        progress = Progress(len(refined), err_stream, label="refinement points")
+        rows = rows + sweep(refined, jobs=jobs, progress=progress)
     wall = clock() - started
     summary, notes = ratios(rows, args.latency_factor)
     sensitivity = {str(f): ratios(rows, f)[0] for f in EXTRA_FACTORS}
@@ -163,6 +192,8 @@ def run_bench(
     meta = {
         "argv": {k: v for k, v in vars(args).items() if _jsonable(v)},
         "latency_factor": args.latency_factor,
+        "points": {"grid": len(points), "refinement": len(refined)},
+        "steady_window": {"warmup": args.warmup, "cooldown": args.cooldown},
         "targets_and_reach": notes,
         "ratios_at_other_factors": sensitivity,
         "speed": speed,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,15 +130,28 @@ class Metrics:
     sim_tokens: int
     generated_tokens: int
     cpu_s: float
+    measured: int = 0
+    """Programs the latency and TTFT figures are over (the steady-state window: see
+    ``metrics``)."""
+    late_share: float = 0.0
+    """Share of the measured programs that finished after the last program of the run arrived,
+    i.e. while the engines drained rather than under the offered load (0: a steady state)."""
 
     @property
     def sim_tokens_per_cpu_s(self) -> float:
         return self.sim_tokens / self.cpu_s if self.cpu_s > 0 else math.inf
 
 
-def metrics(result: SimResult) -> Metrics:
-    latencies = [p.token_latency for p in result.programs]
-    ttfts = [c.ttft for c in result.calls]
+def metrics(result: SimResult, measured: Collection[str] | None = None) -> Metrics:
+    """The figures of a run. ``measured``: the ids of the programs the latency and TTFT figures
+    are over (default: all), e.g. the steady-state window of a sweep point (``steady_window``);
+    counts, throughput, preemptions and the cache share are over the whole run."""
+    last_arrival = max((p.arrival for p in result.programs), default=0.0)
+    chosen = [p for p in result.programs if measured is None or p.id in measured]
+    ids = {p.id for p in chosen}
+    latencies = [p.token_latency for p in chosen]
+    ttfts = [c.ttft for c in result.calls if c.program in ids]
+    late = sum(1 for p in chosen if p.finished > last_arrival)
     start = min((p.arrival for p in result.programs), default=0.0)
     span = max(result.end - start, 1e-12)
     prompt = sum(c.prompt_tokens for c in result.calls)
@@ -161,7 +174,24 @@ def metrics(result: SimResult) -> Metrics:
         sim_tokens=result.sim_tokens,
         generated_tokens=result.generated_tokens,
         cpu_s=result.cpu_s,
+        measured=len(chosen),
+        late_share=late / len(chosen) if chosen else 0.0,
     )
+
+
+def steady_window(programs: int, warmup: float, cooldown: float) -> range:
+    """Indices (in arrival order) of the programs a point measures: all but the first
+    ``warmup`` share (they meet an empty system) and the last ``cooldown`` share (the ones that
+    arrive while the stream ends; they keep the engines loaded while the measured programs
+    finish, and are simulated but not measured). At least one program is measured."""
+    if not (0 <= warmup < 1 and 0 <= cooldown < 1 and warmup + cooldown < 1):
+        raise ValueError("warm-up and cool-down shares must be in [0, 1) and sum below 1")
+    lo = math.floor(programs * warmup)
+    hi = programs - math.floor(programs * cooldown)
+    if hi <= lo:
+        lo, hi = max(0, min(lo, programs - 1)), max(1, min(lo, programs - 1) + 1)
+        hi = min(hi, programs)
+    return range(lo, hi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +217,21 @@ def rate_at(rates: Sequence[float], latencies: Sequence[float], target: float) -
     return RateAt(points[-1][0], False)
 
 
+def bracket(
+    rates: Sequence[float], latencies: Sequence[float], target: float
+) -> tuple[float, float] | None:
+    """The two swept rates around the curve's first crossing of ``target`` (the last rate at
+    or under it, the next over it), where ``rate_at`` interpolates; None when the curve starts
+    above the target or never crosses it."""
+    points = [(r, v) for r, v in zip(rates, latencies, strict=True) if math.isfinite(v)]
+    if not points or points[0][1] > target:
+        return None
+    for (r0, _), (r1, v1) in itertools.pairwise(points):
+        if v1 > target:
+            return r0, r1
+    return None
+
+
 def throughput_ratio(
     rates: Sequence[float],
     policy: Sequence[float],
@@ -201,7 +246,7 @@ def throughput_ratio(
     return ours.rate / theirs.rate
 
 
-def _curve(
+def curve(
     rows: Sequence[Mapping[str, Any]], workload: str, policy: str, column: str
 ) -> tuple[list[float], list[float]]:
     points = sorted(
@@ -212,8 +257,10 @@ def _curve(
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _target(rows: Sequence[Mapping[str, Any]], workload: str, column: str, factor: float) -> float:
-    _, values = _curve(rows, workload, "fcfs", column)
+def latency_target(
+    rows: Sequence[Mapping[str, Any]], workload: str, column: str, factor: float
+) -> float:
+    _, values = curve(rows, workload, "fcfs", column)
     if not values:  # no fcfs: the lowest point of any policy at the lowest rate
         lowest = min(float(r["rate"]) for r in rows if r["workload"] == workload)
         values = [
@@ -224,50 +271,102 @@ def _target(rows: Sequence[Mapping[str, Any]], workload: str, column: str, facto
     return factor * min(values[:1] or [math.nan])
 
 
+METRICS = (
+    ("throughput_ratio_vs_fcfs", "fcfs", "latency_mean"),
+    ("throughput_ratio_vs_mlfq", "mlfq", "latency_mean"),
+    ("p99_ratio_vs_fcfs", "fcfs", "latency_p99"),
+)
+
+
 def ratios(
     rows: Sequence[Mapping[str, Any]], factor: float
-) -> tuple[dict[str, dict[str, dict[str, float | None]]], dict[str, Any]]:
-    """summary.json's content at one latency factor, and the targets and bounds behind it."""
-    summary: dict[str, dict[str, dict[str, float | None]]] = {}
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
+    """summary.json's content at one latency factor, and the targets and bounds behind it.
+
+    Each ratio comes with ``<name>_is``: "exact" (both curves cross the target within the
+    swept rates), "lower bound" (the policy's curve never crosses it: its rate is at least the
+    highest swept), "upper bound" (the baseline's never does) or "unknown" (neither does, or
+    one starts above the target; the ratio is then None rather than a misleading 1.0)."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
     notes: dict[str, Any] = {}
     for workload in sorted({str(r["workload"]) for r in rows}):
         policies = sorted({str(r["policy"]) for r in rows if r["workload"] == workload})
-        targets = {c: _target(rows, workload, c, factor) for c in ("latency_mean", "latency_p99")}
+        targets = {
+            c: latency_target(rows, workload, c, factor) for c in ("latency_mean", "latency_p99")
+        }
         reach: dict[str, dict[str, Any]] = {}
         for column, target in targets.items():
             for policy in policies:
-                at = rate_at(*_curve(rows, workload, policy, column), target)
+                rates, values = curve(rows, workload, policy, column)
+                at = rate_at(rates, values, target)
                 reach.setdefault(policy, {})[column] = (
-                    None if at is None else {"rate": at.rate, "bounded": at.bounded}
+                    None
+                    if at is None
+                    else {
+                        "rate": at.rate,
+                        "bounded": at.bounded,
+                        "late_share": _late_share(rows, workload, policy, rates, values, target),
+                    }
                 )
-
-        summary[workload] = {
-            p: {
-                "throughput_ratio_vs_fcfs": _ratio(reach, p, "fcfs", "latency_mean"),
-                "throughput_ratio_vs_mlfq": _ratio(reach, p, "mlfq", "latency_mean"),
-                "p99_ratio_vs_fcfs": _ratio(reach, p, "fcfs", "latency_p99"),
-            }
-            for p in policies
-        }
+        entries: dict[str, dict[str, Any]] = {}
+        for p in policies:
+            entry: dict[str, Any] = {}
+            for name, baseline, column in METRICS:
+                entry[name], entry[f"{name}_is"] = _ratio(reach, p, baseline, column)
+            entries[p] = entry
+        summary[workload] = entries
         notes[workload] = {"targets": targets, "rate_at_target": reach}
     return summary, notes
 
 
+def _late_share(
+    rows: Sequence[Mapping[str, Any]],
+    workload: str,
+    policy: str,
+    rates: Sequence[float],
+    values: Sequence[float],
+    target: float,
+) -> float | None:
+    """The ``late_share`` of the point just past the crossing (how far from a steady state the
+    crossing was measured); None when the rows have no such column or the curve never
+    crossed."""
+    around = bracket(rates, values, target)
+    if around is None:
+        return None
+    for r in rows:
+        if r["workload"] == workload and r["policy"] == policy and float(r["rate"]) == around[1]:
+            return float(r["late_share"]) if "late_share" in r else None
+    return None
+
+
 def _ratio(
     reach: Mapping[str, Mapping[str, Any]], policy: str, baseline: str, column: str
-) -> float | None:
+) -> tuple[float | None, str]:
     ours = reach.get(policy, {}).get(column)
     theirs = reach.get(baseline, {}).get(column)
     if ours is None or theirs is None or theirs["rate"] <= 0:
-        return None
-    return float(ours["rate"] / theirs["rate"])
+        return None, "unknown"
+    if policy == baseline:
+        return 1.0, "exact"
+    kind = {
+        (True, True): "exact",
+        (False, True): "lower bound",
+        (True, False): "upper bound",
+        (False, False): "unknown",
+    }[(bool(ours["bounded"]), bool(theirs["bounded"]))]
+    return (None if kind == "unknown" else float(ours["rate"] / theirs["rate"])), kind
 
 
-def format_table(summary: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> str:
-    """Throughput at equal latency, each policy against fcfs and mlfq (and P99 vs fcfs)."""
+def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Throughput at equal latency, each policy against fcfs and mlfq (and P99 vs fcfs); a
+    lower bound reads ">", an upper bound "<", unknown "-"."""
 
-    def cell(v: float | None) -> str:
-        return "   -  " if v is None else f"{v:6.2f}"
+    def cell(r: Mapping[str, Any], name: str) -> str:
+        v = r.get(name)
+        if v is None:
+            return "   -  "
+        mark = {"lower bound": ">", "upper bound": "<"}.get(str(r.get(f"{name}_is")), "")
+        return f"{mark}{v:.2f}".rjust(6)
 
     lines = [
         f"{'workload':10s} {'policy':28s} {'vs fcfs':>7s} {'vs mlfq':>7s} {'p99 vs fcfs':>11s}"
@@ -275,7 +374,7 @@ def format_table(summary: Mapping[str, Mapping[str, Mapping[str, float | None]]]
     for workload, policies in summary.items():
         for policy, r in policies.items():
             lines.append(
-                f"{workload:10s} {policy[:28]:28s} {cell(r['throughput_ratio_vs_fcfs']):>7s} "
-                f"{cell(r['throughput_ratio_vs_mlfq']):>7s} {cell(r['p99_ratio_vs_fcfs']):>11s}"
+                f"{workload:10s} {policy[:28]:28s} {cell(r, 'throughput_ratio_vs_fcfs'):>7s} "
+                f"{cell(r, 'throughput_ratio_vs_mlfq'):>7s} {cell(r, 'p99_ratio_vs_fcfs'):>11s}"
             )
     return "\n".join(lines)

@@ -5,9 +5,16 @@ Each point simulates the same programs (same seed: common random numbers) at one
 under one policy, built by name through the policy registry, so a plug-in policy runs here
 unchanged.
 
-Rates. The default grid of a workload is its ``BASE_RATES`` entry (near where fcfs starts to
+Rates. The coarse grid of a workload is its ``BASE_RATES`` entry (near where fcfs starts to
 queue on one A100 engine) times ``LOADS``, scaled by the number of engines and the preset's
-speed relative to the A100; ``--rates`` replaces it.
+speed relative to the A100; ``--rates`` replaces it. ``refine`` then adds points where each
+curve crosses the latency target (between the last swept rate under it and the first over it:
+for fcfs that is its knee), and extends a curve that never crossed it past the grid once.
+
+Steady state. Each point measures only the programs of its steady-state window
+(``results.steady_window``): the first ``--warmup`` share of the programs (they meet an empty
+system) and the last ``--cooldown`` share (they keep the engine loaded while the measured ones
+finish) are simulated but not measured.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import multiprocessing
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +35,7 @@ from proxy.policies.registry import PolicyRegistry
 from proxy.sim.cost import PRESETS
 from proxy.sim.des import Simulator
 from proxy.sim.progress import Progress
-from proxy.sim.results import Metrics, metrics
+from proxy.sim.results import Metrics, bracket, curve, latency_target, metrics, steady_window
 from proxy.sim.simconfig import SimConfig, config_from_args
 from proxy.sim.workloads import WORKLOAD_NAMES, WorkloadSpec, generate, paper_workloads
 
@@ -37,16 +45,25 @@ BASE_RATES = {
     "resend": {"chatbot": 1.3, "react": 0.5, "lats": 0.07, "mixed": 0.18},
     "fresh": {"chatbot": 2.8, "react": 1.0, "lats": 0.12, "mixed": 0.3},
 }
-LOADS = (0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0)
-QUICK_LOADS = (0.6, 1.0, 1.5, 3.0)
+# The coarse grid (the lowest load is the light-load reference of the latency target); the
+# refinement pass adds REFINE_POINTS rates inside each curve's crossing of the target.
+LOADS = (0.4, 0.7, 1.0, 1.3, 1.7, 2.2, 3.0)
+QUICK_LOADS = (0.4, 1.0, 1.7, 3.0)
+REFINE_POINTS = 3
+QUICK_REFINE_POINTS = 2
+EXTEND = 1.5
+"""A curve that never crossed the target on the grid gets one more point at this times its
+highest rate (and one at its square), once."""
 PROGRAMS = {"chatbot": 800, "react": 600, "lats": 150, "mixed": 300}
 FRESH_PROGRAMS = {"chatbot": 1500, "react": 800, "lats": 150, "mixed": 300}
 # Fewer programs make the overloaded points short transients: quick ratios are indicative only.
 QUICK_PROGRAMS = {"chatbot": 800, "react": 600, "lats": 80, "mixed": 150}
+WARMUP = 0.2
+COOLDOWN = 0.2
 POLICIES = ("fcfs", "mlfq", "plas", "atlas", "srpt")
 QUICK_POLICIES = ("fcfs", "mlfq", "plas", "atlas")
 BASELINES = ("fcfs", "mlfq")
-EXTRA_FACTORS = (2.0, 3.0, 5.0, 8.0, 12.0)
+EXTRA_FACTORS = (2.0, 3.0, 5.0, 8.0)
 
 CSV_COLUMNS = (
     "workload",
@@ -71,6 +88,8 @@ class Point:
     tool_scale: float
     fresh: bool
     specs: Mapping[str, WorkloadSpec]
+    warmup: float = WARMUP
+    cooldown: float = COOLDOWN
 
 
 def make_policy(name: str, config: Mapping[str, Any] | None = None) -> Policy:
@@ -88,6 +107,8 @@ def run_point(point: Point) -> dict[str, Any]:
         fresh=point.fresh,
         specs=point.specs,
     )
+    window = steady_window(len(programs), point.warmup, point.cooldown)
+    measured = {programs[i].id for i in window}
     policy = make_policy(point.policy, point.policy_config)
     result = Simulator(point.config, policy).run(programs)
     row: dict[str, Any] = {
@@ -97,7 +118,7 @@ def run_point(point: Point) -> dict[str, Any]:
         "load": point.load,
         "seed": point.seed,
     }
-    row.update(dataclasses.asdict(metrics(result)))
+    row.update(dataclasses.asdict(metrics(result, measured)))
     return row
 
 
@@ -132,6 +153,9 @@ def plan(args: argparse.Namespace) -> list[Point]:
         raise ValueError(
             "--rerank-interval and --latency-factor must be positive, --tool-scale not negative"
         )
+    steady_window(100, args.warmup, args.cooldown)  # refuses bad shares
+    if args.refine is not None and args.refine < 0:
+        raise ValueError("--refine must not be negative")
     config = config_from_args(args)
     cost = config.shape.cost
     # Faster engines (and more of them) move the knee: scale the default grid by decode speed.
@@ -165,9 +189,63 @@ def plan(args: argparse.Namespace) -> list[Point]:
                         args.tool_scale,
                         args.context == "fresh",
                         specs,
+                        args.warmup,
+                        args.cooldown,
                     )
                 )
     return points
+
+
+def refine_count(args: argparse.Namespace) -> int:
+    """Points the refinement pass adds per crossing: ``--refine``, else none for given
+    ``--rates`` and REFINE_POINTS (QUICK_REFINE_POINTS with ``--quick``) for the default grid."""
+    if args.refine is not None:
+        return int(args.refine)
+    if args.rates:
+        return 0
+    return QUICK_REFINE_POINTS if args.quick else REFINE_POINTS
+
+
+def refine(
+    points: Sequence[Point],
+    rows: Sequence[Mapping[str, Any]],
+    factor: float,
+    count: int,
+    columns: Sequence[str] = ("latency_mean", "latency_p99"),
+) -> list[Point]:
+    """The second pass: for every curve (workload x policy) and latency column, ``count``
+    rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
+    its target (``factor`` x fcfs's latency at the lowest rate, as ``results.ratios`` reads
+    it); for fcfs that bracket is its knee. A curve that never crossed gets the rates EXTEND
+    and EXTEND**2 times its highest swept rate instead. Rates already swept are not repeated;
+    each new point copies its curve's settings."""
+    if count <= 0:
+        return []
+    templates: dict[tuple[str, str], Point] = {}
+    for point in points:
+        templates.setdefault((point.workload, point.policy), point)
+    out: list[Point] = []
+    for (workload, policy), template in templates.items():
+        base = template.rate / template.load if template.load else 1.0
+        wanted: set[float] = set()
+        for column in columns:
+            rates, values = curve(rows, workload, policy, column)
+            if not rates:
+                continue
+            target = latency_target(rows, workload, column, factor)
+            if not math.isfinite(target):
+                continue
+            around = bracket(rates, values, target)
+            if around is not None:
+                lo, hi = around
+                step = (hi / lo) ** (1.0 / (count + 1))
+                wanted.update(lo * step**k for k in range(1, count + 1))
+            elif all(v <= target for v in values if math.isfinite(v)):
+                wanted.update(rates[-1] * EXTEND**k for k in (1, 2))
+        swept = {round(p.rate, 6) for p in points if (p.workload, p.policy) == (workload, policy)}
+        for rate in sorted({round(r, 6) for r in wanted} - swept):
+            out.append(dataclasses.replace(template, rate=rate, load=round(rate / base, 4)))
+    return out
 
 
 def _decode_step(cost: Any) -> float:

@@ -10,11 +10,13 @@ from proxy.sim.results import (
     CallResult,
     ProgramResult,
     SimResult,
+    bracket,
     format_table,
     metrics,
     percentile,
     rate_at,
     ratios,
+    steady_window,
     throughput_ratio,
 )
 
@@ -122,3 +124,81 @@ def test_ratios_read_each_curve_at_the_target() -> None:
     assert summary["w"]["plas"]["throughput_ratio_vs_mlfq"] == pytest.approx(2.5 / 2.0)
     assert summary["w"]["plas"]["p99_ratio_vs_fcfs"] == pytest.approx(2.5 / 1.5)
     assert "plas" in format_table(summary)
+
+
+def test_the_steady_window_leaves_out_warm_up_and_cool_down() -> None:
+    assert steady_window(10, 0.2, 0.2) == range(2, 8)
+    assert steady_window(10, 0.0, 0.0) == range(0, 10)
+    assert steady_window(1, 0.2, 0.2) == range(0, 1)  # at least one program
+    with pytest.raises(ValueError, match="warm-up"):
+        steady_window(10, 0.6, 0.5)
+
+
+def test_metrics_measure_only_the_chosen_programs_and_flag_late_finishers() -> None:
+    def prog(pid: str, arrival: float, finished: float) -> ProgramResult:
+        return ProgramResult(pid, "x", arrival=arrival, finished=finished, output_tokens=10)
+
+    def call(pid: str, arrival: float, first: float) -> CallResult:
+        return CallResult(pid, 0, 0, arrival, first, first + 1, 10, 10)
+
+    result = SimResult(
+        programs=[prog("a", 0.0, 1.0), prog("b", 1.0, 3.0), prog("c", 2.0, 12.0),
+                  prog("d", 4.0, 5.0)],
+        calls=[call("a", 0.0, 0.5), call("b", 1.0, 2.0), call("c", 2.0, 6.0),
+               call("d", 4.0, 4.5)],
+        end=12.0,
+    )  # fmt: skip
+    every = metrics(result)
+    assert (every.measured, every.programs) == (4, 4)
+    assert every.latency_mean == pytest.approx((0.1 + 0.2 + 1.0 + 0.1) / 4)
+    window = metrics(result, {"b", "c"})
+    assert (window.measured, window.programs, window.calls) == (2, 4, 4)
+    assert window.latency_mean == pytest.approx((0.2 + 1.0) / 2)
+    assert window.ttft_mean == pytest.approx((1.0 + 4.0) / 2)
+    # c finished at 12, after the last arrival (d at 4): half the window ran while draining.
+    assert window.late_share == pytest.approx(0.5)
+    assert every.late_share == pytest.approx(0.5)
+    assert window.throughput_programs == every.throughput_programs  # over the whole run
+
+
+def test_bracket_is_where_rate_at_interpolates() -> None:
+    rates = [1.0, 2.0, 3.0, 4.0]
+    assert bracket(rates, [1.0, 1.5, 4.0, 1.0], 2.0) == (2.0, 3.0)
+    assert bracket(rates, [1.0, 1.1, 1.2, 1.3], 2.0) is None  # never crosses
+    assert bracket(rates, [3.0, 4.0, 5.0, 6.0], 2.0) is None  # starts above
+
+
+def test_ratios_mark_bounds_instead_of_a_misleading_one() -> None:
+    curves = {
+        "fcfs": [1.0, 1.0, 4.0],  # crosses 2 at 2.5
+        "mlfq": [1.0, 1.0, 1.5],  # never crosses: rate >= 3
+        "plas": [1.0, 1.0, 1.5],
+        "srpt": [1.0, 1.0, 1.0],
+    }
+    rows = [
+        {
+            "workload": "w",
+            "policy": p,
+            "rate": r,
+            "latency_mean": m,
+            "latency_p99": m,
+            "late_share": r / 10,
+        }
+        for p, curve in curves.items()
+        for r, m in zip((1.0, 2.0, 3.0), curve, strict=True)
+    ]
+    summary, notes = ratios(rows, 2.0)
+    plas = summary["w"]["plas"]
+    assert plas["throughput_ratio_vs_fcfs"] == pytest.approx(3.0 / 2.5)
+    assert plas["throughput_ratio_vs_fcfs_is"] == "lower bound"
+    assert plas["throughput_ratio_vs_mlfq"] is None  # neither crossed: not 1.0
+    assert plas["throughput_ratio_vs_mlfq_is"] == "unknown"
+    assert summary["w"]["fcfs"]["throughput_ratio_vs_mlfq_is"] == "upper bound"
+    assert summary["w"]["fcfs"]["throughput_ratio_vs_fcfs_is"] == "exact"
+    assert notes["w"]["rate_at_target"]["plas"]["latency_mean"]["bounded"] is False
+    assert notes["w"]["rate_at_target"]["plas"]["latency_mean"]["late_share"] is None
+    # fcfs crossed between 2 and 3: the share of late finishers at 3 is reported.
+    assert notes["w"]["rate_at_target"]["fcfs"]["latency_mean"]["late_share"] == 0.3
+    table = format_table(summary)
+    assert " >1.20" in table
+    assert " <0.83" in table
