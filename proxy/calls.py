@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from proxy.backends.base import CallHints
-from proxy.errors import BadGateway
+from proxy.errors import BadGateway, ProxyError
 from proxy.gate import Ticket
 from proxy.intercept.identify import Identity
 from proxy.kvhints.pool import EngineState
@@ -168,6 +168,12 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         metrics.client_disconnects.labels(ctx.route).inc()
         raise
+    except ProxyError as err:
+        if relay is None or relay.response is None:
+            raise  # nothing sent yet: the error middleware answers
+        # A resumption could not be had (no engine left): the client's stream is open.
+        await relay.fail(err)
+        response = relay.response
     finally:
         usage = outcome.reply.usage
         scheduler.finish(
@@ -178,6 +184,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             reply=outcome.reply.assistant_message() if ok and ctx.chat else None,
             preemptions=segment,
         )
+    assert response is not None  # the loop ends only with an answer
     if outcome.first_byte_at is not None and outcome.status == 200:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
     if usage is not None and engine is not None:

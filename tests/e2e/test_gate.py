@@ -147,3 +147,34 @@ async def test_concurrent_preemptions_lose_and_duplicate_nothing(sim_url: str) -
         assert usage["prompt_tokens"] == ref_usage["prompt_tokens"]
     assert state["running"] == []
     assert state["waiting"] == []
+
+
+async def test_a_resumption_that_finds_no_engine_ends_the_stream_with_an_error(
+    sim_url: str,
+) -> None:
+    from proxy.app import STATE
+
+    config = _config(sim_url, 1, preempt=True, min_quantum_s=0.0)
+    async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
+        state = proxy.app[STATE]
+        url = proxy.url + "/v1/chat/completions"
+        async with http.post(
+            url, json=_body("long", 400, True), headers={"X-Program-Id": "lvl3-long"}
+        ) as long_resp:
+            await long_resp.content.readline()
+            short = asyncio.ensure_future(
+                http.post(
+                    url, json=_body("quick", 40, False), headers={"X-Program-Id": "lvl0-short"}
+                )
+            )
+            for _ in range(200):  # until the long call waits in the gate, preempted
+                if state.gate.waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert [t.call.program_id for t in state.gate.waiting] == ["anonymous/lvl3-long"]
+            state.pool.engines["sim"].healthy = False  # the engine is lost while it waits
+            (await short).close()
+            raw = await asyncio.wait_for(long_resp.read(), 10)  # a hang is the bug this guards
+    events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+    assert "error" in events[-1]
+    assert events[-1]["error"]["code"] == "engine_unavailable"
