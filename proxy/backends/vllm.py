@@ -50,6 +50,8 @@ class VLLMBackend(OpenAIBackend):
         return out
 
     def abort_ids(self, request_id: str) -> list[str]:
+        # External ids: vLLM adds a random suffix to its internal ids, but /abort_requests
+        # takes the external ones. Never send an empty list: that aborts every request.
         return [request_id, f"chatcmpl-{request_id}", f"cmpl-{request_id}-0"]
 
     async def abort(self, session: aiohttp.ClientSession, request_id: str) -> bool:
