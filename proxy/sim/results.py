@@ -135,7 +135,12 @@ class Metrics:
     ``metrics``)."""
     late_share: float = 0.0
     """Share of the measured programs that finished after the last program of the run arrived,
-    i.e. while the engines drained rather than under the offered load (0: a steady state)."""
+    i.e. while the engines drained rather than under the offered load."""
+    served_share: float = 1.0
+    """Tokens generated from the first measured program's arrival to the last program's
+    arrival, over the output tokens of the programs arriving in that span: about 1 in a steady
+    state, capacity / offered load past saturation (work piles up whatever the order).
+    ``rate_at`` counts a point under ``STEADY_SERVED`` as over any latency target."""
 
     @property
     def sim_tokens_per_cpu_s(self) -> float:
@@ -152,6 +157,7 @@ def metrics(result: SimResult, measured: Collection[str] | None = None) -> Metri
     latencies = [p.token_latency for p in chosen]
     ttfts = [c.ttft for c in result.calls if c.program in ids]
     late = sum(1 for p in chosen if p.finished > last_arrival)
+    served = _served_share(result, min((p.arrival for p in chosen), default=0.0), last_arrival)
     start = min((p.arrival for p in result.programs), default=0.0)
     span = max(result.end - start, 1e-12)
     prompt = sum(c.prompt_tokens for c in result.calls)
@@ -176,7 +182,27 @@ def metrics(result: SimResult, measured: Collection[str] | None = None) -> Metri
         cpu_s=result.cpu_s,
         measured=len(chosen),
         late_share=late / len(chosen) if chosen else 0.0,
+        served_share=served,
     )
+
+
+STEADY_SERVED = 0.9
+"""A point whose ``served_share`` is below this is not a steady state: the engines fell behind
+the arrivals, so its finite run's latency understates the latency at that rate."""
+
+
+def _served_share(result: SimResult, start: float, end: float) -> float:
+    offered = sum(p.output_tokens for p in result.programs if start <= p.arrival <= end)
+    if end <= start or offered <= 0:
+        return 1.0
+    generated = 0.0
+    for c in result.calls:
+        lo, hi = max(c.first_token, start), min(c.finished, end)
+        if c.finished <= c.first_token:
+            generated += c.output_tokens if start <= c.finished <= end else 0
+        elif hi > lo:
+            generated += c.output_tokens * (hi - lo) / (c.finished - c.first_token)
+    return generated / offered
 
 
 def steady_window(programs: int, warmup: float, cooldown: float) -> range:
@@ -206,13 +232,18 @@ class RateAt:
 
 def rate_at(rates: Sequence[float], latencies: Sequence[float], target: float) -> RateAt | None:
     """Where the curve (rates ascending) first crosses ``target``; None if it starts above it."""
-    points = [(r, v) for r, v in zip(rates, latencies, strict=True) if math.isfinite(v)]
+    points = [(r, v) for r, v in zip(rates, latencies, strict=True) if not math.isnan(v)]
     if not points or points[0][1] > target:
         return None
     for (r0, v0), (r1, v1) in itertools.pairwise(points):
         if v1 > target:
-            # Latency grows roughly exponentially with load near saturation: interpolate in log.
-            f = (math.log(target) - math.log(v0)) / (math.log(v1) - math.log(v0)) if v0 > 0 else 0.0
+            # Latency grows roughly exponentially with load near saturation: interpolate in log;
+            # an unsteady point (infinite) gives the last steady rate.
+            f = (
+                (math.log(target) - math.log(v0)) / (math.log(v1) - math.log(v0))
+                if v0 > 0 and math.isfinite(v1)
+                else 0.0
+            )
             return RateAt(r0 + f * (r1 - r0), True)
     return RateAt(points[-1][0], False)
 
@@ -223,7 +254,7 @@ def bracket(
     """The two swept rates around the curve's first crossing of ``target`` (the last rate at
     or under it, the next over it), where ``rate_at`` interpolates; None when the curve starts
     above the target or never crosses it."""
-    points = [(r, v) for r, v in zip(rates, latencies, strict=True) if math.isfinite(v)]
+    points = [(r, v) for r, v in zip(rates, latencies, strict=True) if not math.isnan(v)]
     if not points or points[0][1] > target:
         return None
     for (r0, _), (r1, v1) in itertools.pairwise(points):
@@ -247,10 +278,22 @@ def throughput_ratio(
 
 
 def curve(
-    rows: Sequence[Mapping[str, Any]], workload: str, policy: str, column: str
+    rows: Sequence[Mapping[str, Any]],
+    workload: str,
+    policy: str,
+    column: str,
+    *,
+    steady: bool = True,
 ) -> tuple[list[float], list[float]]:
+    """A policy's (rates, latencies), rates ascending. ``steady``: a point whose
+    ``served_share`` is under ``STEADY_SERVED`` reads infinite (over any target)."""
     points = sorted(
-        (float(r["rate"]), float(r[column]))
+        (
+            float(r["rate"]),
+            math.inf
+            if steady and float(r.get("served_share", 1.0)) < STEADY_SERVED
+            else float(r[column]),
+        )
         for r in rows
         if r["workload"] == workload and r["policy"] == policy
     )
@@ -260,7 +303,7 @@ def curve(
 def latency_target(
     rows: Sequence[Mapping[str, Any]], workload: str, column: str, factor: float
 ) -> float:
-    _, values = curve(rows, workload, "fcfs", column)
+    _, values = curve(rows, workload, "fcfs", column, steady=False)
     if not values:  # no fcfs: the lowest point of any policy at the lowest rate
         lowest = min(float(r["rate"]) for r in rows if r["workload"] == workload)
         values = [
@@ -279,9 +322,12 @@ METRICS = (
 
 
 def ratios(
-    rows: Sequence[Mapping[str, Any]], factor: float
+    rows: Sequence[Mapping[str, Any]], factor: float, *, steady: bool = True
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
     """summary.json's content at one latency factor, and the targets and bounds behind it.
+    ``steady``: a point the engines fell behind on (``served_share`` under ``STEADY_SERVED``)
+    counts as over the target; False reads every finite run's latency as measured (the
+    paper's reading of a fixed trace, where an overloaded run's mean can stay low).
 
     Each ratio comes with ``<name>_is``: "exact" (both curves cross the target within the
     swept rates), "lower bound" (the policy's curve never crosses it: its rate is at least the
@@ -297,7 +343,7 @@ def ratios(
         reach: dict[str, dict[str, Any]] = {}
         for column, target in targets.items():
             for policy in policies:
-                rates, values = curve(rows, workload, policy, column)
+                rates, values = curve(rows, workload, policy, column, steady=steady)
                 at = rate_at(rates, values, target)
                 reach.setdefault(policy, {})[column] = (
                     None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import multiprocessing
@@ -49,8 +50,8 @@ BASE_RATES = {
 # refinement pass adds REFINE_POINTS rates inside each curve's crossing of the target.
 LOADS = (0.4, 0.7, 1.0, 1.3, 1.7, 2.2, 3.0)
 QUICK_LOADS = (0.4, 1.0, 1.7, 3.0)
-REFINE_POINTS = 3
-QUICK_REFINE_POINTS = 2
+REFINE_POINTS = 2
+QUICK_REFINE_POINTS = 1
 EXTEND = 1.5
 """A curve that never crossed the target on the grid gets one more point at this times its
 highest rate (and one at its square), once."""
@@ -216,8 +217,10 @@ def refine(
     """The second pass: for every curve (workload x policy) and latency column, ``count``
     rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
     its target (``factor`` x fcfs's latency at the lowest rate, as ``results.ratios`` reads
-    it); for fcfs that bracket is its knee. A curve that never crossed gets the rates EXTEND
-    and EXTEND**2 times its highest swept rate instead. Rates already swept are not repeated;
+    it), once with the points the engines fell behind on counted as over the target (steady)
+    and once as measured (finite run); for fcfs that bracket is its knee. A curve that stayed
+    steady and under the target on the whole grid gets the rates EXTEND and EXTEND**2 times
+    its highest swept rate instead. Rates already swept are not repeated;
     each new point copies its curve's settings."""
     if count <= 0:
         return []
@@ -228,8 +231,8 @@ def refine(
     for (workload, policy), template in templates.items():
         base = template.rate / template.load if template.load else 1.0
         wanted: set[float] = set()
-        for column in columns:
-            rates, values = curve(rows, workload, policy, column)
+        for column, steady in itertools.product(columns, (True, False)):
+            rates, values = curve(rows, workload, policy, column, steady=steady)
             if not rates:
                 continue
             target = latency_target(rows, workload, column, factor)
@@ -240,7 +243,7 @@ def refine(
                 lo, hi = around
                 step = (hi / lo) ** (1.0 / (count + 1))
                 wanted.update(lo * step**k for k in range(1, count + 1))
-            elif all(v <= target for v in values if math.isfinite(v)):
+            elif steady and all(v <= target for v in values):
                 wanted.update(rates[-1] * EXTEND**k for k in (1, 2))
         swept = {round(p.rate, 6) for p in points if (p.workload, p.policy) == (workload, policy)}
         for rate in sorted({round(r, 6) for r in wanted} - swept):

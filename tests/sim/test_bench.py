@@ -60,20 +60,45 @@ def test_a_tiny_sweep_end_to_end(tmp_path: Path) -> None:
     for policies_of in summary.values():
         assert len(policies_of) == 4
         for entry in policies_of.values():
-            assert set(entry) == {
-                "throughput_ratio_vs_fcfs",
-                "throughput_ratio_vs_mlfq",
-                "p99_ratio_vs_fcfs",
-            }
-    assert summary["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"] == pytest.approx(1.0)
+            names = {"throughput_ratio_vs_fcfs", "throughput_ratio_vs_mlfq", "p99_ratio_vs_fcfs"}
+            assert set(entry) == names | {f"{n}_is" for n in names}
+    # 12 programs are no steady state (the engine served half the offered work or less while
+    # they arrived): the steady reading does not know, the finite-run reading does.
+    assert summary["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"] is None
+    assert summary["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs_is"] == "unknown"
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["speed"]["sim_tokens_per_cpu_s"] > 0
+    assert meta["points"] == {"grid": 24, "refinement": 0}  # given --rates: no refinement
+    assert meta["steady_window"] == {"warmup": 0.2, "cooldown": 0.2}
+    finite = meta["finite_run_ratios"]["at_latency_factor"]
+    assert finite["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"] == pytest.approx(1.0)
+    assert all(int(r["measured"]) == 8 for r in rows)  # 12 less the first 2 and the last 2
     for workload in ("chatbot", "react"):
         assert (tmp_path / f"latency_{workload}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "vs fcfs" in out
     assert "tokens per CPU-second" in out
     assert "Newest" in out
     assert "24/24 points" in err
+
+
+def test_the_refinement_pass_adds_points_inside_the_crossings(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, "--policies", "fcfs,plas", "--refine", "1", "--no-plots",
+                         "--latency-factor", "1.2", "--workloads", "react")  # fmt: skip
+    assert code == 0, err
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    added = meta["points"]["refinement"]
+    assert added > 0
+    assert "refinement points" in err
+    with open(tmp_path / "points.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3 + added  # one workload, two policies, three rates
+    grid = {0.5, 1.0, 3.0}
+    extra = {float(r["rate"]) for r in rows} - grid
+    # fcfs's and plas's finite-run curves cross 1.2 x fcfs's latency at 0.5 between 0.5 and 1:
+    # one rate in the middle (in log rate) for both; no curve is steady, so nothing else.
+    assert extra == {round(0.5 * 2**0.5, 6)}
+    assert added == 2
+    assert "Finite-run reading" in out
 
 
 def test_worker_processes_give_the_same_rows(tmp_path: Path) -> None:

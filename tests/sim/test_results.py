@@ -9,8 +9,10 @@ import pytest
 from proxy.sim.results import (
     CallResult,
     ProgramResult,
+    RateAt,
     SimResult,
     bracket,
+    curve,
     format_table,
     metrics,
     percentile,
@@ -159,6 +161,10 @@ def test_metrics_measure_only_the_chosen_programs_and_flag_late_finishers() -> N
     assert window.late_share == pytest.approx(0.5)
     assert every.late_share == pytest.approx(0.5)
     assert window.throughput_programs == every.throughput_programs  # over the whole run
+    # From b's arrival (1) to d's (4): a's call gives 5 of its 10 tokens, b's 10, c's and
+    # d's none, against the 30 tokens of b, c and d: the engines served half the offered work.
+    assert window.served_share == pytest.approx(15 / 30)
+    assert every.served_share == pytest.approx(20 / 40)
 
 
 def test_bracket_is_where_rate_at_interpolates() -> None:
@@ -202,3 +208,24 @@ def test_ratios_mark_bounds_instead_of_a_misleading_one() -> None:
     table = format_table(summary)
     assert " >1.20" in table
     assert " <0.83" in table
+
+
+def test_a_point_the_engines_fell_behind_on_counts_as_over_the_target() -> None:
+    # A finite run past saturation can keep a low mean latency (srpt finishes the small
+    # programs and leaves the big ones to the drain): its served share gives it away.
+    rows = [
+        {"workload": "w", "policy": p, "rate": r, "latency_mean": m, "latency_p99": m,
+         "served_share": s}
+        for p, curve in {
+            "fcfs": [(1.0, 1.0), (1.0, 1.0), (4.0, 0.95)],
+            "srpt": [(1.0, 1.0), (1.0, 1.0), (1.2, 0.6)],  # low latency, not steady
+        }.items()
+        for r, (m, s) in zip((1.0, 2.0, 3.0), curve, strict=True)
+    ]  # fmt: skip
+    assert curve(rows, "w", "srpt", "latency_mean") == ([1.0, 2.0, 3.0], [1.0, 1.0, math.inf])
+    assert curve(rows, "w", "srpt", "latency_mean", steady=False)[1] == [1.0, 1.0, 1.2]
+    at = rate_at([1.0, 2.0, 3.0], [1.0, 1.0, math.inf], 2.0)
+    assert at == RateAt(2.0, True)  # the last steady rate
+    summary, _ = ratios(rows, 2.0)
+    assert summary["w"]["srpt"]["throughput_ratio_vs_fcfs"] == pytest.approx(2.0 / 2.5)
+    assert summary["w"]["srpt"]["throughput_ratio_vs_fcfs_is"] == "exact"

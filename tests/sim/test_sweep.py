@@ -101,8 +101,8 @@ def test_refine_adds_rates_inside_each_crossing_and_extends_curves_that_never_cr
 
 
 def test_refine_count_defaults_and_bad_window_shares() -> None:
-    assert refine_count(parse()) == 3
-    assert refine_count(parse("--quick")) == 2
+    assert refine_count(parse()) == 2
+    assert refine_count(parse("--quick")) == 1
     assert refine_count(parse("--rates", "1,2")) == 0
     assert refine_count(parse("--rates", "1,2", "--refine", "4")) == 4
     with pytest.raises(ValueError, match="warm-up"):
@@ -120,3 +120,14 @@ def test_a_point_measures_its_steady_window_only() -> None:
     assert whole["measured"] == 20
     assert whole["latency_mean"] != row["latency_mean"]
     assert 0.0 <= row["late_share"] <= 1.0
+
+
+def test_refine_also_brackets_where_the_engines_fall_behind() -> None:
+    points = plan(parse("--workloads", "react", "--policies", "srpt,fcfs", "--rates", "1,2,4,8",
+                        "--programs", "10"))  # fmt: skip
+    rows = fake_rows(points, {"srpt": [1.0, 1.0, 1.2, 1.5], "fcfs": [1.0, 1.0, 9.0, 9.0]})
+    for row in rows:  # srpt's run at 4 and 8 fell behind the arrivals: not a steady state
+        row["served_share"] = 0.7 if float(str(row["rate"])) >= 4 else 1.0
+    srpt = sorted(p.rate for p in refine(points, rows, factor=5.0, count=1) if p.policy == "srpt")
+    # Steady: it crosses between 2 and 4 (no extension past 8 for the low finite-run mean).
+    assert srpt == pytest.approx([2 * 2**0.5], rel=1e-5)
