@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
+from proxy.server import RunningProxy, running_proxy
 from proxy.sim.config import SimEngineConfig
 from tests.e2e.servers import ServerThread
 
@@ -25,3 +27,16 @@ def proxy_server() -> Iterator[ServerThread]:
 def proxy_url(proxy_server: ServerThread) -> str:
     assert proxy_server.proxy is not None
     return proxy_server.proxy.url
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[RunningProxy]:
+    """A fresh proxy on its own embedded simulated engine, on the test's event loop."""
+    async with running_proxy(ProxyConfig(port=0, sim=SimEngineConfig(time_scale=0.01))) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

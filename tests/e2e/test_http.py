@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "sim-llama-3.1-8b"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RunningProxy]:
-    async with running_proxy(ProxyConfig(port=0, sim=SimEngineConfig(time_scale=0.01))) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def _assert_openai_error(payload: Any, param: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,6 @@ and collection, and the admin API, against the simulated engine."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -26,18 +25,6 @@ MODEL = "sim-llama-3.1-8b"
 
 def _chat(messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": messages, "max_tokens": 6, **extra}
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RunningProxy]:
-    async with running_proxy(ProxyConfig(port=0, sim=SimEngineConfig(time_scale=0.01))) as running:
-        yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _post(
