@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
 from proxy.intercept.usage import Reply, StreamWatcher
@@ -46,9 +47,12 @@ class Outcome:
     upstream_failed: bool = False
 
 
-def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> dict[str, str]:
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS}
-    headers.update(extra)
+def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CIMultiDict[str]:
+    headers = CIMultiDict(
+        (k, v) for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS
+    )
+    for name, value in extra.items():
+        headers[name] = value  # replaces the engine's own, whatever its spelling (X-Request-ID)
     return headers
 
 

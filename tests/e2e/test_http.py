@@ -303,3 +303,16 @@ async def test_health_ready_metrics(proxy: RunningProxy, http: aiohttp.ClientSes
     # The call to an unknown model failed before it was filed: one program, nothing waiting.
     assert "autellix_programs 1.0" in text
     assert "autellix_gate_waiting_calls 0.0" in text
+
+
+async def test_response_headers_are_not_doubled(
+    proxy: RunningProxy, http: aiohttp.ClientSession
+) -> None:
+    """The engine echoes its own X-Request-ID; the client must get the proxy's one, once."""
+    for stream in (False, True):
+        body = {**CHAT, "stream": stream}
+        async with http.post(
+            proxy.url + "/v1/chat/completions", json=body, headers={"X-Request-Id": "once"}
+        ) as resp:
+            await resp.read()
+            assert resp.headers.getall("X-Request-Id") == ["once"]
