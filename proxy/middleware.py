@@ -43,7 +43,8 @@ def error_response(err: ProxyError, request: web.Request) -> web.Response:
     )
 
 
-def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ProxyError:
+def from_http_exception(exc: web.HTTPException, request: web.Request) -> ProxyError:
+    """aiohttp's own HTTP errors (unknown route, wrong method, body too large) as domain errors."""
     if exc.status == 404:
         return NotFound(f"no route {request.method} {request.path}", code="route_not_found")
     if exc.status == 413:
@@ -82,7 +83,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = _answer(_from_http_exception(exc, request), request, metrics, route)
+            response = _answer(from_http_exception(exc, request), request, metrics, route)
         except (asyncio.CancelledError, ConnectionResetError):
             status = 499  # client closed the request (nginx's code): nobody to answer
             raise

@@ -20,7 +20,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
+from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
+from proxy.middleware import error_response, from_http_exception
 from proxy.serve import background
 from proxy.sim.call import SimCall
 from proxy.sim.config import SimEngineConfig
@@ -259,21 +260,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProxyError as err:
-        return web.Response(
-            status=err.status, body=orjson.dumps(err.to_dict()), content_type="application/json"
-        )
+        return error_response(err, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error: ProxyError = (
-            NotFound(f"no route {request.method} {request.path}")
-            if exc.status == 404
-            else BadRequest(exc.reason)
-        )
-        error.status = exc.status
-        return web.Response(
-            status=exc.status, body=orjson.dumps(error.to_dict()), content_type="application/json"
-        )
+        return error_response(from_http_exception(exc, request), request)
 
 
 def create_sim_app(config: SimEngineConfig) -> web.Application:
