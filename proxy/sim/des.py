@@ -76,6 +76,7 @@ class Simulator:
                 max_num_batched_tokens=shape.max_num_batched_tokens,
                 block_size=shape.block_size,
                 queue=queue,
+                chunked_prefill=shape.chunked_prefill,
             )
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
             self.engines.append(EngineSlot(i, model, queue, cache))

@@ -18,6 +18,13 @@ What one ``step(now)`` does, as vLLM V1's ``Scheduler.schedule`` does:
 3. Every scheduled request whose tokens now all have KV samples one new token; one that
    reaches its stop point or ``max_tokens`` finishes and frees its blocks.
 
+With ``chunked_prefill=False`` a step is vLLM 0.6's default instead: waiting requests first,
+each with its whole prompt (a prompt over the token budget only as the step's first), while a
+sequence slot is free and their KV fits with 1% of the blocks kept free; a step that admitted
+any prefills only them, and only a step that admitted none decodes the running requests (the
+same running pass, so KV exhaustion preempts as above). Running calls stall while others
+prefill: the head-of-line blocking chunked prefill removed.
+
 Time convention: a step starts at ``now`` and lasts ``StepResult.duration`` (from the cost
 model). The model's state after ``step`` returns is the state at ``now + duration``: tokens
 emitted in the step become visible then, finished requests finish then, and the caller must
@@ -126,6 +133,7 @@ class EngineModel:
         max_num_batched_tokens: int = 8192,
         block_size: int = BLOCK_SIZE,
         queue: WaitingQueue | None = None,
+        chunked_prefill: bool = True,
     ) -> None:
         if max_num_seqs < 1 or block_size < 1:
             raise ValueError("max_num_seqs and block_size must be at least 1")
@@ -139,6 +147,8 @@ class EngineModel:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.block_size = block_size
         self.num_blocks = kv_capacity_tokens // block_size
+        self.chunked_prefill = chunked_prefill
+        self._watermark = self.num_blocks // 100
         # vLLM's default policy is fcfs; a program-aware queue plugs in here.
         self.queue: WaitingQueue = queue if queue is not None else FCFSQueue()
         self._free_blocks = self.num_blocks
@@ -236,12 +246,37 @@ class EngineModel:
 
     def step(self, now: float) -> StepResult:
         """Schedule and run one step starting at ``now`` (see the module docstring)."""
-        budget = self.max_num_batched_tokens
-        running = self._running
+        if not self.chunked_prefill:
+            return self._step_prefill_first(now)
         scheduled: list[EngineRequest] = []
         counts: list[int] = []
         preempted: list[EngineRequest] = []
+        budget = self._schedule_running(self.max_num_batched_tokens, scheduled, counts, preempted)
+        if not preempted:
+            self._admit(budget, scheduled, counts, whole=False)
+        return self._run(now, scheduled, counts, preempted)
 
+    def _step_prefill_first(self, now: float) -> StepResult:
+        # vLLM 0.6 without chunked prefill: a step prefills whole prompts of waiting requests
+        # and nothing else, or, when none can be admitted, decodes every running request.
+        scheduled: list[EngineRequest] = []
+        counts: list[int] = []
+        preempted: list[EngineRequest] = []
+        self._admit(self.max_num_batched_tokens, scheduled, counts, whole=True)
+        if not scheduled:
+            self._schedule_running(self.max_num_batched_tokens, scheduled, counts, preempted)
+        return self._run(now, scheduled, counts, preempted)
+
+    def _schedule_running(
+        self,
+        budget: int,
+        scheduled: list[EngineRequest],
+        counts: list[int],
+        preempted: list[EngineRequest],
+    ) -> int:
+        """The running pass: each running request gets the tokens it lacks, preempting
+        victims when KV runs out. Returns the token budget left."""
+        running = self._running
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
@@ -269,25 +304,36 @@ class EngineModel:
             counts.append(n)
             budget -= n
             i += 1
+        return budget
 
-        if not preempted:
-            queue = self.queue
-            while budget > 0 and len(queue) and len(running) < self.max_num_seqs:
-                request = queue.peek()
-                n = min(request.prompt_tokens + request.num_output - request.num_computed, budget)
-                need = self._blocks_for(request.num_computed + n) - request.num_blocks
-                if need > self._free_blocks:
-                    break  # vLLM does not skip ahead of a head that does not fit
-                queue.pop()
-                request.status = RequestStatus.RUNNING
-                self._free_blocks -= need
-                request.num_blocks += need
-                running.append(request)
-                scheduled.append(request)
-                counts.append(n)
-                budget -= n
-
-        return self._run(now, scheduled, counts, preempted)
+    def _admit(
+        self, budget: int, scheduled: list[EngineRequest], counts: list[int], *, whole: bool
+    ) -> None:
+        """Waiting requests in queue order while there is token budget, a free sequence slot
+        and KV for their first chunk (``whole``: their whole prompt, and vLLM 0.6's 1%
+        watermark of free blocks kept while anything runs)."""
+        queue, running = self.queue, self._running
+        while budget > 0 and len(queue) and len(running) < self.max_num_seqs:
+            request = queue.peek()
+            left = request.prompt_tokens + request.num_output - request.num_computed
+            if whole:
+                if left > budget and scheduled:
+                    break  # a prompt longer than the budget runs alone
+                n = left
+            else:
+                n = min(left, budget)
+            need = self._blocks_for(request.num_computed + n) - request.num_blocks
+            reserve = self._watermark if whole and running else 0
+            if need > self._free_blocks - reserve:
+                break  # vLLM does not skip ahead of a head that does not fit
+            queue.pop()
+            request.status = RequestStatus.RUNNING
+            self._free_blocks -= need
+            request.num_blocks += need
+            running.append(request)
+            scheduled.append(request)
+            counts.append(n)
+            budget -= n
 
     # -- internals -----------------------------------------------------------------------
 

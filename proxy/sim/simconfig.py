@@ -11,6 +11,10 @@ from proxy.sim.cost import LLAMA31_8B_KV_BYTES_PER_TOKEN, PRESETS, CostModel
 from proxy.sim.engine import BLOCK_SIZE, DEFAULT_KV_CAPACITY_TOKENS
 from proxy.sim.policy_queue import PreemptConfig
 
+MAX_MODEL_LEN = 32768
+"""The longest context the workloads send (they cut longer ones): vLLM 0.6's token budget per
+step when chunked prefill is off."""
+
 
 @dataclass(frozen=True, slots=True)
 class EngineShape:
@@ -22,6 +26,10 @@ class EngineShape:
     max_num_batched_tokens: int = 8192
     block_size: int = BLOCK_SIZE
     prefix_cache: bool = True
+    chunked_prefill: bool = True
+    """False: vLLM 0.6's default scheduling, where a step either prefills whole prompts of
+    waiting requests or decodes the running ones (set ``max_num_batched_tokens`` to the
+    longest context, as vLLM 0.6 does with ``max_model_len``)."""
     preemption: Literal["swap", "recompute"] = "swap"
     """How a call preempted for priority gives up its KV: copied to host memory and back
     (the paper's vLLM 0.6.1 swapped) or dropped and recomputed on resume (vLLM V1). The
@@ -71,11 +79,15 @@ class SimConfig:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The simulator settings the ``autellix bench`` flags describe (``--preset``,
     ``--engines``, ``--balancer``, ``--preemption``, ``--no-prefix-cache``,
-    ``--rerank-interval``); the caller checks their ranges."""
+    ``--no-chunked-prefill``, ``--rerank-interval``); the caller checks their ranges."""
+    chunked = not args.no_chunked_prefill
     shape = EngineShape(
         cost=PRESETS[args.preset](),
         prefix_cache=not args.no_prefix_cache,
         preemption=args.preemption,
+        chunked_prefill=chunked,
+        # Without chunking vLLM takes a whole prompt in one step: its budget is max_model_len.
+        max_num_batched_tokens=8192 if chunked else MAX_MODEL_LEN,
     )
     return SimConfig(
         engines=args.engines,

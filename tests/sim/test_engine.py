@@ -96,6 +96,51 @@ def test_chunked_prefill_then_decodes_by_hand() -> None:
     assert engine.step(fourth.end).idle
 
 
+def test_prefill_first_without_chunking_by_hand() -> None:
+    # vLLM 0.6's default: a step prefills whole prompts of waiting requests, or decodes.
+    engine = model(chunked_prefill=False, max_num_batched_tokens=16)
+    a = req("a", prompt=10, target=3)
+    engine.add(a, 0.0)
+    # Step 1: A's whole prompt at once (no chunk of 8): 1 + 10 x 0.01, and its first token.
+    first = engine.step(0.0)
+    assert first.duration == pytest.approx(1.1)
+    assert [r.id for r in first.emitted] == ["a"]
+    # B arrives: step 2 prefills B alone while A's decode waits (head-of-line blocking).
+    b = req("b", prompt=6, target=2, arrival=1.0)
+    engine.add(b, 1.0)
+    second = engine.step(first.end)
+    assert (second.num_prefill_tokens, second.num_decodes) == (6, 0)
+    assert second.duration == pytest.approx(1.06)
+    assert [r.id for r in second.emitted] == ["b"]
+    # Step 3: no prefill to do, both decode (1 + 2 x 0.1); B's second token stops it.
+    third = engine.step(second.end)
+    assert (third.num_prefill_tokens, third.num_decodes) == (0, 2)
+    assert [r.id for r in third.finished] == ["b"]
+    fourth = engine.step(third.end)
+    assert [r.id for r in fourth.finished] == ["a"]
+    assert fourth.end == pytest.approx(1.1 + 1.06 + 1.2 + 1.1)
+    assert engine.kv_usage == 0.0
+
+
+def test_prefill_first_budget_and_watermark() -> None:
+    # Budget 8: a 10-token prompt runs alone, and the next prompt waits for the next step.
+    engine = model(chunked_prefill=False, max_num_batched_tokens=8)
+    engine.add(req("long", prompt=10, target=2), 0.0)
+    engine.add(req("short", prompt=4, target=1), 0.0)
+    assert engine.step(0.0).num_prefill_tokens == 10
+    assert engine.step(1.0).num_prefill_tokens == 4
+    # 100 blocks of 4 keep a 1-block watermark free while anything runs: B, needing all the
+    # 99 free blocks, waits for A to finish instead of being admitted next to it.
+    engine = model(chunked_prefill=False, max_num_batched_tokens=400, kv_capacity_tokens=400)
+    a = req("a", prompt=4, target=3)
+    b = req("b", prompt=396, target=1)
+    engine.add(a, 0.0)
+    engine.add(b, 0.0)
+    steps = run(engine)
+    assert [done for _, _, done in steps if done] == [["a"], ["b"]]
+    assert steps[0][1] == ["a"]  # B was not prefilled next to A
+
+
 def test_max_tokens_cuts_with_length_and_ignore_eos_runs_to_max() -> None:
     engine = model()
     engine.add(req("short", prompt=4, target=10, max_tokens=2), 0.0)
@@ -311,15 +356,17 @@ def test_deterministic() -> None:
     ),
     policy=st.sampled_from(["fcfs", "priority"]),
     seqs=st.integers(1, 5),
+    chunked=st.booleans(),
 )
 def test_invariants_hold_on_random_workloads(
-    jobs: list[tuple[int, int, int, int, int]], policy: str, seqs: int
+    jobs: list[tuple[int, int, int, int, int]], policy: str, seqs: int, chunked: bool
 ) -> None:
     engine = model(
         kv_capacity_tokens=80,
         max_num_seqs=seqs,
         max_num_batched_tokens=16,
         queue=make_queue(policy),  # type: ignore[arg-type]
+        chunked_prefill=chunked,
     )
     requests: list[EngineRequest] = []
     now = 0.0
@@ -335,7 +382,11 @@ def test_invariants_hold_on_random_workloads(
         for _ in range(gap if pending else 1):
             result = engine.step(now)
             now = result.end
-            assert result.num_prefill_tokens + result.num_decodes <= 16
+            if chunked:
+                assert result.num_prefill_tokens + result.num_decodes <= 16
+            else:  # a step prefills or decodes; only a prompt over the budget runs alone
+                assert not (result.num_prefill_tokens and result.num_decodes)
+                assert result.num_prefill_tokens <= 16 or len(result.emitted) <= 1
             assert engine.num_running <= seqs
             held = sum(r.num_blocks for r in engine.running)
             assert held == round(engine.kv_usage * engine.num_blocks)

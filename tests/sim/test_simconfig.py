@@ -35,3 +35,13 @@ def test_bench_flags_build_the_engines_and_the_run() -> None:
     assert config.shape.cost == CostModel.llama31_8b_h100()
     assert config.shape.preemption == "recompute"
     assert not config.shape.prefix_cache
+
+
+def test_no_chunked_prefill_takes_whole_contexts_per_step() -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    shape = config_from_args(parser.parse_args(["--no-chunked-prefill"])).shape
+    assert not shape.chunked_prefill
+    # vLLM 0.6's budget without chunking is max_model_len: the workloads' longest context.
+    assert shape.max_num_batched_tokens == 32768
+    assert config_from_args(parser.parse_args([])).shape.max_num_batched_tokens == 8192
