@@ -2,13 +2,14 @@
 
 The sweep (``sweep.py``) simulates arrival rate x policy x workload. Outputs under ``--out``:
 ``points.csv`` (every point), ``summary.json`` (per workload and policy: throughput ratios at
-equal latency against fcfs and mlfq, and the P99 one against fcfs), ``meta.json`` (settings,
+equal latency against fcfs and mlfq, the P99 one against fcfs, and against ``vllm-0.6``, fcfs
+on a vLLM 0.6-style engine, when that curve is swept), ``meta.json`` (settings,
 rates, latency targets, ratios at other targets, simulator speed) and
 ``latency_<workload>.png``.
 
 Throughput at equal latency (as the paper's Fig. 12): the target is ``--latency-factor``
-times fcfs's latency at the lowest swept rate (light load), for the mean and for P99 alike;
-each policy's curve is interpolated where it first crosses the target
+times fcfs's latency at the lowest swept rate (light load), for the mean and for P99 alike
+(against ``vllm-0.6``: that factor times its own light-load mean); each policy's curve is interpolated where it first crosses the target
 (``results.rate_at``) and the rates are divided. The sweep runs in two passes: the coarse grid,
 then ``--refine`` more rates inside each curve's crossing (``sweep.refine``). Every point
 measures its steady-state window only (``--warmup``, ``--cooldown``). A ratio whose policy
@@ -43,6 +44,7 @@ from proxy.sim.sweep import (
     POLICIES,
     QUICK_POLICIES,
     WARMUP,
+    engine_config,
     make_policy,
     plan,
     policy_configs,
@@ -94,6 +96,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-prefix-cache", action="store_true", help="turn the prefix cache off")
     parser.add_argument(
+        "--no-chunked-prefill",
+        action="store_true",
+        help="vLLM 0.6-style steps: whole prompts prefilled alone, then decodes",
+    )
+    parser.add_argument(
         "--context",
         choices=("resend", "fresh"),
         default="resend",
@@ -110,13 +117,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency-factor",
         type=float,
         default=5.0,
-        help="latency target = this x fcfs's latency at the lowest rate (default 5)",
+        help="latency target = this x fcfs's latency at the lowest rate (vllm-0.6's own for the "
+        "ratio against it; default 5)",
     )
     parser.add_argument(
         "--refine",
         type=int,
         help="rates added inside each curve's crossing of the target in a second pass "
-        "(default 3, --quick 2; 0 with --rates)",
+        "(default 2, --quick 1; 0 with --rates)",
     )
     parser.add_argument(
         "--warmup",
@@ -268,7 +276,7 @@ def _run_trace(
     progress = Progress(len(policies), err_stream, label="policies")
     rows = []
     for name in policies:
-        rows.append(replay_row(programs, name, configs.get(name, {}), config))
+        rows.append(replay_row(programs, name, configs.get(name, {}), engine_config(name, config)))
         progress.advance(name)
     write_csv(rows, out / "points.csv")
     result = summary(rows, args.trace)

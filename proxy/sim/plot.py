@@ -44,7 +44,8 @@ def plot_workload(
     title: str = "",
 ) -> Path:
     """One figure for ``workload``: a panel per statistic (mean, P99), log latency axis. A
-    dashed line marks the latency target the throughput ratios were read at, if given."""
+    dashed line marks fcfs's latency target the throughput ratios were read at, a dotted one
+    another baseline's (``column@curve`` in ``targets``), if given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,9 +55,16 @@ def plot_workload(
     for ax, (column, label) in zip(axes[0], _PANELS, strict=True):
         for policy, (xs, ys) in _series(rows, workload, column).items():
             ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, label=policy)
-        target = (targets or {}).get(column)
-        if target is not None and math.isfinite(target):
-            ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label="target")
+        for key, target in (targets or {}).items():
+            name, _, against = key.partition("@")
+            if name == column and math.isfinite(target):
+                ax.axhline(
+                    target,
+                    color="grey",
+                    linestyle=":" if against else "--",
+                    linewidth=0.8,
+                    label=f"target ({against or 'fcfs'})",
+                )
         ax.set_yscale("log")
         ax.set_xlabel("arrival rate (programs/s)")
         ax.set_ylabel(f"{label} program token latency (s/token)")

@@ -301,10 +301,16 @@ def curve(
 
 
 def latency_target(
-    rows: Sequence[Mapping[str, Any]], workload: str, column: str, factor: float
+    rows: Sequence[Mapping[str, Any]],
+    workload: str,
+    column: str,
+    factor: float,
+    baseline: str = "fcfs",
 ) -> float:
-    _, values = curve(rows, workload, "fcfs", column, steady=False)
-    if not values:  # no fcfs: the lowest point of any policy at the lowest rate
+    """``factor`` x the baseline curve's latency at its lowest rate. Without an fcfs curve, the
+    lowest point of any policy at the lowest rate; without another baseline's curve, NaN."""
+    _, values = curve(rows, workload, baseline, column, steady=False)
+    if not values and baseline == "fcfs":
         lowest = min(float(r["rate"]) for r in rows if r["workload"] == workload)
         values = [
             float(r[column])
@@ -314,11 +320,38 @@ def latency_target(
     return factor * min(values[:1] or [math.nan])
 
 
+VLLM_BASELINE = "vllm-0.6"
+"""The curve of the paper's first baseline: fcfs on a vLLM 0.6-style engine (``sweep.py``)."""
+
+# (summary name, baseline curve, latency column, the curve whose light-load latency sets the
+# target). fcfs and mlfq are read at fcfs's target, as the paper compares every system at
+# one latency; vLLM 0.6 starts several times slower, so it is read at its own target (where
+# it is still steady), and a ratio against it is the rate a policy sustains at vLLM's latency.
 METRICS = (
-    ("throughput_ratio_vs_fcfs", "fcfs", "latency_mean"),
-    ("throughput_ratio_vs_mlfq", "mlfq", "latency_mean"),
-    ("p99_ratio_vs_fcfs", "fcfs", "latency_p99"),
+    ("throughput_ratio_vs_fcfs", "fcfs", "latency_mean", "fcfs"),
+    ("throughput_ratio_vs_mlfq", "mlfq", "latency_mean", "fcfs"),
+    ("p99_ratio_vs_fcfs", "fcfs", "latency_p99", "fcfs"),
+    ("throughput_ratio_vs_vllm", VLLM_BASELINE, "latency_mean", VLLM_BASELINE),
 )
+
+
+def target_key(column: str, target_curve: str) -> str:
+    """How meta.json names a target: the column for fcfs's, ``column@curve`` for another's."""
+    return column if target_curve == "fcfs" else f"{column}@{target_curve}"
+
+
+def targets_of(
+    rows: Sequence[Mapping[str, Any]], workload: str, factor: float
+) -> dict[tuple[str, str], float]:
+    """Every (column, target curve) a ratio is read at, with its target; a baseline with no
+    curve in the rows has none."""
+    present = {str(r["policy"]) for r in rows if r["workload"] == workload}
+    out: dict[tuple[str, str], float] = {}
+    for _, _, column, target_curve in METRICS:
+        if target_curve != "fcfs" and target_curve not in present:
+            continue
+        out[(column, target_curve)] = latency_target(rows, workload, column, factor, target_curve)
+    return out
 
 
 def ratios(
@@ -337,15 +370,13 @@ def ratios(
     notes: dict[str, Any] = {}
     for workload in sorted({str(r["workload"]) for r in rows}):
         policies = sorted({str(r["policy"]) for r in rows if r["workload"] == workload})
-        targets = {
-            c: latency_target(rows, workload, c, factor) for c in ("latency_mean", "latency_p99")
-        }
+        targets = targets_of(rows, workload, factor)
         reach: dict[str, dict[str, Any]] = {}
-        for column, target in targets.items():
+        for (column, target_curve), target in targets.items():
             for policy in policies:
                 rates, values = curve(rows, workload, policy, column, steady=steady)
                 at = rate_at(rates, values, target)
-                reach.setdefault(policy, {})[column] = (
+                reach.setdefault(policy, {})[target_key(column, target_curve)] = (
                     None
                     if at is None
                     else {
@@ -357,11 +388,17 @@ def ratios(
         entries: dict[str, dict[str, Any]] = {}
         for p in policies:
             entry: dict[str, Any] = {}
-            for name, baseline, column in METRICS:
-                entry[name], entry[f"{name}_is"] = _ratio(reach, p, baseline, column)
+            for name, baseline, column, target_curve in METRICS:
+                if (column, target_curve) not in targets:
+                    continue  # no vLLM 0.6 curve swept: no such ratio
+                key = target_key(column, target_curve)
+                entry[name], entry[f"{name}_is"] = _ratio(reach, p, baseline, key)
             entries[p] = entry
         summary[workload] = entries
-        notes[workload] = {"targets": targets, "rate_at_target": reach}
+        notes[workload] = {
+            "targets": {target_key(c, t): v for (c, t), v in targets.items()},
+            "rate_at_target": reach,
+        }
     return summary, notes
 
 
@@ -404,8 +441,9 @@ def _ratio(
 
 
 def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """Throughput at equal latency, each policy against fcfs and mlfq (and P99 vs fcfs); a
-    lower bound reads ">", an upper bound "<", unknown "-"."""
+    """Throughput at equal latency, each policy against fcfs and mlfq (and P99 vs fcfs, and
+    against vLLM 0.6 when it was swept); a lower bound reads ">", an upper bound "<", unknown
+    "-"."""
 
     def cell(r: Mapping[str, Any], name: str) -> str:
         v = r.get(name)
@@ -414,13 +452,18 @@ def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
         mark = {"lower bound": ">", "upper bound": "<"}.get(str(r.get(f"{name}_is")), "")
         return f"{mark}{v:.2f}".rjust(6)
 
-    lines = [
-        f"{'workload':10s} {'policy':28s} {'vs fcfs':>7s} {'vs mlfq':>7s} {'p99 vs fcfs':>11s}"
-    ]
+    vllm = any(
+        "throughput_ratio_vs_vllm" in r for policies in summary.values() for r in policies.values()
+    )
+    head = f"{'workload':10s} {'policy':28s} {'vs fcfs':>7s} {'vs mlfq':>7s} {'p99 vs fcfs':>11s}"
+    lines = [head + (f" {'vs vLLM 0.6':>11s}" if vllm else "")]
     for workload, policies in summary.items():
         for policy, r in policies.items():
-            lines.append(
+            line = (
                 f"{workload:10s} {policy[:28]:28s} {cell(r, 'throughput_ratio_vs_fcfs'):>7s} "
                 f"{cell(r, 'throughput_ratio_vs_mlfq'):>7s} {cell(r, 'p99_ratio_vs_fcfs'):>11s}"
             )
+            if vllm:
+                line += f" {cell(r, 'throughput_ratio_vs_vllm'):>11s}"
+            lines.append(line)
     return "\n".join(lines)

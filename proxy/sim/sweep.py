@@ -36,8 +36,16 @@ from proxy.policies.registry import PolicyRegistry
 from proxy.sim.cost import PRESETS
 from proxy.sim.des import Simulator
 from proxy.sim.progress import Progress
-from proxy.sim.results import Metrics, bracket, curve, latency_target, metrics, steady_window
-from proxy.sim.simconfig import SimConfig, config_from_args
+from proxy.sim.results import (
+    VLLM_BASELINE,
+    Metrics,
+    bracket,
+    curve,
+    metrics,
+    steady_window,
+    targets_of,
+)
+from proxy.sim.simconfig import MAX_MODEL_LEN, SimConfig, config_from_args
 from proxy.sim.workloads import WORKLOAD_NAMES, WorkloadSpec, generate, paper_workloads
 
 # Programs per second near which fcfs starts to queue on one A100 engine, measured with
@@ -61,8 +69,11 @@ FRESH_PROGRAMS = {"chatbot": 1500, "react": 800, "lats": 150, "mixed": 300}
 QUICK_PROGRAMS = {"chatbot": 800, "react": 600, "lats": 80, "mixed": 150}
 WARMUP = 0.2
 COOLDOWN = 0.2
-POLICIES = ("fcfs", "mlfq", "plas", "atlas", "srpt")
-QUICK_POLICIES = ("fcfs", "mlfq", "plas", "atlas")
+POLICIES = (VLLM_BASELINE, "fcfs", "mlfq", "plas", "atlas", "srpt")
+QUICK_POLICIES = (VLLM_BASELINE, "fcfs", "mlfq", "plas", "atlas")
+VLLM06_RATE_SCALE = 0.25
+"""The vLLM 0.6 curve's grid is the workload's times this: without a prefix cache it saturates
+at 0.2 to 0.4 times the rates the other engines sustain (resent contexts are recomputed)."""
 BASELINES = ("fcfs", "mlfq")
 EXTRA_FACTORS = (2.0, 3.0, 5.0, 8.0)
 
@@ -94,7 +105,23 @@ class Point:
 
 
 def make_policy(name: str, config: Mapping[str, Any] | None = None) -> Policy:
-    return PolicyRegistry().create(name, dict(config or {}))
+    """The policy of a curve: a registry name or path, or ``vllm-0.6`` (fcfs)."""
+    return PolicyRegistry().create("fcfs" if name == VLLM_BASELINE else name, dict(config or {}))
+
+
+def engine_config(name: str, config: SimConfig) -> SimConfig:
+    """The engines a curve runs on: the paper's first baseline, ``vllm-0.6``, is fcfs on vLLM
+    0.6.1 as it ships (no chunked prefill: a step prefills whole prompts or decodes; no prefix
+    cache); every other curve on the configured engines."""
+    if name != VLLM_BASELINE:
+        return config
+    shape = dataclasses.replace(
+        config.shape,
+        chunked_prefill=False,
+        prefix_cache=False,
+        max_num_batched_tokens=max(MAX_MODEL_LEN, config.shape.max_num_batched_tokens),
+    )
+    return dataclasses.replace(config, shape=shape)
 
 
 def run_point(point: Point) -> dict[str, Any]:
@@ -174,7 +201,8 @@ def plan(args: argparse.Namespace) -> list[Point]:
         sizes = FRESH_PROGRAMS if args.context == "fresh" else PROGRAMS
         n = args.programs or (QUICK_PROGRAMS if args.quick else sizes)[workload]
         for policy in policies:
-            for rate, load in pairs:
+            scale = VLLM06_RATE_SCALE if policy == VLLM_BASELINE and not args.rates else 1.0
+            for rate, load in ((r * scale, f * scale) for r, f in pairs):
                 if rate <= 0:
                     raise ValueError("rates must be positive")
                 points.append(
@@ -186,7 +214,7 @@ def plan(args: argparse.Namespace) -> list[Point]:
                         round(load, 4),
                         n,
                         args.seed,
-                        config,
+                        engine_config(policy, config),
                         args.tool_scale,
                         args.context == "fresh",
                         specs,
@@ -214,10 +242,10 @@ def refine(
     count: int,
     columns: Sequence[str] = ("latency_mean", "latency_p99"),
 ) -> list[Point]:
-    """The second pass: for every curve (workload x policy) and latency column, ``count``
+    """The second pass: for every curve (workload x policy) and latency target, ``count``
     rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
-    its target (``factor`` x fcfs's latency at the lowest rate, as ``results.ratios`` reads
-    it), once with the points the engines fell behind on counted as over the target (steady)
+    it (``factor`` x fcfs's latency at the lowest rate, and for the mean x vLLM 0.6's when that
+    curve was swept, as ``results.ratios`` reads them), once with the points the engines fell behind on counted as over the target (steady)
     and once as measured (finite run); for fcfs that bracket is its knee. A curve that stayed
     steady and under the target on the whole grid gets the rates EXTEND and EXTEND**2 times
     its highest swept rate instead. Rates already swept are not repeated;
@@ -231,12 +259,14 @@ def refine(
     for (workload, policy), template in templates.items():
         base = template.rate / template.load if template.load else 1.0
         wanted: set[float] = set()
-        for column, steady in itertools.product(columns, (True, False)):
+        targets = {
+            key: value
+            for key, value in targets_of(rows, workload, factor).items()
+            if key[0] in columns
+        }
+        for ((column, _), target), steady in itertools.product(targets.items(), (True, False)):
             rates, values = curve(rows, workload, policy, column, steady=steady)
-            if not rates:
-                continue
-            target = latency_target(rows, workload, column, factor)
-            if not math.isfinite(target):
+            if not rates or not math.isfinite(target):
                 continue
             around = bracket(rates, values, target)
             if around is not None:

@@ -128,6 +128,32 @@ def test_ratios_read_each_curve_at_the_target() -> None:
     assert "plas" in format_table(summary)
 
 
+def test_vllm_06_is_read_at_its_own_target_and_only_when_swept() -> None:
+    # vLLM 0.6 starts 4x slower than fcfs (factor 2: its target is 8 and fcfs's 2).
+    curves = {"vllm-0.6": [4, 8, 32], "fcfs": [1, 4, 16], "plas": [1, 1, 16]}
+    rows = [
+        {"workload": "w", "policy": p, "rate": r, "latency_mean": m, "latency_p99": m * 2}
+        for p, curve in curves.items()
+        for r, m in zip((1.0, 2.0, 3.0), curve, strict=True)
+    ]
+    summary, notes = ratios(rows, 2.0)
+    assert notes["w"]["targets"] == {
+        "latency_mean": 2.0,
+        "latency_p99": 4.0,
+        "latency_mean@vllm-0.6": 8.0,
+    }
+    # At 8: vLLM 0.6 reaches 2.0, fcfs 2.5 (log-halfway from 4 to 16), plas 2.75 (1 to 16).
+    assert summary["w"]["fcfs"]["throughput_ratio_vs_vllm"] == pytest.approx(2.5 / 2.0)
+    assert summary["w"]["plas"]["throughput_ratio_vs_vllm"] == pytest.approx(2.75 / 2.0)
+    assert summary["w"]["plas"]["throughput_ratio_vs_vllm_is"] == "exact"
+    # vLLM 0.6 never meets fcfs's target of 2: no ratio rather than a made-up one.
+    assert summary["w"]["vllm-0.6"]["throughput_ratio_vs_fcfs"] is None
+    assert "vs vLLM 0.6" in format_table(summary)
+    without, _ = ratios([r for r in rows if r["policy"] != "vllm-0.6"], 2.0)
+    assert "throughput_ratio_vs_vllm" not in without["w"]["plas"]
+    assert "vs vLLM 0.6" not in format_table(without)
+
+
 def test_the_steady_window_leaves_out_warm_up_and_cool_down() -> None:
     assert steady_window(10, 0.2, 0.2) == range(2, 8)
     assert steady_window(10, 0.0, 0.0) == range(0, 10)

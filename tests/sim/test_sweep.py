@@ -28,9 +28,20 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_quick_plan_is_small_and_full_plan_covers_the_grid() -> None:
     quick = plan(parse("--quick"))
     full = plan(parse())
-    assert len(quick) == 4 * 4 * 4
-    assert len(full) == 4 * 5 * 7
-    assert {p.policy for p in full} == {"fcfs", "mlfq", "plas", "atlas", "srpt"}
+    assert len(quick) == 4 * 5 * 4
+    assert len(full) == 4 * 6 * 7
+    assert {p.policy for p in full} == {"vllm-0.6", "fcfs", "mlfq", "plas", "atlas", "srpt"}
+    # The paper's first baseline: fcfs on vLLM 0.6 (no chunked prefill, no prefix cache), on a
+    # grid scaled down to where it saturates; every other curve on the configured engines.
+    vllm = [p for p in full if p.workload == "chatbot" and p.policy == "vllm-0.6"]
+    fcfs = [p for p in full if p.workload == "chatbot" and p.policy == "fcfs"]
+    assert [v.rate for v in vllm] == pytest.approx([0.25 * f.rate for f in fcfs])
+    assert {v.config.shape.chunked_prefill for v in vllm} == {False}
+    assert {v.config.shape.prefix_cache for v in vllm} == {False}
+    assert {v.config.shape.max_num_batched_tokens for v in vllm} == {32768}
+    assert {(f.config.shape.chunked_prefill, f.config.shape.prefix_cache) for f in fcfs} == {
+        (True, True)
+    }
     faster = plan(parse("--preset", "llama31-8b-h100", "--engines", "2"))
     assert faster[0].rate > 2 * full[0].rate  # the default grid follows the engines' speed
 
