@@ -277,33 +277,42 @@ class EngineModel:
         """The running pass: each running request gets the tokens it lacks, preempting
         victims when KV runs out. Returns the token budget left."""
         running = self._running
+        block = self.block_size
+        free = self._free_blocks  # kept in a local; written back before any preemption
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
-            n = min(request.prompt_tokens + request.num_output - request.num_computed, budget)
-            need = self._blocks_for(request.num_computed + n) - request.num_blocks
-            stopped = False
-            while need > self._free_blocks:
-                victim = self.queue.victim(running)
-                at = running.index(victim)
-                self._preempt(at)
-                preempted.append(victim)
-                if victim is request:
-                    stopped = True
-                    break
-                if at < i:
-                    i -= 1
-                    k = scheduled.index(victim)
-                    scheduled.pop(k)
-                    budget += counts.pop(k)
-            if stopped:
-                break  # as vLLM: a request that had to preempt itself ends the running pass
-            self._free_blocks -= need
+            computed = request.num_computed
+            n = request.prompt_tokens + request.num_output - computed
+            if n > budget:
+                n = budget
+            need = -(-(computed + n) // block) - request.num_blocks
+            if need > free:
+                self._free_blocks = free
+                stopped = False
+                while need > self._free_blocks:
+                    victim = self.queue.victim(running)
+                    at = running.index(victim)
+                    self._preempt(at)
+                    preempted.append(victim)
+                    if victim is request:
+                        stopped = True
+                        break
+                    if at < i:
+                        i -= 1
+                        k = scheduled.index(victim)
+                        scheduled.pop(k)
+                        budget += counts.pop(k)
+                free = self._free_blocks
+                if stopped:
+                    break  # as vLLM: a request that had to preempt itself ends the running pass
+            free -= need
             request.num_blocks += need
             scheduled.append(request)
             counts.append(n)
             budget -= n
             i += 1
+        self._free_blocks = free
         return budget
 
     def _admit(
@@ -361,23 +370,26 @@ class EngineModel:
         emitted: list[EngineRequest] = []
         finished: list[EngineRequest] = []
         first: list[EngineRequest] = []
+        emit, finish = emitted.append, finished.append
         for request, n in zip(scheduled, counts, strict=True):
             before = request.num_computed
             computed = before + n
             request.num_computed = computed
-            if n == 1 and request.num_output:
+            output = request.num_output
+            if n == 1 and output:
                 num_decodes += 1
                 decode_context += computed
             else:
                 prefill_tokens += n
                 attn_pairs += n * before + n * (n + 1) // 2
-            if computed == request.prompt_tokens + request.num_output:
-                request.num_output += 1
-                emitted.append(request)
-                if request.num_output == 1:
+            if computed == request.prompt_tokens + output:
+                output += 1
+                request.num_output = output
+                emit(request)
+                if output == 1:
                     first.append(request)
-                if request.num_output >= request.limit:
-                    finished.append(request)
+                if output >= request.limit:
+                    finish(request)
         duration = self.cost.step_time(
             num_decodes=num_decodes,
             decode_context_tokens=decode_context,

@@ -24,8 +24,9 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
-from proxy.policies.base import Policy, Priority
+from proxy.policies.base import BasePolicy, Policy, Priority
 from proxy.records import Call, CallState, Program
 from proxy.sim.engine import EngineModel, EngineRequest
 
@@ -131,20 +132,42 @@ class PolicyQueue:
         policy then hears ``on_service``, otherwise ``priority``. Waiting calls are not served,
         so they are only asked ``priority`` (their waits grow: anti-starvation)."""
         tracked = self._tracked
+        # This runs for every call on the engine once per interval, so: the hooks are bound
+        # once; a call whose policy answers the Priority it has keeps its key and, in the heap,
+        # its entry; the heap is re-heapified only if some key changed.
+        priority = policy.priority
+        on_service = policy.on_service
+        if getattr(on_service, "__func__", None) is BasePolicy.on_service:
+            on_service = priority  # the default only forwards to priority: skip its frame
         for request in running:
             t = tracked[request.id]
-            hook = policy.on_service if refresh(t) else policy.priority
-            t.set_rank(hook(call=t.call, program=t.program, now=now))
-        heap = []
-        for _, t in self._heap:
-            t.set_rank(policy.priority(call=t.call, program=t.program, now=now))
-            heap.append((t.key, t))
-        heapq.heapify(heap)
-        self._heap = heap
+            hook = on_service if refresh(t) else priority
+            rank = hook(call=t.call, program=t.program, now=now)
+            if rank != t.rank:
+                t.set_rank(rank)
+        heap = self._heap
+        changed = False
+        for i, (_, t) in enumerate(heap):
+            rank = priority(call=t.call, program=t.program, now=now)
+            if rank != t.rank:
+                t.set_rank(rank)
+                heap[i] = (t.key, t)
+                changed = True
+        if changed:
+            heapq.heapify(heap)
 
     def victims(self, engine: EngineModel, config: PreemptConfig, now: float) -> list[Tracked]:
         """Running calls to preempt now for better waiting ones (module docstring)."""
         if not config.preempt or not self._heap:
+            return []
+        # Nothing to do if the best waiting call does not outrank even the worst running one
+        # (``_outranks`` only weakens down the queue). Checked first because the search below
+        # walks every waiting call that fits, which under a full token budget is hundreds.
+        running = engine.running
+        if not running:
+            return []
+        worst = max(map(_key_of, map(self._tracked.__getitem__, map(_id_of, running))))
+        if not _outranks(self._heap[0][0], worst, config.margin):
             return []
         free_slots = engine.max_num_seqs - engine.num_running
         free_blocks = round((1.0 - engine.kv_usage) * engine.num_blocks)
@@ -165,7 +188,7 @@ class PolicyQueue:
                             if (t := self._tracked[q.id]).admitted_at is not None
                             and t.admitted_at <= ready
                         ),
-                        key=lambda t: t.key,
+                        key=_key_of,
                     )
                 if not candidates or not _outranks(waiting.key, candidates[-1].key, config.margin):
                     return out
@@ -231,6 +254,10 @@ class PolicyQueue:
 
     def __iter__(self) -> Iterator[EngineRequest]:
         return (t.request for _, t in sorted(self._heap, key=lambda e: e[0]))
+
+
+_key_of = attrgetter("key")
+_id_of = attrgetter("id")
 
 
 def _outranks(waiting: SortKey, running: SortKey, margin: int) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from proxy.policies import BUILTIN
@@ -22,12 +20,14 @@ def test_priority_orders_by_level_then_key_then_group() -> None:
     assert Priority(0) == Priority(0, 0.0, "")
 
 
-def test_priority_is_frozen_and_slotted() -> None:
+def test_priority_is_immutable_and_ordered_field_by_field() -> None:
     rank = Priority(2, 1.5)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         rank.level = 0  # type: ignore[misc]
     assert not hasattr(rank, "__dict__")
     assert hash(rank) == hash(Priority(2, 1.5))
+    assert (rank.key, rank.group) == (1.5, "")
+    assert Priority(1, 9.0) < Priority(2, 0.0) < Priority(2, 0.5) < Priority(2, 0.5, "b")
 
 
 def test_live_wait_counts_the_open_stretch() -> None:
