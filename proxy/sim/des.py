@@ -29,6 +29,7 @@ each hold their own copy of its blocks (vLLM shares them): that errs on the cost
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -223,22 +224,34 @@ class Simulator:
             model.sort_running(queue.sort_key)
             for victim in queue.victims(model, self.config.preempt, now):
                 self._preempt(engine, victim, now)
-        step = model.step(now)
+        step = None
+        if self.config.decode_stretches:
+            # Steps that only decode run as one stretch, up to the next event (which could
+            # add or resume a call) or, with calls waiting, the next re-ranking (which could
+            # preempt one): the same schedule at a cost per stretch, not per step.
+            until = self._events[0][0] if self._events else math.inf
+            if len(queue) or engine.full or model.num_running >= model.max_num_batched_tokens:
+                until = min(until, engine.next_rerank)
+            step = model.decode_stretch(now, until)
+        if step is None:
+            step = model.step(now)
         prefill, decodes = step.num_prefill_tokens, step.num_decodes
         if not prefill and not decodes and not step.preempted:  # ``step.idle``, inlined
             engine.busy = False
             engine.full = False
             return
         engine.busy = True
-        engine.full = prefill + decodes >= model.max_num_batched_tokens
         result = self._result
-        result.steps += 1
-        result.generated_tokens += len(step.emitted)
+        if step.steps == 1:
+            engine.full = prefill + decodes >= model.max_num_batched_tokens
+            result.generated_tokens += len(step.emitted)
+        else:  # a stretch: every step decoded the same requests, each a token
+            engine.full = decodes // step.steps >= model.max_num_batched_tokens
+            result.generated_tokens += decodes
+        result.steps += step.steps
         result.prefill_tokens += prefill
         self._seq += 1  # ``_push``, inlined: once per step
-        heapq.heappush(
-            self._events, (step.start + step.duration, _STEP_END, self._seq, (engine, step))
-        )
+        heapq.heappush(self._events, (step.end, _STEP_END, self._seq, (engine, step)))
 
     def _step_end(self, engine: EngineSlot, step: StepResult, now: float) -> None:
         for request in step.finished:

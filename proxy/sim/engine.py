@@ -99,7 +99,11 @@ class EngineRequest:
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What one step did. Every request in ``emitted`` got exactly one new token (no
-    speculative decoding), visible at ``end``."""
+    speculative decoding), visible at ``end``.
+
+    A stretch of decode-only steps run at once (``EngineModel.decode_stretch``) is one result
+    with ``steps`` > 1: ``num_decodes`` counts every token it generated, one per running
+    request per step, and ``emitted`` is empty (tokens are counted, not listed)."""
 
     start: float
     duration: float
@@ -109,10 +113,14 @@ class StepResult:
     preempted: tuple[EngineRequest, ...] = ()
     num_prefill_tokens: int = 0
     num_decodes: int = 0
+    steps: int = 1
+    end_at: float | None = None
+    """When a stretch ends, as its steps' durations add up one by one (``start + duration``
+    may differ in the last bit)."""
 
     @property
     def end(self) -> float:
-        return self.start + self.duration
+        return self.start + self.duration if self.end_at is None else self.end_at
 
     @property
     def idle(self) -> bool:
@@ -255,6 +263,83 @@ class EngineModel:
         if not preempted:
             self._admit(budget, scheduled, counts, whole=False)
         return self._run(now, scheduled, counts, preempted)
+
+    def decode_stretch(self, now: float, until: float) -> StepResult | None:
+        """The steps from ``now`` that would each only decode every running request, run at
+        once: the same states and times as calling ``step`` for each, at a cost that does not
+        grow with their number. A stretch ends before the step in which a request would
+        finish, KV would run out or a waiting request could be admitted, and before the first
+        step that would start at or after ``until`` (the caller's next event, which could
+        change the engine). None when fewer than two steps qualify: call ``step``."""
+        running = self._running
+        n = len(running)
+        if n == 0 or n > self.max_num_batched_tokens:
+            return None
+        steps = None
+        for r in running:  # every one mid-decode, its next finish more than one step away
+            if r.num_output == 0 or r.num_computed != r.prompt_tokens + r.num_output - 1:
+                return None
+            left = r.limit - r.num_output - 1
+            if steps is None or left < steps:
+                steps = left
+        # Chunked steps admit with the budget the decodes leave, vLLM 0.6's before any decode.
+        budget = self.max_num_batched_tokens - (n if self.chunked_prefill else 0)
+        if steps is None or steps < 2 or self._head_admissible(budget):
+            return None
+        # KV: the blocks all requests need over k steps grow with k; keep the largest k that
+        # fits in the free blocks (then no step of the stretch preempts).
+        block, free = self.block_size, self._free_blocks
+
+        def need(k: int) -> int:
+            return sum(-(-(r.num_computed + k) // block) - r.num_blocks for r in running)
+
+        if need(steps) > free:
+            lo, hi = 0, steps  # need(lo) fits, need(hi) does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if need(mid) <= free:
+                    lo = mid
+                else:
+                    hi = mid
+            steps = lo
+        if steps < 2:
+            return None
+        # Times: each step's duration from its own context, added one by one as the caller
+        # would; a step that would start at or after ``until`` is left to ``step``.
+        cost = self.cost
+        context = sum(r.num_computed for r in running)
+        end, k = now, 0
+        while k < steps and (k == 0 or end < until):
+            context += n
+            end += cost.step_time(
+                num_decodes=n, decode_context_tokens=context, num_prefill_tokens=0,
+                prefill_attn_pairs=0,
+            )  # fmt: skip
+            k += 1
+        if k < 2:
+            return None
+        used = 0
+        for r in running:
+            r.num_computed += k
+            r.num_output += k
+            blocks = -(-r.num_computed // block)
+            used += blocks - r.num_blocks
+            r.num_blocks = blocks
+        self._free_blocks = free - used
+        return StepResult(start=now, duration=end - now, num_decodes=n * k, steps=k, end_at=end)
+
+    def _head_admissible(self, budget: int) -> bool:
+        """Whether the waiting pass of a decode-only step would admit the head of the queue
+        (as ``_admit`` checks it, before any decode takes KV: decodes only take more)."""
+        queue, whole = self.queue, not self.chunked_prefill
+        if budget <= 0 or not len(queue) or len(self._running) >= self.max_num_seqs:
+            return False
+        request = queue.peek()
+        left = request.prompt_tokens + request.num_output - request.num_computed
+        n = left if whole else min(left, budget)
+        reserve = self._watermark if whole else 0
+        need = self._blocks_for(request.num_computed + n) - request.num_blocks
+        return need <= self._free_blocks - reserve
 
     def _step_prefill_first(self, now: float) -> StepResult:
         # vLLM 0.6 without chunked prefill: a step prefills whole prompts of waiting requests

@@ -51,7 +51,9 @@ class SimConfig:
         service of the call and of its program's calls not yet released ("program"), or of the
         call alone ("call").
     window: (start, end) over which the number of programs in the system is integrated
-        (``SimResult.window_area``), for Little's law."""
+        (``SimResult.window_area``), for Little's law.
+    decode_stretches: run steps that only decode as one stretch (``EngineModel.
+        decode_stretch``); False steps one by one. Same results, several times slower."""
 
     engines: int = 1
     shape: EngineShape = field(default_factory=EngineShape)
@@ -62,6 +64,7 @@ class SimConfig:
     prefill_token_s: float | None = None
     oracle: Literal["program", "call"] = "program"
     window: tuple[float, float] | None = None
+    decode_stretches: bool = True
 
     def service_weights(self) -> tuple[float, float]:
         """(prefill_token_s, decode_token_s), as ``proxy.app.table_config`` derives them."""

@@ -14,6 +14,7 @@ from proxy.policies.registry import PolicyRegistry
 from proxy.records import Call, Program
 from proxy.sim.cost import CostModel
 from proxy.sim.des import Simulator
+from proxy.sim.engine import EngineModel, StepResult
 from proxy.sim.policy_queue import PreemptConfig
 from proxy.sim.results import metrics
 from proxy.sim.simconfig import EngineShape, SimConfig
@@ -220,3 +221,58 @@ def test_bad_configs_are_refused() -> None:
         Simulator(SimConfig(engines=0), FCFS())
     with pytest.raises(ValueError, match="rerank_interval_s"):
         Simulator(SimConfig(rerank_interval_s=0), FCFS())
+
+
+@pytest.mark.parametrize(
+    ("workload", "rate", "policy", "config"),
+    [
+        ("chatbot", 0.9, "plas", SimConfig()),  # near capacity: stretches cut by arrivals
+        ("chatbot", 3.0, "mlfq", SimConfig()),  # overload: calls wait, re-rankings, preemptions
+        ("lats", 0.2, "atlas", SimConfig(engines=2, balancer="least-loaded")),
+        ("react", 0.8, "srpt", SimConfig(preempt=PreemptConfig(margin=0))),
+        (
+            "chatbot",
+            0.6,
+            "fcfs",
+            SimConfig(
+                shape=EngineShape(
+                    chunked_prefill=False, prefix_cache=False, max_num_batched_tokens=32768
+                )
+            ),
+        ),
+        ("mixed", 0.3, "plas", SimConfig(shape=EngineShape(kv_capacity_tokens=60_000))),
+    ],
+)
+def test_decode_stretches_change_nothing_but_the_cost(
+    workload: str, rate: float, policy: str, config: SimConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    programs = generate(workload, rate=rate, programs=60, seed=5)
+    stretched: list[int] = []
+    original = EngineModel.decode_stretch
+
+    def counting(self: EngineModel, now: float, until: float) -> StepResult | None:
+        step = original(self, now, until)
+        if step is not None:
+            stretched.append(step.steps)
+        return step
+
+    monkeypatch.setattr(EngineModel, "decode_stretch", counting)
+
+    def run(stretches: bool) -> tuple[object, ...]:
+        sim_config = dataclasses.replace(config, decode_stretches=stretches)
+        result = Simulator(sim_config, PolicyRegistry().create(policy)).run(programs)
+        counts = (
+            result.end,
+            result.steps,
+            result.generated_tokens,
+            result.prefill_tokens,
+            result.cached_tokens,
+            result.engine_preemptions,
+            result.priority_preemptions,
+        )
+        return counts, tuple(result.calls), tuple(result.programs)
+
+    fast = run(True)
+    assert stretched
+    assert sum(stretched) > 100
+    assert fast == run(False)  # every call's times and tokens, to the last bit
