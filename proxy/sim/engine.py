@@ -284,8 +284,10 @@ class EngineModel:
                 steps = left
         # Chunked steps admit with the budget the decodes leave, vLLM 0.6's before any decode.
         budget = self.max_num_batched_tokens - (n if self.chunked_prefill else 0)
-        if steps is None or steps < 2 or self._head_admissible(budget):
+        if steps is None or steps < 2:
             return None
+        if self._fit_head(budget, whole=not self.chunked_prefill, first=True) is not None:
+            return None  # it would join the next step (decodes only make KV scarcer)
         # KV: the blocks all requests need over k steps grow with k; keep the largest k that
         # fits in the free blocks (then no step of the stretch preempts).
         block, free = self.block_size, self._free_blocks
@@ -327,19 +329,6 @@ class EngineModel:
             r.num_blocks = blocks
         self._free_blocks = free - used
         return StepResult(start=now, duration=end - now, num_decodes=n * k, steps=k, end_at=end)
-
-    def _head_admissible(self, budget: int) -> bool:
-        """Whether the waiting pass of a decode-only step would admit the head of the queue
-        (as ``_admit`` checks it, before any decode takes KV: decodes only take more)."""
-        queue, whole = self.queue, not self.chunked_prefill
-        if budget <= 0 or not len(queue) or len(self._running) >= self.max_num_seqs:
-            return False
-        request = queue.peek()
-        left = request.prompt_tokens + request.num_output - request.num_computed
-        n = left if whole else min(left, budget)
-        reserve = self._watermark if whole else 0
-        need = self._blocks_for(request.num_computed + n) - request.num_blocks
-        return need <= self._free_blocks - reserve
 
     def _step_prefill_first(self, now: float) -> StepResult:
         # vLLM 0.6 without chunked prefill: a step prefills whole prompts of waiting requests
@@ -403,23 +392,10 @@ class EngineModel:
     def _admit(
         self, budget: int, scheduled: list[EngineRequest], counts: list[int], *, whole: bool
     ) -> None:
-        """Waiting requests in queue order while there is token budget, a free sequence slot
-        and KV for their first chunk (``whole``: their whole prompt, and vLLM 0.6's 1%
-        watermark of free blocks kept while anything runs)."""
+        """Waiting requests in queue order while the head fits (``_fit_head``)."""
         queue, running = self.queue, self._running
-        while budget > 0 and len(queue) and len(running) < self.max_num_seqs:
-            request = queue.peek()
-            left = request.prompt_tokens + request.num_output - request.num_computed
-            if whole:
-                if left > budget and scheduled:
-                    break  # a prompt longer than the budget runs alone
-                n = left
-            else:
-                n = min(left, budget)
-            need = self._blocks_for(request.num_computed + n) - request.num_blocks
-            reserve = self._watermark if whole and running else 0
-            if need > self._free_blocks - reserve:
-                break  # vLLM does not skip ahead of a head that does not fit
+        while (fit := self._fit_head(budget, whole=whole, first=not scheduled)) is not None:
+            request, n, need = fit
             queue.pop()
             request.status = RequestStatus.RUNNING
             self._free_blocks -= need
@@ -428,6 +404,29 @@ class EngineModel:
             scheduled.append(request)
             counts.append(n)
             budget -= n
+
+    def _fit_head(
+        self, budget: int, *, whole: bool, first: bool
+    ) -> tuple[EngineRequest, int, int] | None:
+        """The head of the waiting queue, the tokens it would be admitted with and the KV
+        blocks they need, if it can be admitted now: there is token budget, a free sequence
+        slot and KV for its first chunk (``whole``: its whole prompt, which may pass the budget
+        only as the step's ``first``, and vLLM 0.6's 1% watermark of free blocks kept while
+        anything runs). vLLM does not skip ahead of a head that does not fit."""
+        queue = self.queue
+        if budget <= 0 or not len(queue) or len(self._running) >= self.max_num_seqs:
+            return None
+        request = queue.peek()
+        left = request.prompt_tokens + request.num_output - request.num_computed
+        if whole:
+            if left > budget and not first:
+                return None  # a prompt longer than the budget runs alone
+            n = left
+        else:
+            n = min(left, budget)
+        need = self._blocks_for(request.num_computed + n) - request.num_blocks
+        reserve = self._watermark if whole and self._running else 0
+        return None if need > self._free_blocks - reserve else (request, n, need)
 
     # -- internals -----------------------------------------------------------------------
 
