@@ -9,8 +9,9 @@ rates, latency targets, ratios at other targets, simulator speed) and
 
 Throughput at equal latency (as the paper's Fig. 12): the target is ``--latency-factor``
 times fcfs's latency at the lowest swept rate (light load), for the mean and for P99 alike
-(against ``vllm-0.6``: that factor times its own light-load mean); each policy's curve is interpolated where it first crosses the target
-(``results.rate_at``) and the rates are divided. The sweep runs in two passes: the coarse grid,
+(against ``vllm-0.6``: that factor times its own light-load mean); each policy's curve is
+interpolated where it first crosses the target (``results.rate_at``) and the rates are
+divided. The sweep runs in two passes: the coarse grid,
 then ``--refine`` more rates inside each curve's crossing (``sweep.refine``). Every point
 measures its steady-state window only (``--warmup``, ``--cooldown``). A ratio whose policy
 never crosses within the grid is a lower bound, one whose baseline never does an upper bound

@@ -244,12 +244,12 @@ def refine(
 ) -> list[Point]:
     """The second pass: for every curve (workload x policy) and latency target, ``count``
     rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
-    it (``factor`` x fcfs's latency at the lowest rate, and for the mean x vLLM 0.6's when that
-    curve was swept, as ``results.ratios`` reads them), once with the points the engines fell behind on counted as over the target (steady)
-    and once as measured (finite run); for fcfs that bracket is its knee. A curve that stayed
-    steady and under the target on the whole grid gets the rates EXTEND and EXTEND**2 times
-    its highest swept rate instead. Rates already swept are not repeated;
-    each new point copies its curve's settings."""
+    it (``factor`` x fcfs's latency at the lowest rate, and for the mean x vLLM 0.6's when
+    that curve was swept, as ``results.ratios`` reads them), once with the points the engines
+    fell behind on counted as over the target (steady) and once as measured (finite run); for
+    fcfs that bracket is its knee. A curve that stayed steady and under the target on the
+    whole grid gets the rates EXTEND and EXTEND**2 times its highest swept rate instead. Rates
+    already swept are not repeated; each new point copies its curve's settings."""
     if count <= 0:
         return []
     templates: dict[tuple[str, str], Point] = {}
