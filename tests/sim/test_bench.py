@@ -81,6 +81,28 @@ def test_a_tiny_sweep_end_to_end(tmp_path: Path) -> None:
     assert "24/24 points" in err
 
 
+def test_the_vllm_06_baseline_runs_on_its_own_engine_and_gets_a_column(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, "--policies", "vllm-0.6,fcfs,plas", "--no-plots",
+                         "--workloads", "chatbot", "--programs", "30")  # fmt: skip
+    assert code == 0, err
+    with open(tmp_path / "points.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    cached = {(r["policy"], float(r["rate"])): float(r["cached_fraction"]) for r in rows}
+    latency = {(r["policy"], float(r["rate"])): float(r["latency_mean"]) for r in rows}
+    # No prefix cache on vLLM 0.6: resent contexts are prefilled again; fcfs reuses them, and
+    # its programs finish sooner on the same programs.
+    for rate in (0.5, 1.0, 3.0):
+        assert cached[("vllm-0.6", rate)] == 0.0
+        assert cached[("fcfs", rate)] > 0.3
+        assert latency[("vllm-0.6", rate)] > 1.2 * latency[("fcfs", rate)]
+    summary = json.loads((tmp_path / "summary.json").read_text())["chatbot"]
+    assert "throughput_ratio_vs_vllm_is" in summary["plas"]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    targets = meta["targets_and_reach"]["chatbot"]["targets"]
+    assert targets["latency_mean@vllm-0.6"] > targets["latency_mean"]  # its own, slower start
+    assert "vs vLLM 0.6" in out
+
+
 def test_the_refinement_pass_adds_points_inside_the_crossings(tmp_path: Path) -> None:
     code, out, err = run(tmp_path, "--policies", "fcfs,plas", "--refine", "1", "--no-plots",
                          "--latency-factor", "1.2", "--workloads", "react")  # fmt: skip
