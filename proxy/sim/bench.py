@@ -97,6 +97,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-prefix-cache", action="store_true", help="turn the prefix cache off")
     parser.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=256,
+        help="sequences an engine runs at once (vLLM's max_num_seqs, default 256)",
+    )
+    parser.add_argument(
         "--no-chunked-prefill",
         action="store_true",
         help="vLLM 0.6-style steps: whole prompts prefilled alone, then decodes",
@@ -260,8 +266,10 @@ def _run_trace(
                 "--trace replays the recorded arrivals: it takes no --rates, --workloads "
                 "or --programs"
             )
-        if args.engines < 1 or args.rerank_interval <= 0:
-            raise ValueError("--engines must be at least 1 and --rerank-interval positive")
+        if args.engines < 1 or args.max_num_seqs < 1 or args.rerank_interval <= 0:
+            raise ValueError(
+                "--engines and --max-num-seqs must be at least 1 and --rerank-interval positive"
+            )
         policies = split_names(args.policies, QUICK_POLICIES if args.quick else POLICIES)
         configs = policy_configs(args.policy_config)
         for name in policies:

@@ -82,10 +82,12 @@ class SimConfig:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The simulator settings the ``autellix bench`` flags describe (``--preset``,
     ``--engines``, ``--balancer``, ``--preemption``, ``--no-prefix-cache``,
-    ``--no-chunked-prefill``, ``--rerank-interval``); the caller checks their ranges."""
+    ``--no-chunked-prefill``, ``--max-num-seqs``, ``--rerank-interval``); the caller checks
+    their ranges."""
     chunked = not args.no_chunked_prefill
     shape = EngineShape(
         cost=PRESETS[args.preset](),
+        max_num_seqs=args.max_num_seqs,
         prefix_cache=not args.no_prefix_cache,
         preemption=args.preemption,
         chunked_prefill=chunked,

@@ -175,8 +175,12 @@ def plan(args: argparse.Namespace) -> list[Point]:
             raise ValueError(f"unknown workload {w!r}; known: {', '.join(WORKLOAD_NAMES)}")
     policies = split_names(args.policies, QUICK_POLICIES if args.quick else POLICIES)
     configs = policy_configs(args.policy_config)
-    if args.engines < 1 or (args.programs is not None and args.programs < 1):
-        raise ValueError("--engines and --programs must be at least 1")
+    if (
+        args.engines < 1
+        or args.max_num_seqs < 1
+        or (args.programs is not None and args.programs < 1)
+    ):
+        raise ValueError("--engines, --max-num-seqs and --programs must be at least 1")
     if args.rerank_interval <= 0 or args.latency_factor <= 0 or args.tool_scale < 0:
         raise ValueError(
             "--rerank-interval and --latency-factor must be positive, --tool-scale not negative"

@@ -148,6 +148,9 @@ def test_bad_arguments_fail_before_the_sweep(tmp_path: Path) -> None:
     code, _, err = run(tmp_path, "--rerank-interval", "0")
     assert code == 2
     assert "--rerank-interval" in err
+    code, _, err = run(tmp_path, "--max-num-seqs", "0")
+    assert code == 2
+    assert "--max-num-seqs" in err
     assert not (tmp_path / "points.csv").exists()
 
 

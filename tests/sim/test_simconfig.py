@@ -26,9 +26,11 @@ def test_bench_flags_build_the_engines_and_the_run() -> None:
     assert default == SimConfig()
     args = parser.parse_args(
         ["--preset", "llama31-8b-h100", "--engines", "3", "--balancer", "least-loaded",
-         "--preemption", "recompute", "--no-prefix-cache", "--rerank-interval", "0.5"]
+         "--preemption", "recompute", "--no-prefix-cache", "--rerank-interval", "0.5",
+         "--max-num-seqs", "32"]
     )  # fmt: skip
     config = config_from_args(args)
+    assert config.shape.max_num_seqs == 32
     assert config.engines == 3
     assert config.balancer == "least-loaded"
     assert config.rerank_interval_s == 0.5
