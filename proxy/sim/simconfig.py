@@ -10,8 +10,9 @@ from typing import Literal
 from proxy.sim.cost import LLAMA31_8B_KV_BYTES_PER_TOKEN, PRESETS, CostModel
 from proxy.sim.engine import BLOCK_SIZE, DEFAULT_KV_CAPACITY_TOKENS
 from proxy.sim.policy_queue import PreemptConfig
+from proxy.sim.workloads import MAX_CONTEXT
 
-MAX_MODEL_LEN = 32768
+MAX_MODEL_LEN = MAX_CONTEXT
 """The longest context the workloads send (they cut longer ones): vLLM 0.6's token budget per
 step when chunked prefill is off."""
 
@@ -53,7 +54,8 @@ class SimConfig:
     window: (start, end) over which the number of programs in the system is integrated
         (``SimResult.window_area``), for Little's law.
     decode_stretches: run steps that only decode as one stretch (``EngineModel.
-        decode_stretch``); False steps one by one. Same results, several times slower."""
+        decode_stretch``); False steps one by one: the same results, slower (1.4x on
+        chatbot)."""
 
     engines: int = 1
     shape: EngineShape = field(default_factory=EngineShape)

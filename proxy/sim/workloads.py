@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 
 from proxy.sim.trace import TraceRecord
 
+MAX_CONTEXT = 32768
+"""Tokens a context may reach (prompt + answer) before it is cut to its most recent ones."""
+
 
 @dataclass(frozen=True, slots=True)
 class LengthDist:
@@ -124,7 +127,7 @@ class WorkloadSpec:
     """Mean of the exponential tool / think time before every non-root call."""
     width: int = 5
     max_depth: int = 7
-    max_context: int = 32768
+    max_context: int = MAX_CONTEXT
 
     def program(
         self, pid: str, arrival: float, rng: random.Random, tool_scale: float, fresh: bool = False
