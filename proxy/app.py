@@ -251,7 +251,7 @@ def create_app(config: ProxyConfig) -> web.Application:
         GateConfig(**config.gate.model_dump()),
         scheduler.clock,
     )
-    metrics.gate_waiting.set_function(lambda: len(gate.waiting))
+    metrics.gate_waiting.set_function(lambda: gate.queued)
     metrics.programs.set_function(lambda: len(scheduler.table))
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids

@@ -184,6 +184,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             reply=outcome.reply.assistant_message() if ok and ctx.chat else None,
             preemptions=segment,
         )
+        gate.program_changed(ctx.program)
     assert response is not None  # the loop ends only with an answer
     if outcome.first_byte_at is not None and outcome.status == 200:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)

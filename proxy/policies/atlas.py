@@ -47,6 +47,9 @@ class ATLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
+        # Siblings' progress moves the program's path: a waiting call's rank reads its
+        # program's records, and with a floor its tenant's ledger.
+        self.rank_scope = "program" if self.floor is None else "tenant"
 
     def _floor(self, program: Program, now: float) -> float:
         return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)
@@ -81,6 +84,14 @@ class ATLAS(BasePolicy):
         )
         path = self.live_path(call, program, floor) if since is None else since
         return assigned(call, Priority(self.levels.level_of(path), program.created, program.id))
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return self.guard.deadline(
+            call,
+            program_wait=self._program_wait(program, now),
+            program_service=max(program.critical_path, self._floor(program, now)),
+            now=now,
+        )
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         before = program.critical_path

@@ -57,6 +57,18 @@ class Policy(Protocol):
     and ``call.oracle_remaining`` in the simulator. Policies read them and write only
     ``call.start_service``, ``call.level``, ``program.service`` and ``program.critical_path``.
 
+    Two optional members let the scheduling core (``proxy.core.queue``) re-rank a waiting
+    call only when its rank can change, instead of re-ranking every call before every decision:
+
+    - ``rank_scope``: "call" (a waiting call's rank depends only on the call and time),
+      "program" (also on its program's records: siblings' service, ``program.wait``, ...),
+      "tenant" (also on other programs of its tenant). The core re-ranks a program's (tenant's)
+      waiting calls when one of its calls is served or finishes.
+    - ``stable_until(*, call, program, now) -> float``: until when a *waiting* call's rank holds
+      if nothing in its scope changes (anti-starvation deadlines; ``math.inf`` if never).
+
+    A policy that declares neither is re-ranked in full before each decision (correct, O(n)).
+
     Every method takes keyword arguments only, so the contract can grow new keywords without
     breaking callers; a plug-in that wants to be forward compatible may also accept ``**_``.
     Every method returning a ``Priority`` also sets ``call.level`` to its level.
