@@ -8,10 +8,22 @@ the policy's ``on_finish`` happen the same way everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from proxy.policies.base import Policy
 from proxy.records import Call, CallState, Program
 
 ENDED = (CallState.DONE, CallState.FAILED)
+FinishHook = Callable[[Call, Program, float], None]
+
+
+def policy_hook(policy: Policy) -> FinishHook:
+    """``policy.on_finish`` as a plain ``(call, program, now)`` hook."""
+
+    def hook(call: Call, program: Program, now: float) -> None:
+        policy.on_finish(call=call, program=program, now=now)
+
+    return hook
 
 
 def stop_waiting(call: Call, now: float) -> None:
@@ -43,14 +55,19 @@ def requeued(call: Call, now: float, *, preempted_before: bool) -> None:
     call.state = CallState.PREEMPTED if preempted_before else CallState.QUEUED
 
 
-def finished(policy: Policy, call: Call, program: Program, now: float, *, ok: bool) -> None:
-    """The call left for good. Order (the Policy contract): the call's last wait is closed and
-    added to ``program.wait`` and ``program.last_completion`` is set, then the policy's
-    ``on_finish`` sees them, then the call leaves ``program.active``."""
+def closed(call: Call, now: float, *, ok: bool) -> None:
+    """The call ended: its wait stops and it is DONE (``ok``) or FAILED."""
     stop_waiting(call, now)
     call.state = CallState.DONE if ok else CallState.FAILED
     call.finished_at = now
+
+
+def finished(on_finish: FinishHook | None, call: Call, program: Program, now: float) -> None:
+    """A ``closed`` call leaves its program. Order (the Policy contract): the call leaves
+    ``program.active``, its wait is added to ``program.wait`` and ``program.last_completion``
+    is set, and only then does the policy's ``on_finish`` see the program."""
+    program.active.pop(call.id, None)
     program.wait += call.wait
     program.last_completion = now
-    policy.on_finish(call=call, program=program, now=now)
-    program.active.pop(call.id, None)
+    if on_finish is not None:
+        on_finish(call, program, now)

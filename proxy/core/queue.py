@@ -191,17 +191,29 @@ class RankedQueue(Generic[T]):
             return
         due = self._due
         while due and due[0][0] <= now:
-            _, _, version, w = heapq.heappop(due)
+            at, _, version, w = heapq.heappop(due)
             if w.queued and version == w.due_version:
-                self._rerank(w, now)
+                w.due = INF  # its deadline item is spent: a new one must be pushed
+                # Ranked as of its deadline, not of whenever the caller looks: what a promotion
+                # records then depends on the events alone, not on how often decisions are made.
+                self._rerank(w, at)
+
+    def next_due(self) -> float:
+        """The earliest time a waiting call's rank changes by itself (inf if none does)."""
+        due = self._due
+        while due:
+            at, _, version, w = due[0]
+            if w.queued and version == w.due_version:
+                return at
+            heapq.heappop(due)
+        return INF
 
     def touch(self, program: Program, now: float) -> None:
         """``program``'s records changed (a call of it was served or finished): re-rank the
         waiting calls whose rank can depend on them."""
-        if self.scope == "call":
-            return
-        if self.scope == "global":
-            return  # re-ranked before every decision anyway
+        if self.scope == "call" or self.scope == "global":
+            return  # nothing to do, or re-ranked before every decision anyway
+        self.advance(now)  # deadlines before ``now`` first, each at its own time
         group = (
             self._by_tenant.get(program.tenant)
             if self.scope == "tenant"

@@ -46,8 +46,8 @@ class Policy(Protocol):
     3. ``on_service`` each time the mechanism has added to ``call.service`` (usage from the
        stream, or a simulator step); the answer may demote the call mid-run.
     4. ``on_finish`` exactly once when the call leaves, whether DONE, FAILED or cancelled
-       (after ``program.wait`` has the call's wait added; ``program.active`` may or may not
-       still hold it). The policy updates the program's scalar (``program.service``,
+       (after the call left ``program.active`` and ``program.wait`` has its wait added; every
+       mechanism applies that order through ``proxy.core.lifecycle.finished``). The policy updates the program's scalar (``program.service``,
        ``program.critical_path``) and forgets any per-call state, so a mechanism that skips
        it for failed calls leaks that state.
 
