@@ -30,6 +30,7 @@ from proxy.serve import background
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.trace import TraceRecorder
 from proxy.table import ProcessTable, TableConfig
+from proxy.upkeep import GcPolicy, sweep
 
 log = logging.getLogger("autellix")
 
@@ -151,10 +152,11 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
 
     async def collect() -> None:
+        gc_policy = GcPolicy()
+        gc_policy.startup()
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
-            table = state.scheduler.table
-            table.collect(state.scheduler.clock())
+            await sweep(state.scheduler.table, state.scheduler.clock, gc_policy)
 
     async with background(collect(), "autellix-table-collector"):
         yield

@@ -81,6 +81,7 @@ class Gate:
         self.clock = clock
         self.core: Admission[Ticket] = Admission(policy, config.rule, pick=self._pick)
         self._on_preempt = on_preempt
+        self._degraded = False
 
     @property
     def preemptions(self) -> int:
@@ -168,20 +169,25 @@ class Gate:
         now = self.clock()
         for grant in self.core.dispatch(now, alive=_alive):
             self._apply(grant)
-        self._fail_stranded()
+        if self._degraded:
+            self._fail_stranded()
 
     # -- internals -----------------------------------------------------------------------------
 
     def _sync(self) -> None:
         """Mirror the pool's engines (health, models, cap, own queue) into the core."""
         adaptive = self.config.adaptive
+        degraded = False
         for state in self.pool.engines.values():
+            degraded = degraded or not state.healthy or state.models is None
             slots = self.core.engine(state.name)
             slots.cap = state.backend.config.max_inflight
             slots.models = state.models
             # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
             held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0
             slots.open = state.healthy and not held_back
+        # With every engine healthy and its models known, no waiting call can be stranded.
+        self._degraded = degraded
 
     def _pick(
         self, slots: list[EngineSlots[Ticket]], entry: Waiting[Ticket]

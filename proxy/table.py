@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +26,7 @@ from proxy.core.lifecycle import ENDED, FinishHook
 from proxy.ids import IdGen
 from proxy.intercept.tenant import DEFAULT_TENANT
 from proxy.records import Call, CallState, Program
+from proxy.shards import ShardedDict, ShardedLru
 
 ServiceUnit = Literal["tokens-cost", "wall"]
 SortKey = Literal["service", "last_arrival", "calls"]
@@ -99,10 +99,11 @@ class ProcessTable:
         self._on_finish = on_finish
         self._cost = self.config.cost
         self._ids = ids or IdGen()
-        self._programs: dict[str, Program] = {}
-        # Idle programs by the time their last call completed, oldest first: collecting and
-        # evicting pop from the front, so their cost is what they remove.
-        self._idle: OrderedDict[str, Program] = OrderedDict()
+        # Sharded: growing a million-entry dict would stall the event loop (proxy.shards).
+        self._programs: ShardedDict[str, Program] = ShardedDict()
+        # Idle programs by the time their last call completed, oldest first in each shard:
+        # collecting and evicting pop from the old ends, so their cost is what they remove.
+        self._idle: ShardedLru[str, Program] = ShardedLru()
         self._last_token: dict[str, float] = {}  # "wall" unit: call id -> last token time
         self.collected = 0  # forgotten after idle_ttl_s
         self.evicted = 0  # forgotten to make room
@@ -246,19 +247,18 @@ class ProcessTable:
 
     # -- forgetting --------------------------------------------------------------------------
 
-    def collect(self, now: float) -> int:
-        """Forget programs idle for ``idle_ttl_s`` or more; return how many."""
+    def collect(self, now: float, *, limit: int | None = None) -> int:
+        """Forget programs idle for ``idle_ttl_s`` or more, at most ``limit`` of them (the
+        caller yields between batches, so expiring a million programs never blocks the event
+        loop for long); return how many."""
         horizon = now - self.config.idle_ttl_s
-        count = 0
-        while self._idle:
-            program_id, program = next(iter(self._idle.items()))
-            if program.last_completion is not None and program.last_completion > horizon:
-                break
-            del self._idle[program_id]
+        gone = self._idle.pop_while(
+            lambda p: p.last_completion is None or p.last_completion <= horizon, limit
+        )
+        for program_id in gone:
             del self._programs[program_id]
-            count += 1
-        self.collected += count
-        return count
+        self.collected += len(gone)
+        return len(gone)
 
     def delete(self, program_id: str) -> Literal["deleted", "ending"] | None:
         """Forget a program now ("deleted"); one with active calls is marked ending instead
@@ -295,8 +295,11 @@ class ProcessTable:
 
     def _create(self, program_id: str, now: float, tenant: str, source: str) -> Program:
         if len(self._programs) >= self.config.max_programs:
-            if self._idle:
-                old_id, _ = self._idle.popitem(last=False)
+            if len(self._idle):
+                shard, _, _ = min(
+                    self._idle.heads(), key=lambda head: head[2].last_completion or 0.0
+                )
+                old_id, _ = self._idle.pop_head(shard)
                 del self._programs[old_id]
                 self.evicted += 1
             else:
