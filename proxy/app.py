@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -25,43 +24,15 @@ from proxy.middleware import METRICS, error_middleware
 from proxy.policies.base import Policy
 from proxy.policies.registry import PolicyRegistry
 from proxy.records import Program
+from proxy.routes import add_routes
 from proxy.scheduler import Scheduler
 from proxy.serve import background
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.trace import TraceRecorder
+from proxy.state import STATE, TABLE, ProxyState
 from proxy.table import ProcessTable, TableConfig
 
 log = logging.getLogger("autellix")
-
-
-@dataclass(slots=True)
-class ProxyState:
-    """Per-instance state, reachable from handlers as ``request.app[STATE]``."""
-
-    config: ProxyConfig
-    metrics: Metrics
-    pool: EnginePool
-    scheduler: Scheduler
-    gate: Gate
-    ids: IdGen = field(default_factory=IdGen)
-    session: aiohttp.ClientSession | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a fire-and-forget task that the app still owns (kept referenced, awaited at
-        shutdown)."""
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def client(self) -> aiohttp.ClientSession:
-        if self.session is None:  # pragma: no cover - only before start-up or after shutdown
-            raise RuntimeError("the proxy is not running")
-        return self.session
-
-
-STATE = web.AppKey("autellix_state", ProxyState)
-TABLE = web.AppKey("autellix_table", ProcessTable)
 
 
 def table_config(programs: ProgramsConfig, sim: SimEngineConfig) -> TableConfig:
@@ -236,8 +207,6 @@ async def _poll(state: ProxyState) -> None:
 def create_app(config: ProxyConfig) -> web.Application:
     """Build a proxy for ``config.engines``. (The embedded simulated engine, used when the
     list is empty, is started by ``proxy.server``, which then passes it in as an engine.)"""
-    from proxy import routes  # late: routes import this module for STATE
-
     metrics = Metrics()
     ids = IdGen()
     scheduler = build_scheduler(config, metrics, ids)
@@ -261,5 +230,5 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_control_ctx)
     app.cleanup_ctx.append(_trace_ctx)
     app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
-    routes.add_routes(app)
+    add_routes(app)
     return app

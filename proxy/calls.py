@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -19,9 +19,7 @@ from proxy.kvhints.pool import EngineState
 from proxy.records import Call, Program
 from proxy.relay import Outcome, StreamRelay, open_upstream, relay_whole
 from proxy.resume import Continuation, continuation_body, resumable
-
-if TYPE_CHECKING:
-    from proxy.app import ProxyState
+from proxy.state import ProxyState
 
 # Client headers worth passing on to an engine besides the ones the proxy sets itself.
 FORWARD_HEADERS = ("Accept", "Accept-Language", "traceparent", "tracestate", "OpenAI-Organization")

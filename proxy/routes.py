@@ -9,7 +9,6 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from proxy.app import STATE, ProxyState
 from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
 from proxy.ids import valid_request_id
@@ -23,6 +22,7 @@ from proxy.intercept.wire import (
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
 from proxy.sim.text import chat_prompt_tokens, estimate_tokens
+from proxy.state import STATE, ProxyState
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
