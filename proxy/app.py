@@ -28,9 +28,9 @@ from proxy.routes import add_routes
 from proxy.scheduler import Scheduler
 from proxy.serve import background
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.trace import TraceRecorder
 from proxy.state import STATE, TABLE, ProxyState
 from proxy.table import ProcessTable, TableConfig
+from proxy.trace import TraceRecorder
 
 log = logging.getLogger("autellix")
 
