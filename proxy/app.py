@@ -27,7 +27,6 @@ from proxy.records import Program
 from proxy.routes import add_routes
 from proxy.scheduler import Scheduler
 from proxy.serve import background
-from proxy.sim.config import SimEngineConfig
 from proxy.state import STATE, TABLE, ProxyState
 from proxy.table import ProcessTable, TableConfig
 from proxy.trace import TraceRecorder
@@ -35,21 +34,21 @@ from proxy.trace import TraceRecorder
 log = logging.getLogger("autellix")
 
 
-def table_config(programs: ProgramsConfig, sim: SimEngineConfig) -> TableConfig:
-    """Service weights default to the simulated engine's cost model: a generated token costs
-    one decode step of a moderately loaded engine (32 sequences at 1,024 tokens of context),
-    a prompt token its share of a prefill. Engines with other speeds scale every program's
+def table_config(programs: ProgramsConfig) -> TableConfig:
+    """The service weights must be set: ``proxy.server.resolve`` (which ``start_proxy`` runs)
+    fills unset ones from the simulated engine's cost model, a generated token costing one
+    decode step of a moderately loaded engine. Engines with other speeds scale every program's
     service alike, so the order the policy gives is the same; set the weights for absolute
     figures (in seconds of engine time) that match your hardware."""
-    cost = sim.cost_model()
-    decode = programs.decode_token_s or cost.step_time(
-        num_decodes=32, decode_context_tokens=32 * 1024, num_prefill_tokens=0, prefill_attn_pairs=0
-    )
-    prefill = programs.prefill_token_s or cost.prefill_token_cost(context_tokens=1024)
+    if programs.decode_token_s is None or programs.prefill_token_s is None:
+        raise ConfigError(
+            "programs.decode_token_s and programs.prefill_token_s are unset: build the config "
+            "with proxy.server.resolve (start_proxy does), or set both"
+        )
     return TableConfig(
         service_unit=programs.service_unit,
-        decode_token_s=decode,
-        prefill_token_s=prefill,
+        decode_token_s=programs.decode_token_s,
+        prefill_token_s=programs.prefill_token_s,
         idle_ttl_s=programs.idle_ttl_s,
         max_programs=programs.max_programs,
     )
@@ -81,7 +80,7 @@ def build_policy(config: ProxyConfig) -> Policy:
 def build_scheduler(config: ProxyConfig, metrics: Metrics, ids: IdGen) -> Scheduler:
     policy = build_policy(config)
     table = ProcessTable(
-        table_config(config.programs, config.sim),
+        table_config(config.programs),
         on_finish=lambda call, program, now: policy.on_finish(call=call, program=program, now=now),
         ids=ids,
     )
