@@ -21,7 +21,7 @@ from proxy.intercept.identify import Identifier, IdentifyConfig
 from proxy.kvhints.pool import EnginePool
 from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
-from proxy.policies.base import Policy
+from proxy.policies.base import Policy, program_scalar
 from proxy.policies.registry import PolicyRegistry
 from proxy.records import Program
 from proxy.routes import add_routes
@@ -128,12 +128,6 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async with background(collect(), "autellix-table-collector"):
         yield
-
-
-def program_scalar(policy: Policy, program: Program) -> float:
-    """The service a program's calls are ranked by: its critical path under ATLAS, its
-    attained service under every other policy."""
-    return program.critical_path if policy.name == "atlas" else program.service
 
 
 async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
