@@ -87,7 +87,8 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
     identity = scheduler.identifier.identify(request.headers, body)
     body = strip_program(body)
-    state.pool.choose(wire.model)  # an unknown model fails here, before the call is recorded
+    # An unknown model fails here, before the call is recorded; the gate chooses the engine.
+    state.pool.serving(wire.model)
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
