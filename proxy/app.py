@@ -13,6 +13,7 @@ from aiohttp import web
 
 from proxy.admin import admin_routes
 from proxy.backends.registry import make_backend
+from proxy.backends.vllm_control import ControlChannel
 from proxy.config import ProgramsConfig, ProxyConfig
 from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
@@ -137,8 +138,6 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     if not addresses:
         yield
         return
-    from proxy.backends.vllm_control import ControlChannel
-
     channels = [ControlChannel(address) for address in addresses.values()]
     policy = state.scheduler.policy
 
