@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from proxy.policies.base import BasePolicy, Priority, assigned
+from proxy.policies.base import BasePolicy, Priority, RanksBy, assigned
 from proxy.policies.levels import Levels, LevelsConfig, StarvationGuard
 from proxy.policies.tenant import TenantFloor, TenantFloorConfig
 from proxy.records import Call, Program
@@ -40,6 +40,7 @@ class ATLAS(BasePolicy):
 
     name: ClassVar[str] = "atlas"
     Config: ClassVar[type] = ATLASConfig
+    ranks_by: ClassVar[RanksBy] = "critical_path"
 
     def __init__(self, config: ATLASConfig | None = None) -> None:
         self.config = config or ATLASConfig()

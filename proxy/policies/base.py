@@ -10,7 +10,7 @@ the engine-side scheduler plug-ins.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 from proxy.records import Call, Program
 
@@ -72,6 +72,15 @@ class Policy(Protocol):
     Every method takes keyword arguments only, so the contract can grow new keywords without
     breaking callers; a plug-in that wants to be forward compatible may also accept ``**_``.
     Every method returning a ``Priority`` also sets ``call.level`` to its level.
+
+    Optional attribute (read with ``getattr`` and a default, so a plug-in need not declare it;
+    not a Protocol member, so ``isinstance`` checks do not ask for it):
+
+    ``ranks_by``: ``"service"`` (the default) or ``"critical_path"``, the program field the
+    policy ranks a program's calls by (``program_scalar``). Mechanisms that rank outside the
+    policy read it: the live proxy pushes that field to engines running the scheduler
+    plug-in, so the engine orders queued calls as the policy would. ATLAS declares
+    ``"critical_path"``.
     """
 
     @property
@@ -104,6 +113,18 @@ class Policy(Protocol):
         ...
 
 
+RanksBy = Literal["service", "critical_path"]
+RANKS_BY: tuple[RanksBy, ...] = ("service", "critical_path")
+
+
+def program_scalar(policy: object, program: Program) -> float:
+    """The program's service as ``policy`` ranks its calls by it: the field its ``ranks_by``
+    names, ``program.service`` when it declares none."""
+    if getattr(policy, "ranks_by", "service") == "critical_path":
+        return program.critical_path
+    return program.service
+
+
 @dataclass(frozen=True, slots=True)
 class NoConfig:
     """The typed config of a policy that takes no settings."""
@@ -128,6 +149,7 @@ class BasePolicy:
 
     name: ClassVar[str] = "base"
     live_ok: ClassVar[bool] = True
+    ranks_by: ClassVar[RanksBy] = "service"
     Config: ClassVar[type] = NoConfig
 
     def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:

@@ -44,8 +44,8 @@ from proxy.sim.engine import EngineModel, EngineRequest, StepResult
 from proxy.sim.policy_queue import PolicyQueue, PrefixCache, Tracked
 from proxy.sim.results import CallResult, ProgramResult, SimResult
 from proxy.sim.simconfig import SimConfig
-from proxy.sim.trace import TraceRecorder
 from proxy.sim.workloads import ProgramSpec
+from proxy.trace import TraceRecorder
 
 _RELEASE, _RESUME, _KICK, _STEP_END = 0, 1, 2, 3
 

@@ -12,12 +12,12 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.app import STATE
 from proxy.config import EngineConfig, GateSettings, ProxyConfig
 from proxy.serve import serving
 from proxy.server import running_proxy
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.server import create_sim_app
+from proxy.state import STATE
 
 pytestmark = pytest.mark.e2e
 
@@ -153,8 +153,6 @@ async def test_concurrent_preemptions_lose_and_duplicate_nothing(sim_url: str) -
 async def test_a_resumption_that_finds_no_engine_ends_the_stream_with_an_error(
     sim_url: str,
 ) -> None:
-    from proxy.app import STATE
-
     config = _config(sim_url, 1, preempt=True, min_quantum_s=0.0)
     async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
         state = proxy.app[STATE]
