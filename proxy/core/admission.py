@@ -71,7 +71,6 @@ class Admission(Generic[T]):
         self.queue: RankedQueue[T] = RankedQueue(policy)
         self.engines: dict[str, EngineSlots[T]] = {}
         self._pick = pick or _fewest_running
-        self.preemptions = 0
 
     # -- engines -----------------------------------------------------------------------------
 
@@ -161,8 +160,6 @@ class Admission(Generic[T]):
                     and (best is None or r.order > best.order)
                 ):
                     best = r
-        if best is not None:
-            self.preemptions += 1
         return best
 
     def best_waiting_for(self, engine: str, now: float) -> Waiting[T] | None:
