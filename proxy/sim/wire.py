@@ -1,7 +1,7 @@
 """The simulated engine's OpenAI wire format: request bodies in, response bodies out.
 
 A request body becomes a ``SimCall``: the prompt's token count, the answer (text, or a tool
-call), the limits, and vLLM's validation errors (``BadRequest`` and ``NotFound``, which the
+call), the limits, and vLLM's validation errors (``BadRequest`` and ``ModelNotFound``, which the
 server's one error edge turns into OpenAI-shaped JSON). Responses are laid out here as vLLM
 sends them: SSE chunks for a stream, a whole ``chat.completion`` or ``text_completion`` object
 otherwise. Nothing here does I/O.
@@ -22,7 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
-from proxy.errors import BadRequest, NotFound
+from proxy.errors import BadRequest, ModelNotFound
 from proxy.sim.call import SimCall
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.text import (
@@ -115,9 +115,7 @@ def _parse(model: type[M], raw: bytes) -> tuple[M, dict[str, Any]]:
 
 def _common(config: SimEngineConfig, body: _Generation) -> None:
     if body.model not in config.served_names():
-        raise NotFound(
-            f"The model `{body.model}` does not exist.", param="model", code="model_not_found"
-        )
+        raise ModelNotFound(f"The model `{body.model}` does not exist.")
     if body.n not in (None, 1):
         raise BadRequest("only n=1 is supported by the simulated engine", param="n")
     if body.priority and config.scheduling_policy != "priority":
@@ -206,7 +204,7 @@ def _call(
 
 
 def chat_call(config: SimEngineConfig, raw: bytes, request_id: str) -> SimCall:
-    """Validate a ``/v1/chat/completions`` body; raises ``BadRequest`` or ``NotFound``."""
+    """Validate a ``/v1/chat/completions`` body; raises ``BadRequest`` or ``ModelNotFound``."""
     body, data = _parse(_ChatBody, raw)
     _common(config, body)
     add_generation_prompt = body.add_generation_prompt is not False
