@@ -86,7 +86,7 @@ def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         return estimate_tokens(prompt)
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | float):
         return len(prompt)  # token ids
     return sum(estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompt or ())
 

@@ -33,6 +33,15 @@ def _null_is_false(value: object) -> object:
     return False if value is None else value
 
 
+def _whole_number(value: object) -> object:
+    # JSON Schema's integers include 1.0, and so do OpenAI's and vLLM's servers.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
+"""An integer, written with or without a zero fraction (``3`` or ``3.0``); not a string."""
+
+
 class StreamOptions(_Open):
     include_usage: StrictBool | None = None
 
@@ -40,7 +49,6 @@ class StreamOptions(_Open):
 class ChatMessage(_Open):
     role: str = Field(min_length=1)
     content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Generation(_Open):
@@ -57,7 +65,7 @@ class ChatCompletionRequest(_Generation):
 
 class CompletionRequest(_Generation):
     # Required, but nullable: the document's default for null is "<|endoftext|>".
-    prompt: str | list[str] | list[StrictInt] | list[list[StrictInt]] | None
+    prompt: str | list[str] | list[WholeInt] | list[list[WholeInt]] | None
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

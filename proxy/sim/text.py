@@ -14,6 +14,7 @@ Turning a request body into a call is ``wire``'s business; what the model does w
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +102,10 @@ def chat_prompt_tokens(
 
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys: equal values give equal bytes, whatever the client's key order."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers past 64 bits, which JSON allows: the standard library's
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)

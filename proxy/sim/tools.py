@@ -11,12 +11,11 @@ a text answer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import orjson
 
 from proxy.errors import BadRequest
 from proxy.sim.text import Answer, estimate_tokens
@@ -229,7 +228,8 @@ def example_arguments(parameters: Mapping[str, Any] | None, answer: Answer) -> s
     required = (parameters or {}).get("required")
     names = [n for n in properties if not isinstance(required, list) or n in required]
     values = {name: example_value(properties[name], answer, i) for i, name in enumerate(names)}
-    return orjson.dumps(values).decode()
+    # The standard library's encoder: an enum value may be an integer past 64 bits.
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
 def make_tool_call(answer: Answer, name: str, parameters: Mapping[str, Any] | None) -> ToolCall:

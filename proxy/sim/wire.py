@@ -17,12 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StrictStr,
     ValidationError,
 )
 
 from proxy.errors import BadRequest, ModelNotFound
+from proxy.intercept.wire import WholeInt
 from proxy.sim.call import SimBatch, SimCall
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.text import (
@@ -63,7 +63,6 @@ class _StreamOptions(_Open):
 class _Message(_Open):
     role: StrictStr
     content: StrictStr | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Function(_Open):
@@ -83,18 +82,18 @@ class _Generation(_Open):
     model: StrictStr
     stream: StrictBool | None = None
     stream_options: _StreamOptions | None = None
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
-    n: StrictInt | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    max_tokens: WholeInt | None = Field(default=None, ge=1)
+    n: WholeInt | None = Field(default=None, ge=1, le=MAX_CHOICES)
     temperature: float | None = None
-    seed: StrictInt | None = None
-    priority: StrictInt | None = None
+    seed: WholeInt | None = None
+    priority: WholeInt | None = None
     ignore_eos: StrictBool | None = None
     vllm_xargs: dict[str, Any] | None = None
 
 
 class _ChatBody(_Generation):
     messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: WholeInt | None = Field(default=None, ge=1)
     continue_final_message: StrictBool | None = None
     add_generation_prompt: StrictBool | None = None
     tools: list[_Tool] | None = None
@@ -102,7 +101,7 @@ class _ChatBody(_Generation):
 
 
 class _CompletionBody(_Generation):
-    prompt: StrictStr | list[StrictInt] | list[StrictStr] | list[list[StrictInt]] | None
+    prompt: StrictStr | list[WholeInt] | list[StrictStr] | list[list[WholeInt]] | None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -325,9 +324,9 @@ def _prompts(prompt: Any) -> list[str | list[int]]:
 def completion_batch(config: SimEngineConfig, raw: bytes, request_id: str) -> SimBatch:
     """Validate a ``/v1/completions`` body into ``n`` calls per prompt, in vLLM's choice
     order (prompt by prompt); raises ``BadRequest`` or ``ModelNotFound``."""
-    body, data = _parse(_CompletionBody, raw)
+    body, _ = _parse(_CompletionBody, raw)
     _common(config, body)
-    prompts = _prompts(data["prompt"])
+    prompts = _prompts(body.prompt)
     n = body.n or 1
     solo = n * len(prompts) == 1
     calls, total = [], 0

@@ -74,16 +74,29 @@ def check(name: str, instance: Any) -> None:
         raise error
 
 
+_REQUESTS = {"/chat/completions": "CreateChatCompletionRequest",
+             "/completions": "CreateCompletionRequest"}  # fmt: skip
+
+
 @functools.cache
-def _api() -> Any:
+def _api(require: tuple[str, ...]) -> Any:
     import schemathesis  # only the property tests need it, and it is slow to import
 
-    spelled = {**document(), "components": dict(document()["components"])}
-    spelled["components"]["schemas"] = spell_nullable(document()["components"]["schemas"])
+    schemas = spell_nullable(document()["components"]["schemas"])
+    for name in _REQUESTS.values():
+        request = schemas[name]
+        # Chat's request is allOf [shared properties, its own object]: require in the latter.
+        target = request["allOf"][-1] if "allOf" in request else request
+        target["required"] = [
+            *target["required"],
+            *(r for r in require if r in target["properties"]),
+        ]
+    spelled = {**document(), "components": {**document()["components"], "schemas": schemas}}
     return schemathesis.openapi.from_dict(spelled)
 
 
-def request_bodies(path: str) -> Any:
+def request_bodies(path: str, require: tuple[str, ...] = ()) -> Any:
     """A Hypothesis strategy of request bodies that are valid for ``POST path`` under the
-    document (schemathesis's positive mode)."""
-    return _api()[path]["POST"].as_strategy().map(lambda case: case.body)
+    document (schemathesis's positive mode). ``require``: optional fields every body must
+    carry, to explore them more than a random draw would (still valid bodies, a subset)."""
+    return _api(require)[path]["POST"].as_strategy().map(lambda case: case.body)
