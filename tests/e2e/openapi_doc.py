@@ -79,24 +79,30 @@ _REQUESTS = {"/chat/completions": "CreateChatCompletionRequest",
 
 
 @functools.cache
-def _api(require: tuple[str, ...]) -> Any:
+def _api(require: tuple[str, ...], pin: tuple[tuple[str, Any], ...]) -> Any:
     import schemathesis  # only the property tests need it, and it is slow to import
 
     schemas = spell_nullable(document()["components"]["schemas"])
     for name in _REQUESTS.values():
         request = schemas[name]
-        # Chat's request is allOf [shared properties, its own object]: require in the latter.
+        # Chat's request is allOf [shared properties, its own object]: narrow the latter.
         target = request["allOf"][-1] if "allOf" in request else request
-        target["required"] = [
-            *target["required"],
-            *(r for r in require if r in target["properties"]),
-        ]
+        fields = target["properties"]
+        for field, value in pin:
+            if field in fields:
+                fields[field] = {"allOf": [fields[field], {"const": value}]}
+        wanted = [*require, *(field for field, _ in pin)]
+        target["required"] = [*target["required"], *(f for f in wanted if f in fields)]
     spelled = {**document(), "components": {**document()["components"], "schemas": schemas}}
     return schemathesis.openapi.from_dict(spelled)
 
 
-def request_bodies(path: str, require: tuple[str, ...] = ()) -> Any:
+def request_bodies(
+    path: str, require: tuple[str, ...] = (), pin: tuple[tuple[str, Any], ...] = ()
+) -> Any:
     """A Hypothesis strategy of request bodies that are valid for ``POST path`` under the
     document (schemathesis's positive mode). ``require``: optional fields every body must
-    carry, to explore them more than a random draw would (still valid bodies, a subset)."""
-    return _api(require)[path]["POST"].as_strategy().map(lambda case: case.body)
+    carry; ``pin``: (field, value) pairs every body carries with that value (the value must be
+    one the document allows). Both explore what random draws seldom reach, and still give
+    valid bodies only (a subset of them)."""
+    return _api(require, pin)[path]["POST"].as_strategy().map(lambda case: case.body)
