@@ -255,3 +255,12 @@ def test_without_a_hint_the_tool_is_drawn_per_conversation() -> None:
         assert chat(body).tool_call == call.tool_call  # the same conversation, the same pick
         picked.append(call.tool_call.name)
     assert set(picked) == {"tool_a", "tool_b", "tool_c"}
+
+
+def test_an_unknown_model_is_typed_as_openai_types_it() -> None:
+    with pytest.raises(ProxyError) as caught:
+        chat({**CHAT, "model": "gpt-4"})
+    error = caught.value.to_dict()["error"]
+    assert (caught.value.status, error["type"], error["code"], error["param"]) == (
+        404, "invalid_request_error", "model_not_found", "model"
+    )  # fmt: skip
