@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from proxy.calls import CallContext, serve_call, upstream_headers
-from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
+from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.tokens import prompt_tokens
@@ -122,15 +122,26 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await generation(request, chat=False)
 
 
+def _model_card(model: str, engines: list[str]) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+
+
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
-        for model, engines in sorted(state.pool.models().items())
-    ]
+    data = [_model_card(model, engines) for model, engines in sorted(state.pool.models().items())]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
     )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's ``GET /v1/models/{model}``, from the engines' lists (404 if none serves it)."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    engines = state.pool.models().get(name)
+    if engines is None:
+        raise ModelNotFound(f"model {name!r} does not exist")
+    return web.json_response(_model_card(name, engines), dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -184,6 +195,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
