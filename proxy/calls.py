@@ -129,7 +129,9 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
                         if relay is not None and upstream.status == 200:
                             ticket.preemptible = can_resume and engine.backend.capabilities.resume
                             ticket.on_preempt = relay.cut
-                            if await relay.relay(upstream, outcome):
+                            if await relay.relay(
+                                upstream, outcome, whole_events=ticket.preemptible
+                            ):
                                 response = relay.response
                             else:
                                 metrics.preemptions.labels(engine.name).inc()
