@@ -15,9 +15,11 @@ from proxy.routes import prompt_tokens_estimate
 
 def prepare(identifier: Identifier, headers: Mapping[str, str], body: dict[str, Any]) -> Identity:
     """What ``routes.generation`` does with a parsed chat body before the call is scheduled."""
-    validate(ChatCompletionRequest, body)
     identity = identifier.identify(headers, body)
-    prompt_tokens_estimate(body, chat=True)
+    conversation = identity.conversation
+    known = conversation.known if conversation is not None else 0
+    validate(ChatCompletionRequest, body, known_messages=known)
+    prompt_tokens_estimate(body, chat=True, conversation=conversation)
     return identity
 
 

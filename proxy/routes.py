@@ -14,6 +14,7 @@ from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
 from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
+from proxy.intercept.prefix import Conversation
 from proxy.intercept.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -22,7 +23,13 @@ from proxy.intercept.wire import (
 )
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
-from proxy.sim.text import chat_prompt_tokens, estimate_tokens
+from proxy.sim.text import (
+    BEGIN_TOKENS,
+    GENERATION_PROMPT_TOKENS,
+    canonical_json,
+    estimate_tokens,
+    message_tokens,
+)
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
@@ -79,10 +86,30 @@ async def send_raw(
                 raise
 
 
-def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
-    """The prompt's size before the engine says: the same heuristic as the simulated engine."""
+def prompt_tokens_estimate(
+    body: dict[str, Any], *, chat: bool, conversation: Conversation | None = None
+) -> int:
+    """The prompt's size before the engine says: the same heuristic as the simulated engine
+    (``chat_prompt_tokens``). A conversation that continues one seen before is counted from
+    that one's figure over its new messages only, and its tools, if they are the same, are
+    not counted again; the figures are kept on ``conversation`` for the next call."""
     if chat:
-        return chat_prompt_tokens(body["messages"], tools=body.get("tools"))
+        messages, tools = body["messages"], body.get("tools")
+        start, tokens = 0, 0
+        if conversation is not None and conversation.known_tokens is not None:
+            start, tokens = conversation.known, conversation.known_tokens
+        for i in range(start, len(messages)):
+            tokens += message_tokens(messages[i])
+        if not tools:
+            tools_tokens = 0
+        elif conversation is not None and conversation.tools == tools:
+            tools_tokens = conversation.tools_tokens
+        else:
+            tools_tokens = estimate_tokens(canonical_json(list(tools)).decode())
+        if conversation is not None:
+            conversation.tokens, conversation.tools = tokens, tools
+            conversation.tools_tokens = tools_tokens
+        return BEGIN_TOKENS + tokens + tools_tokens + GENERATION_PROMPT_TOKENS
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         return estimate_tokens(prompt)
@@ -97,8 +124,13 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     scheduler = state.scheduler
     request_id = request_id_of(request, state)
     body = parse_json_object(await request.read())
-    wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
+    # Identified first: messages it finds in a conversation seen before need no second check.
     identity = scheduler.identifier.identify(request.headers, body)
+    conversation = identity.conversation
+    known = conversation.known if conversation is not None else 0
+    wire = validate(
+        ChatCompletionRequest if chat else CompletionRequest, body, known_messages=known
+    )
     body = strip_program(body)
     state.pool.choose(wire.model)  # an unknown model fails here, before the call is recorded
     drop_usage = False
@@ -110,7 +142,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         }
         drop_usage = True
     program, call, priority = scheduler.arrive(
-        identity, prompt_tokens=prompt_tokens_estimate(body, chat=chat)
+        identity, prompt_tokens=prompt_tokens_estimate(body, chat=chat, conversation=conversation)
     )
     headers = {
         "X-Request-Id": request_id,

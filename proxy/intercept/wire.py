@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from proxy.errors import BadRequest
 
@@ -23,10 +32,32 @@ class StreamOptions(_Open):
     include_usage: StrictBool | None = None
 
 
-class ChatMessage(_Open):
-    role: str = Field(min_length=1)
-    content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+def _bad_message(i: int, field: str, expected: str) -> BadRequest:
+    param = f"messages.{i}.{field}" if field else f"messages.{i}"
+    return BadRequest(f"invalid request: {param}: {expected}", param=param)
+
+
+def check_messages(messages: list[Any], start: int = 0) -> None:
+    """Check the chat message fields the proxy reads (role, content, tool_calls) from message
+    ``start`` on: the ones before it were checked in an earlier call of the same conversation.
+    A plain loop, not a pydantic model: it runs for every new message of every call."""
+    for i in range(start, len(messages)):
+        message = messages[i]
+        if type(message) is not dict:
+            raise _bad_message(i, "", "must be an object")
+        role = message.get("role")
+        if type(role) is not str or not role:
+            raise _bad_message(i, "role", "must be a non-empty string")
+        content = message.get("content")
+        if not (
+            content is None
+            or type(content) is str
+            or (type(content) is list and all(type(p) is dict for p in content))
+        ):
+            raise _bad_message(i, "content", "must be a string, a list of parts or null")
+        calls = message.get("tool_calls")
+        if calls is not None and not (type(calls) is list and all(type(c) is dict for c in calls)):
+            raise _bad_message(i, "tool_calls", "must be a list of objects")
 
 
 class _Generation(_Open):
@@ -38,8 +69,14 @@ class _Generation(_Open):
 
 
 class ChatCompletionRequest(_Generation):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[Any] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_messages(self, info: ValidationInfo) -> ChatCompletionRequest:
+        context = info.context
+        check_messages(self.messages, context.get("known_messages", 0) if context else 0)
+        return self
 
 
 class CompletionRequest(_Generation):
@@ -62,9 +99,12 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate(model: type[M], body: dict[str, Any]) -> M:
-    """Validate ``body`` against ``model``; a failure names the first bad field."""
+def validate(model: type[M], body: dict[str, Any], *, known_messages: int = 0) -> M:
+    """Validate ``body`` against ``model``; a failure names the first bad field.
+    ``known_messages``: leading chat messages already checked (see ``check_messages``)."""
     try:
+        if known_messages:
+            return model.model_validate(body, context={"known_messages": known_messages})
         return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -223,3 +223,47 @@ def test_any_served_conversation_is_found_again(
     reply = {"role": "assistant", "content": answer}
     index.add_conversation("t", messages, reply, "p")
     assert index.match("t", [*messages, reply, *more])[0] == "p"
+
+
+def test_a_continued_conversation_is_hashed_from_the_known_state() -> None:
+    index = PrefixIndex()
+    m1 = [SYSTEM, {"role": "user", "content": "q"}]
+    r1 = tool_reply("c1", "Paris")
+    found, conv = index.find("t", m1)
+    assert found is None
+    assert conv.known == 0
+    conv.tokens = 42
+    index.learn(conv, r1, "p")
+    # The client's copy: new objects, equal values; the reply as a framework echoes it.
+    m2 = [*orjson.loads(orjson.dumps(m1)), echoed(r1), {"role": "tool", "content": "21 C"}]
+    found, conv2 = index.find("t", m2)
+    assert (found, conv2.known, conv2.known_tokens) == ("p", 2, 42)
+    assert conv2.state == index.match("t", list(m2))[1]  # the same hash as a full pass
+    slow = PrefixIndex()
+    slow.add_conversation("t", m1, r1, "p")
+    assert slow.find("t", m2)[1].state == conv2.state
+    # An edited history is not taken on trust: the full pass decides.
+    edited = [SYSTEM, {"role": "user", "content": "q, edited"}, *m2[2:]]
+    found, conv3 = index.find("t", edited)
+    assert found is None
+    assert conv3.known == 0
+
+
+def test_recent_conversations_are_bounded_and_replaced_by_their_continuation() -> None:
+    index = PrefixIndex(recent=2)
+    convs = []
+    for k in range(3):
+        _, conv = index.find("t", [{"role": "user", "content": f"q{k}"}])
+        index.learn(conv, {"role": "assistant", "content": f"a{k}"}, f"p{k}")
+        convs.append(conv)
+    assert len(index._tails) == 2
+    first = [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}]
+    found, conv = index.find("t", first)
+    assert found == "p0"
+    assert conv.known == 0
+    latest = [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    found, conv = index.find("t", [*latest, {"role": "user", "content": "more"}])
+    assert found == "p2"
+    assert conv.known == 1
+    index.learn(conv, {"role": "assistant", "content": "b2"}, "p2")
+    assert len(index._tails) == 2  # the continuation took its place

@@ -53,3 +53,12 @@ def test_completion_prompt_forms() -> None:
         validate(CompletionRequest, {"model": "m", "prompt": {"x": 1}})
     assert info.value.param is not None
     assert info.value.param.startswith("prompt")
+
+
+def test_messages_already_checked_are_not_checked_again() -> None:
+    body = {"model": "m", "messages": [{"content": "x"}, {"role": "user", "content": "y"}]}
+    validate(ChatCompletionRequest, body, known_messages=1)
+    body["messages"].append({"role": "tool", "content": 3})
+    with pytest.raises(BadRequest) as info:
+        validate(ChatCompletionRequest, body, known_messages=1)
+    assert info.value.param == "messages.2.content"
