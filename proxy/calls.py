@@ -45,6 +45,7 @@ class CallContext:
     headers: dict[str, str]
     drop_usage: bool
     arrived: float  # perf_counter() when the request reached the proxy
+    raw: bytes | None = None  # the client's body as it came, while ``body`` is its parse
 
 
 def upstream_headers(
@@ -104,9 +105,8 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             try:
                 ctx.headers["X-Autellix-Engine"] = engine.name
                 scheduler.started(call, engine.name)
-                data = orjson.dumps(
-                    engine.backend.prepare_body(body, request_id=rid, hints=_hints(ctx))
-                )
+                prepared = engine.backend.prepare_body(body, request_id=rid, hints=_hints(ctx))
+                data = ctx.raw if prepared is ctx.body and ctx.raw else orjson.dumps(prepared)
                 try:
                     upstream = await open_upstream(
                         state.client(), engine, "POST", ctx.request.path, data=data,

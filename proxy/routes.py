@@ -123,7 +123,8 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     state = request.app[STATE]
     scheduler = state.scheduler
     request_id = request_id_of(request, state)
-    body = parse_json_object(await request.read())
+    raw = await request.read()
+    body = parsed = parse_json_object(raw)
     # Identified first: messages it finds in a conversation seen before need no second check.
     identity = scheduler.identifier.identify(request.headers, body)
     conversation = identity.conversation
@@ -154,6 +155,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
         request_id=request_id, headers=headers, drop_usage=drop_usage, arrived=arrived,
+        raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
 
