@@ -12,8 +12,9 @@ Each run measures, for both targets: CPU per non-streamed call at concurrency 1 
 per streamed call at 64, latency at concurrency 1 (minus the stub's own, measured directly in
 the same run), and the process's peak RSS. CPU is read from ``/proc/<pid>/task/*/schedstat``
 (nanoseconds on CPU, all threads). Per SSE chunk: (CPU of a streamed call - CPU of a
-non-streamed call) / events in the stream. Figures are medians over runs; ratios are taken
-within each run, then the median is taken.
+non-streamed call) / events in the stream. Each run measures both targets in turn, in
+``--rounds`` rounds; figures are medians over all rounds, and ratios are taken within each
+round, then the median is taken.
 
 Identification is timed in this process: the 50th call of an agent conversation (two new
 messages per call: the reply and a tool result), body already parsed, through what the proxy
@@ -57,11 +58,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def process(core: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+def process(core: str, *args: str, source: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    env = dict(os.environ)
+    if source is not None:  # another copy of the proxy package, e.g. an older commit's
+        env["PYTHONPATH"] = source
     proc = subprocess.Popen(
         ["taskset", "-c", core, sys.executable, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         yield proc
@@ -139,46 +144,55 @@ async def measure(
     return (cpu_ns(pid) - before) / calls / 1000, statistics.median(latencies) * 1e6
 
 
-async def one_run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    stub_port, relay_port, proxy_port = free_port(), free_port(), free_port()
+def _serve(port: int, engine: str) -> list[str]:
+    return ["-m", "proxy", "serve", "--port", str(port), "--engine", engine, "--policy", "plas",
+            "--log-level", "warning"]  # fmt: skip
+
+
+async def one_run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
+    stub_port, relay_port, proxy_port, before_port = (free_port() for _ in range(4))
     stub = f"http://127.0.0.1:{stub_port}"
     engine = orjson.dumps(
         {"name": "stub", "url": stub, "kind": "openai", "models": [MODEL], "max_inflight": 100000}
     ).decode()
     servers = str(HERE / "overhead_servers.py")
-    out: dict[str, dict[str, float]] = {}
-    with (
-        process(LOAD_CORE, servers, "stub", str(stub_port)),
-        process(PROXY_CORE, servers, "relay", str(relay_port), stub) as relay,
-        process(
-            PROXY_CORE, "-m", "proxy", "serve", "--port", str(proxy_port), "--engine", engine,
-            "--policy", "plas", "--log-level", "warning",
-        ) as proxy,
-    ):  # fmt: skip
+    rounds: list[dict[str, dict[str, float]]] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process(LOAD_CORE, servers, "stub", str(stub_port)))
+        relay = stack.enter_context(process(PROXY_CORE, servers, "relay", str(relay_port), stub))
+        proxy = stack.enter_context(process(PROXY_CORE, *_serve(proxy_port, engine)))
         path = "/v1/chat/completions"
         targets = {
             "relay": (f"http://127.0.0.1:{relay_port}{path}", relay.pid),
             "proxy": (f"http://127.0.0.1:{proxy_port}{path}", proxy.pid),
         }
+        if args.before:
+            before = stack.enter_context(
+                process(PROXY_CORE, *_serve(before_port, engine), source=args.before)
+            )
+            targets["before"] = (f"http://127.0.0.1:{before_port}{path}", before.pid)
         async with aiohttp.ClientSession() as session:
             for url, _ in targets.values():
                 await wait_ready(session, url)
         for url, _ in targets.values():  # warm both
             await load(url, 200, 8, False)
             await load(url, 16, 8, True)
-        direct = statistics.median(await load(stub + path, args.calls // 2, 1, False)) * 1e6
-        for name, (url, pid) in targets.items():
-            cpu1, p50 = await measure(url, pid, args.calls // 2, 1, False)
-            cpu64, _ = await measure(url, pid, args.calls, 64, False)
-            cpus, _ = await measure(url, pid, args.streams, 64, True)
-            out[name] = {
-                "cpu_c1": cpu1,
-                "cpu_c64": cpu64,
-                "added_p50": p50 - direct,
-                "chunk": (cpus - cpu64) / EVENTS_PER_STREAM,
-                "rss_mib": peak_rss_kib(pid) / 1024,
-            }
-    return out
+        for _ in range(args.rounds):  # the two targets in turn, so that noise hits both
+            out: dict[str, dict[str, float]] = {}
+            direct = statistics.median(await load(stub + path, args.calls // 4, 1, False)) * 1e6
+            for name, (url, pid) in targets.items():
+                cpu1, p50 = await measure(url, pid, args.calls // 2, 1, False)
+                cpu64, _ = await measure(url, pid, args.calls, 64, False)
+                cpus, _ = await measure(url, pid, args.streams, 64, True)
+                out[name] = {
+                    "cpu_c1": cpu1,
+                    "cpu_c64": cpu64,
+                    "added_p50": p50 - direct,
+                    "chunk": (cpus - cpu64) / EVENTS_PER_STREAM,
+                    "rss_mib": peak_rss_kib(pid) / 1024,
+                }
+            rounds.append(out)
+    return rounds
 
 
 def identify_50_us(reps: int = 300) -> tuple[float, int]:
@@ -202,24 +216,39 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=1000, help="non-streamed calls at c64")
     parser.add_argument("--streams", type=int, default=256, help="streamed calls at c64")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of both targets per run")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also measure the proxy package found in DIR (e.g. `git archive <commit> proxy`)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(LOAD_CORE)})
-    runs = [asyncio.run(one_run(args)) for _ in range(args.runs)]
+    runs = [r for _ in range(args.runs) for r in asyncio.run(one_run(args))]
 
     def med(target: str, key: str) -> float:
         return statistics.median(r[target][key] for r in runs)
 
-    def ratio(key: str) -> float:
-        return statistics.median(r["proxy"][key] / r["relay"][key] for r in runs)
+    def ratio(key: str, target: str = "proxy") -> float:
+        return statistics.median(r[target][key] / r["relay"][key] for r in runs)
 
-    print(f"medians of {args.runs} runs; target and relay pinned to core {PROXY_CORE}")
+    print(
+        f"medians of {args.runs} runs x {args.rounds} rounds; proxy and relay pinned to core "
+        f"{PROXY_CORE}, stub and load on core {LOAD_CORE}"
+    )
     print(f"{'target':8} {'CPU µs/call c1':>15} {'c64':>8} {'+p50 µs c1':>11} "
           f"{'CPU µs/SSE chunk':>17} {'peak RSS MiB':>13}")  # fmt: skip
-    for target in ("relay", "proxy"):
+    for target in runs[0]:
         print(
             f"{target:8} {med(target, 'cpu_c1'):15.1f} {med(target, 'cpu_c64'):8.1f} "
             f"{med(target, 'added_p50'):11.0f} {med(target, 'chunk'):17.2f} "
             f"{med(target, 'rss_mib'):13.1f}"
+        )
+    if "before" in runs[0]:
+        print(
+            "ratios before/relay: "
+            f"CPU c1 {ratio('cpu_c1', 'before'):.2f}, c64 {ratio('cpu_c64', 'before'):.2f}, "
+            f"+p50 {ratio('added_p50', 'before'):.2f}, RSS {ratio('rss_mib', 'before'):.2f}"
         )
     cpu_ratio = max(ratio("cpu_c1"), ratio("cpu_c64"))
     print(f"ratios proxy/relay: CPU c1 {ratio('cpu_c1'):.2f}, c64 {ratio('cpu_c64'):.2f}, "

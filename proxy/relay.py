@@ -50,7 +50,8 @@ class Outcome:
 def upstream_session() -> aiohttp.ClientSession:
     """The one client session to every engine. Engines set no cookies the proxy should keep
     (and one tenant's must never reach another's calls), answers are relayed as they come
-    (compressed or not), and the proxy sets every header it sends itself. No limit on
+    (compressed or not). (No ``skip_auto_headers``: aiohttp then copies every request's
+    headers to check them.) No limit on
     connections: the gate decides how many calls each engine gets. No session timeout:
     each call sets its engine's own."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -58,7 +59,6 @@ def upstream_session() -> aiohttp.ClientSession:
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
         timeout=aiohttp.ClientTimeout(total=None),
     )
 
