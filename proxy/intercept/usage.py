@@ -234,6 +234,10 @@ class StreamWatcher:
 
     def _events(self, complete: bytes) -> tuple[bytes, int]:
         """Observe complete events; return the bytes to forward for them and their tokens."""
+        if not self._crlf and complete.find(_SEP) == len(complete) - 2:
+            event = complete[:-2]  # one event per read: the usual case with engines
+            out, tokens = self._observe(event)
+            return (complete if out is event else out), tokens
         original = complete
         if self._crlf:
             complete = complete.replace(b"\r\n", b"\n")
