@@ -61,12 +61,13 @@ def free_port() -> int:
 def process(core: str, *args: str, source: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ)
     if source is not None:  # another copy of the proxy package, e.g. an older commit's
-        env["PYTHONPATH"] = source
+        env["PYTHONPATH"] = source  # (and run from there: `-m` puts the cwd first on the path)
     proc = subprocess.Popen(
         ["taskset", "-c", core, sys.executable, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        cwd=source,
     )
     try:
         yield proc
@@ -206,7 +207,7 @@ def identify_50_us(reps: int = 300) -> tuple[float, int]:
     for _ in range(reps):
         body = orjson.loads(raw)
         start = time.perf_counter_ns()
-        prepare(identifier, headers, body)
+        prepare(identifier, headers, body, raw)
         times.append(time.perf_counter_ns() - start)
     return statistics.median(times) / 1000, messages
 

@@ -13,9 +13,11 @@ from proxy.intercept.wire import ChatCompletionRequest, validate
 from proxy.routes import prompt_tokens_estimate
 
 
-def prepare(identifier: Identifier, headers: Mapping[str, str], body: dict[str, Any]) -> Identity:
+def prepare(
+    identifier: Identifier, headers: Mapping[str, str], body: dict[str, Any], raw: bytes
+) -> Identity:
     """What ``routes.generation`` does with a parsed chat body before the call is scheduled."""
-    identity = identifier.identify(headers, body)
+    identity = identifier.identify(headers, body, raw)
     conversation = identity.conversation
     known = conversation.known if conversation is not None else 0
     validate(ChatCompletionRequest, body, known_messages=known)
@@ -52,8 +54,8 @@ def start_conversation(calls: int) -> tuple[Identifier, bytes, int]:
         {"role": "user", "content": "Fix the failing test in the repository, please."},
     ]
     for i in range(1, calls):
-        body = orjson.loads(orjson.dumps({"model": "m", "messages": messages, "stream": True}))
-        identity = prepare(identifier, headers, body)
+        raw = orjson.dumps({"model": "m", "messages": messages, "stream": True})
+        identity = prepare(identifier, headers, orjson.loads(raw), raw)
         reply = _reply(i)
         identifier.record_reply(identity, reply)
         messages = [*messages, reply]

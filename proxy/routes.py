@@ -126,7 +126,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     raw = await request.read()
     body = parsed = parse_json_object(raw)
     # Identified first: messages it finds in a conversation seen before need no second check.
-    identity = scheduler.identifier.identify(request.headers, body)
+    identity = scheduler.identifier.identify(request.headers, body, raw)
     conversation = identity.conversation
     known = conversation.known if conversation is not None else 0
     wire = validate(

@@ -127,9 +127,12 @@ class Identifier:
         self.prefixes = PrefixIndex(self.config.prefix_capacity)
         self._body_paths = tuple((f, tuple(f.split("."))) for f in self.config.body_fields)
 
-    def identify(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Identity:
+    def identify(
+        self, headers: Mapping[str, str], body: Mapping[str, Any], raw: bytes | None = None
+    ) -> Identity:
         """Identify one call from its headers (case-insensitive, as aiohttp gives them) and
-        its parsed JSON body. Raises ``BadRequest`` naming a bad header or field."""
+        its parsed JSON body (``raw``: the bytes it was parsed from, which make recognising a
+        known conversation cheaper). Raises ``BadRequest`` naming a bad header or field."""
         if not isinstance(headers, CIMultiDict | CIMultiDictProxy):
             headers = CIMultiDict(headers)
         tenant = self.tenants.tenant_of(headers)
@@ -143,7 +146,7 @@ class Identifier:
         elif (named := self._body_field(tenant, body)) is not None:
             program_id, source = named, "body"
         else:
-            found, conversation = self._infer(tenant, body)
+            found, conversation = self._infer(tenant, body, raw)
             if found is not None:
                 program_id, source = found, "inferred"
             else:
@@ -257,13 +260,13 @@ class Identifier:
         return None
 
     def _infer(
-        self, tenant: str, body: Mapping[str, Any]
+        self, tenant: str, body: Mapping[str, Any], raw: bytes | None
     ) -> tuple[str | None, Conversation | None]:
         messages = body.get("messages")
         if not self.config.infer or not isinstance(messages, list) or not messages:
             return None, None
         try:
-            return self.prefixes.find(tenant, messages)
+            return self.prefixes.find(tenant, messages, raw)
         except Unhashable:
             return None, None
 

@@ -136,6 +136,23 @@ class Conversation:
     tools: object = None
     tools_tokens: int = 0
     tail: int | None = None  # key of the tail that was continued; replaced on ``learn``
+    raw: bytes | None = None  # the body the messages were parsed from, if the caller had it
+    raw_single: bool = False  # ``raw`` is known to hold one "messages" key
+
+
+_MESSAGES_KEY = b'"messages"'
+
+
+def _raw_prefix(raw: bytes | None, single: bool) -> bytes | None:
+    """The body up to its last ``]``: at or after the end of its messages array. A later body
+    that starts with these bytes and has more messages has the same messages before them (its
+    array cannot close at the same place). Only bodies with one ``"messages"`` key qualify: a
+    repeated key would let a later copy of the array win the parse. (``single``: that is known
+    already, from the body's own start being checked so.)"""
+    if raw is None or (not single and raw.count(_MESSAGES_KEY) != 1):
+        return None
+    end = raw.rfind(b"]")
+    return raw[:end] if end > 0 else None
 
 
 @dataclass(slots=True)
@@ -145,6 +162,22 @@ class _Tail:
     tokens: int | None
     tools: object
     tools_tokens: int
+    raw_prefix: bytes | None
+
+
+def _same_start(tail: _Tail, messages: list[Any], raw: bytes | None) -> tuple[bool, bool]:
+    """Do ``messages`` begin with the tail's messages, and was that seen in the bytes? By
+    bytes when both bodies are at hand (one memcmp, and a search for a second "messages" key
+    in the new bytes only), else by value (one list comparison, in C)."""
+    prefix = tail.raw_prefix
+    if (
+        prefix is not None
+        and raw is not None
+        and raw.startswith(prefix)
+        and raw.find(_MESSAGES_KEY, len(prefix) - len(_MESSAGES_KEY) + 1) < 0
+    ):
+        return True, True
+    return bool(tail.messages == messages[: len(tail.messages)]), False
 
 
 class PrefixIndex:
@@ -187,8 +220,12 @@ class PrefixIndex:
         found, conversation = self.find(tenant, messages)
         return found, conversation.state
 
-    def find(self, tenant: str, messages: Sequence[object]) -> tuple[str | None, Conversation]:
-        """``match``, keeping what ``learn`` needs to continue from this call next time."""
+    def find(
+        self, tenant: str, messages: Sequence[object], raw: bytes | None = None
+    ) -> tuple[str | None, Conversation]:
+        """``match``, keeping what ``learn`` needs to continue from this call next time.
+        ``raw``: the JSON body ``messages`` came from, if the caller has it; the known part of
+        the conversation is then recognised by comparing bytes rather than parsed objects."""
         listed = messages if isinstance(messages, list) else list(messages)
         k = len(listed) - 1
         while k >= 0:
@@ -200,7 +237,12 @@ class PrefixIndex:
             reply = canonical(listed[k])
             key = hash((tenant, k, reply))
             tail = self._tails.get(key)
-            if tail is not None and len(tail.messages) == k and tail.messages == listed[:k]:
+            same, by_bytes = (
+                _same_start(tail, listed, raw)
+                if tail is not None and len(tail.messages) == k
+                else (False, False)
+            )
+            if tail is not None and same:
                 h = hash((tail.state, reply))
                 program_id = self._entries.get(h)
                 if program_id is not None:
@@ -211,10 +253,12 @@ class PrefixIndex:
                         state = _step(state, message)
                     conversation = Conversation(
                         tenant, state, listed, k, tail.tokens, None, tail.tools,
-                        tail.tools_tokens, key,
+                        tail.tools_tokens, key, raw, by_bytes,
                     )  # fmt: skip
                     return program_id, conversation
-        return self._search(tenant, listed)
+        found, conversation = self._search(tenant, listed)
+        conversation.raw = raw
+        return found, conversation
 
     def _search(self, tenant: str, messages: list[Any]) -> tuple[str | None, Conversation]:
         state = self.root(tenant)
@@ -246,6 +290,7 @@ class PrefixIndex:
             conversation.tokens,
             conversation.tools,
             conversation.tools_tokens,
+            _raw_prefix(conversation.raw, conversation.raw_single),
         )
         self._tails.move_to_end(key)
         while len(self._tails) > self.recent:

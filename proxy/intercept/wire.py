@@ -69,11 +69,17 @@ class _Generation(_Open):
 
 
 class ChatCompletionRequest(_Generation):
-    messages: list[Any] = Field(min_length=1)
+    # Any: pydantic would walk the whole list; the check below walks only the new messages.
+    messages: Any
     max_completion_tokens: StrictInt | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _check_messages(self, info: ValidationInfo) -> ChatCompletionRequest:
+        if type(self.messages) is not list or not self.messages:
+            raise BadRequest(
+                "invalid request: messages: must be a list of at least one message",
+                param="messages",
+            )
         context = info.context
         check_messages(self.messages, context.get("known_messages", 0) if context else 0)
         return self

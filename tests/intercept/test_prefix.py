@@ -267,3 +267,49 @@ def test_recent_conversations_are_bounded_and_replaced_by_their_continuation() -
     assert conv.known == 1
     index.learn(conv, {"role": "assistant", "content": "b2"}, "p2")
     assert len(index._tails) == 2  # the continuation took its place
+
+
+def _call(index: PrefixIndex, body: dict[str, Any], raw: bytes | None = None) -> Any:
+    raw = orjson.dumps(body) if raw is None else raw
+    return index.find("t", orjson.loads(raw)["messages"], raw)
+
+
+def test_the_known_part_is_recognised_by_its_bytes() -> None:
+    index = PrefixIndex()
+    first = {"model": "m", "messages": [SYSTEM, {"role": "user", "content": "q"}], "n": 1}
+    _, conv = _call(index, first)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "p")
+    second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "a"}]}
+    second["messages"].append({"role": "user", "content": "more"})
+    found, conv2 = _call(index, second)
+    assert (found, conv2.known, conv2.raw_single) == ("p", 2, True)
+    index.learn(conv2, {"role": "assistant", "content": "b"}, "p")
+    third = {**second, "messages": [*second["messages"], {"role": "assistant", "content": "b"}]}
+    found, conv3 = _call(index, third)
+    assert (found, conv3.known, conv3.raw_single) == ("p", 4, True)
+
+
+def test_a_second_messages_key_is_not_taken_on_the_bytes_alone() -> None:
+    index = PrefixIndex()
+    first = {"model": "m", "messages": [SYSTEM, {"role": "user", "content": "q"}]}
+    _, conv = _call(index, first)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "p")
+    other = [SYSTEM, {"role": "user", "content": "other"}, {"role": "assistant", "content": "a"}]
+    real = [*first["messages"], {"role": "assistant", "content": "a"}]
+    # The bytes start like the first body, but a later "messages" key wins the parse.
+    raw = orjson.dumps({"model": "m", "messages": real})[:-1] + b',"messages":'
+    raw += orjson.dumps(other) + b"}"
+    found, conv2 = _call(index, {}, raw)
+    assert orjson.loads(raw)["messages"] == other
+    assert (found, conv2.raw_single) == (None, False)
+
+
+def test_bodies_with_arrays_after_the_messages_are_compared_by_value() -> None:
+    index = PrefixIndex()
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    first = {"messages": [SYSTEM, {"role": "user", "content": "q"}], "tools": tools}
+    _, conv = _call(index, first)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "p")
+    second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "a"}]}
+    found, conv2 = _call(index, second)
+    assert (found, conv2.known, conv2.raw_single) == ("p", 2, False)
