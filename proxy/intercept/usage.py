@@ -234,10 +234,13 @@ class StreamWatcher:
 
     def _events(self, complete: bytes) -> tuple[bytes, int]:
         """Observe complete events; return the bytes to forward for them and their tokens."""
-        if not self._crlf and complete.find(_SEP) == len(complete) - 2:
-            event = complete[:-2]  # one event per read: the usual case with engines
-            out, tokens = self._observe(event)
-            return (complete if out is event else out), tokens
+        if (
+            not self._crlf
+            and complete.find(b"\n") == len(complete) - 2
+            and complete.startswith(b"data:")
+        ):  # one event of one data line per read: the usual case with engines; no copies
+            out, tokens = self._chunk(memoryview(complete)[5:-2])
+            return (complete if out is None else out), tokens
         original = complete
         if self._crlf:
             complete = complete.replace(b"\r\n", b"\n")
@@ -248,10 +251,10 @@ class StreamWatcher:
             event = events[i]
             out, n = self._observe(event)
             tokens += n
-            if out is not event and kept is None:
+            if out is not None and kept is None:
                 kept = [e + _SEP for e in events[:i] if e]
-            if kept is not None and out:
-                kept.append(out if out is not event else event + _SEP)
+            if kept is not None and (out or (out is None and event)):
+                kept.append(event + _SEP if out is None else out)
         if kept is None:
             return original, tokens
         return b"".join(kept), tokens
@@ -266,26 +269,28 @@ class StreamWatcher:
         out, _ = self._observe(event)
         if not self._whole:
             return b""
-        return rest if out is event else out
+        return rest if out is None else out
 
     def discard(self) -> None:
         """Forget a partial event (the stream was cut on purpose)."""
         self._buffer.clear()
 
-    def _observe(self, event: bytes) -> tuple[bytes, int]:
-        """Parse one event (without its blank line); return (the event itself if it goes on
-        unchanged, else its replacement with the blank line, b"" to drop it; its tokens)."""
+    def _observe(self, event: bytes) -> tuple[bytes | None, int]:
+        """Parse one event (without its blank line): see ``_chunk``."""
         payload = _payload(event)
-        if not payload:
-            return event, 0
+        return self._chunk(payload) if payload else (None, 0)
+
+    def _chunk(self, payload: bytes | memoryview) -> tuple[bytes | None, int]:
+        """Take one event's data; return (None if the event goes on unchanged, else its
+        replacement with the blank line, or b"" to drop it; the tokens it carried)."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            if payload.strip() == b"[DONE]":
+            if bytes(payload).strip() == b"[DONE]":
                 self.done = True
-            return event, 0
+            return None, 0
         if type(chunk) is not dict:
-            return event, 0
+            return None, 0
         if self.rewrite is not None:
             changed = self.rewrite(chunk)
             if changed is None:
@@ -295,4 +300,4 @@ class StreamWatcher:
         tokens = self.reply.absorb_chunk(chunk)
         if self._drop_usage and _is_usage_only(chunk):
             return b"", tokens
-        return event, tokens
+        return None, tokens
