@@ -72,6 +72,24 @@ class EngineConfig(BaseModel):
         description="The engine runs autellix's scheduler plug-in: send program, thread and "
         "service with each call (vLLM: vllm_xargs) for it to schedule by.",
     )
+    first_byte_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest wait for the engine's answer to begin once the call was sent (time "
+        "held in the proxy's own queue does not count). A non-streamed answer begins only when "
+        "it is complete, hence the generous default.",
+    )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest silence inside an answer that has begun (between stream chunks).",
+    )
+    eject_after: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed calls (unreachable, timed out, broken or garbled answers) "
+        "after which the engine gets no calls until its health check passes again.",
+    )
     control_url: str | None = Field(
         default=None,
         description="The plug-in's control address (its AUTELLIX_CONTROL_ADDR, e.g. "
@@ -129,7 +147,15 @@ class ProgramsConfig(BaseModel):
         default=200_000, ge=1, description="Most served replies the inference index remembers."
     )
     tenant_header: str | None = Field(
-        default=None, description="Header naming the tenant (else the hashed API key)."
+        default=None,
+        description="Header naming the tenant, trusted as it comes: set it only when a gateway "
+        "that sets or strips it is the proxy's only client. Else the tenant comes from the "
+        "client's key (api_keys), or with no keys configured from a hash of its bearer token.",
+    )
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Secret (16 to 64 bytes) for hashing session values and open-mode bearer "
+        "tokens into ids. None: random per start, so those names change at every restart.",
     )
     service_unit: Literal["tokens-cost", "wall"] = Field(
         default="tokens-cost",
@@ -179,6 +205,62 @@ class GateSettings(BaseModel):
     )
 
 
+# Tenant names appear in program ids as "<tenant>/<id>": visible ASCII without "/".
+TENANT_PATTERN = r"^[\x21-\x2e\x30-\x7e]{1,64}$"
+
+# The pass-through forwards these /v1 routes only ("*" matches one path segment, a trailing
+# "/**" any rest): the OpenAI API's, never an engine's private ones.
+DEFAULT_PASSTHROUGH = (
+    "embeddings",
+    "models/*",
+    "responses",
+    "responses/*",
+    "responses/*/cancel",
+    "responses/*/input_items",
+    "moderations",
+    "audio/**",
+)
+
+
+class ApiKeyConfig(BaseModel):
+    """One client key. Every call made with it belongs to ``tenant``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr = Field(
+        description="The key clients send as 'Authorization: Bearer <key>', or 'sha256:<hex>' "
+        "of it, so the config need not hold it in clear."
+    )
+    tenant: str = Field(pattern=TENANT_PATTERN, description="The tenant its calls belong to.")
+    admin: bool = Field(
+        default=False, description="May list, read and delete every tenant's programs."
+    )
+    weight: float = Field(
+        default=1.0,
+        gt=0,
+        le=1e6,
+        description="The tenant's share of engines relative to others when they compete "
+        "(attained service is divided by it).",
+    )
+    engine_control: bool = Field(
+        default=False,
+        description="May send engine scheduling fields (priority, vllm_xargs, rid, request ids, "
+        "priority headers) through to engines; they are stripped for other keys.",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_form(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.startswith("sha256:"):
+            digest = raw.removeprefix("sha256:")
+            if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                raise ValueError("a sha256: key must be followed by 64 hex digits")
+        elif not raw or not raw.isascii() or not raw.isprintable() or " " in raw:
+            raise ValueError("a key must be visible ASCII without spaces")
+        return value
+
+
 class ProxyConfig(BaseModel):
     """Everything the proxy needs to start. Every field can come from file, env or flag."""
 
@@ -212,6 +294,26 @@ class ProxyConfig(BaseModel):
         default=False,
         description="Forward the client's Authorization header to engines instead of each "
         "engine's api_key.",
+    )
+    api_keys: list[ApiKeyConfig] = Field(
+        default_factory=list,
+        description="Client keys. When any is configured (here or in api_keys_file), every "
+        "route but /health, /ready and /metrics needs one. Empty: the proxy runs open.",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="A YAML or JSON file holding a list of api_keys entries (added to api_keys).",
+    )
+    passthrough_routes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PASSTHROUGH),
+        description="/v1 routes forwarded to engines as they are, relative to /v1; '*' matches "
+        "one path segment, a trailing '/**' any rest. Everything else under /v1 is 404.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM: stop accepting, let calls finish for this long, then end the "
+        "streams still open with an error event.",
     )
     trace_file: str | None = Field(
         default=None,

@@ -10,10 +10,12 @@ import orjson
 from aiohttp import web
 
 from proxy.app import STATE, ProxyState
+from proxy.auth import principal_of
 from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
-from proxy.ids import valid_request_id
+from proxy.ids import upstream_id, valid_request_id
 from proxy.intercept.identify import strip_program
+from proxy.intercept.scrub import strip_engine_fields
 from proxy.intercept.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -21,14 +23,18 @@ from proxy.intercept.wire import (
     validate,
 )
 from proxy.middleware import REQUEST_ID, route_label
+from proxy.pathguard import checked_path
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
+from proxy.security import PASSTHROUGH
 from proxy.sim.text import chat_prompt_tokens, estimate_tokens
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
+    """The client-facing request id: the client's own X-Request-Id, or one made up. Engines
+    never see it (``upstream_id``), so a client cannot name another's call at an engine."""
     given = request.headers.get("X-Request-Id")
     if given is None:
-        rid = state.ids.next("req")
+        rid = upstream_id()
     elif valid_request_id(given):
         rid = given
     else:
@@ -46,6 +52,7 @@ async def send_raw(
     model: str | None,
     data: bytes | None,
     request_id: str,
+    path: str,
 ) -> aiohttp.ClientResponse:
     """Send a request unchanged to the best engine for ``model``; if it cannot be reached
     (nothing was sent), mark it unhealthy and try the next one."""
@@ -66,7 +73,7 @@ async def send_raw(
             headers["Content-Type"] = request.headers["Content-Type"]
         try:
             return await open_upstream(
-                state.client(), engine, request.method, request.path_qs, data=data, headers=headers,
+                state.client(), engine, request.method, path, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
             )  # fmt: skip
         except BadGateway as err:
@@ -98,8 +105,13 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     request_id = request_id_of(request, state)
     body = parse_json_object(await request.read())
     wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
-    identity = scheduler.identifier.identify(request.headers, body)
+    principal = principal_of(request)
+    identity = scheduler.identifier.identify(
+        request.headers, body, tenant=None if principal is None else principal.tenant
+    )
     body = strip_program(body)
+    if principal is None or not principal.engine_control:
+        body = strip_engine_fields(body)
     state.pool.choose(wire.model)  # an unknown model fails here, before the call is recorded
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
@@ -121,7 +133,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     ctx = CallContext(
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
-        request_id=request_id, headers=headers, drop_usage=drop_usage, arrived=arrived,
+        request_id=upstream_id(), headers=headers, drop_usage=drop_usage, arrived=arrived,
     )  # fmt: skip
     return await serve_call(ctx)
 
@@ -150,6 +162,10 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     engine that serves the model the request names (or any engine if it names none)."""
     state = request.app[STATE]
     request_id = request_id_of(request, state)
+    raw_path, _, query = request.raw_path.partition("?")
+    path = checked_path(raw_path, request.app[PASSTHROUGH])
+    if query:
+        path += "?" + query
     raw = await request.read()
     model = request.query.get("model")
     if raw and request.content_type == "application/json":
@@ -159,7 +175,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
-    upstream = await send_raw(request, state, model, raw or None, request_id)
+    upstream = await send_raw(request, state, model, raw or None, upstream_id(), path)
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":

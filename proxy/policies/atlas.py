@@ -80,7 +80,17 @@ class ATLAS(BasePolicy):
             now=now,
         )
         path = self.live_path(call, program, floor) if since is None else since
-        return assigned(call, Priority(self.levels.level_of(path), program.created, program.id))
+        key = (
+            program.created
+            if self.floor is None
+            else self.floor.key(program.tenant, now, program.created)
+        )
+        return assigned(call, Priority(self.levels.level_of(path), key, program.id))
+
+    def on_service(self, *, call: Call, program: Program, now: float) -> Priority:
+        if self.floor is not None:
+            self.floor.serving(program.tenant, call.id, call.service)
+        return self.priority(call=call, program=program, now=now)
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         before = program.critical_path
@@ -88,6 +98,10 @@ class ATLAS(BasePolicy):
         program.service += call.service
         if self.floor is not None:
             self.floor.finish(
-                program.tenant, service=program.critical_path - before, wait=call.wait, now=now
+                program.tenant,
+                service=program.critical_path - before,
+                wait=call.wait,
+                now=now,
+                call_id=call.id,
             )
         self.guard.forget(call.id)

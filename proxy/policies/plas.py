@@ -69,13 +69,27 @@ class PLAS(BasePolicy):
             now=now,
         )
         service = base + call.service if since is None else since
-        return assigned(call, Priority(self.levels.level_of(service), call.arrival))
+        key = (
+            call.arrival
+            if self.floor is None
+            else self.floor.key(program.tenant, now, call.arrival)
+        )
+        return assigned(call, Priority(self.levels.level_of(service), key))
+
+    def on_service(self, *, call: Call, program: Program, now: float) -> Priority:
+        if self.floor is not None:
+            self.floor.serving(program.tenant, call.id, call.service)
+        return self.priority(call=call, program=program, now=now)
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         before = program.service
         program.service = max(before, call.start_service + call.service)
         if self.floor is not None:
             self.floor.finish(
-                program.tenant, service=program.service - before, wait=call.wait, now=now
+                program.tenant,
+                service=program.service - before,
+                wait=call.wait,
+                now=now,
+                call_id=call.id,
             )
         self.guard.forget(call.id)
