@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from proxy.admin import Viewer
 from proxy.auth import KeyTable, auth_middleware, principal_of, warn_if_open
 from proxy.config import ProxyConfig
+from proxy.edge import body_decoder
 from proxy.errors import BadRequest
 from proxy.intercept.identify import Identifier
 from proxy.pathguard import RouteAllowlist
@@ -52,6 +53,7 @@ def install(
     app.middlewares.append(header_check)
     if table:
         app.middlewares.append(auth_middleware(table))
+    app.middlewares.append(body_decoder(config.max_body_bytes))
     warn_if_open(config, table)
 
     def viewer_of(request: web.Request) -> Viewer:

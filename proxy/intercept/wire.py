@@ -39,11 +39,17 @@ class _Generation(_Open):
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
     max_completion_tokens: StrictInt | None = Field(default=None, ge=0)
 
 
 class CompletionRequest(_Generation):
     prompt: str | list[str] | list[int] | list[list[int]]
+
+
+# orjson reads deeper JSON than it writes (254 levels); the proxy re-encodes bodies for
+# engines, so a body it could not re-encode is refused as it arrives. No OpenAI body comes close.
+MAX_DEPTH = 128
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -56,7 +62,27 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    # Counting brackets (in C) is an upper bound of the depth: walk only when it could matter.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"request body is nested more than {MAX_DEPTH} levels deep")
     return body
+
+
+def _depth(value: object) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 M = TypeVar("M", bound=BaseModel)
