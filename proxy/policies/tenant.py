@@ -65,6 +65,8 @@ class TenantFloorConfig:
 class _Ledger:
     value: float = 0.0  # service credited
     waited: float = 0.0  # waits of finished calls credited
+    calls: float = 0.0  # finished calls (decayed like the rest)
+    running: float = 0.0  # the part of value credited to calls still in flight
     in_flight: int = 0
     idle_since: float | None = None  # when in_flight last dropped to 0
 
@@ -100,6 +102,7 @@ class TenantFloor:
         factor = self._factor(ledger, now)
         ledger.value *= factor
         ledger.waited *= factor
+        ledger.calls *= factor
         ledger.idle_since = None
         ledger.in_flight += 1
         self._arrivals += 1
@@ -124,6 +127,7 @@ class TenantFloor:
         before = self._credited.get(call_id, 0.0)
         if service > before:
             ledger.value += service - before
+            ledger.running += service - before
             self._credited[call_id] = service
 
     def finish(
@@ -137,6 +141,8 @@ class TenantFloor:
         if ledger is None:
             return
         ledger.value += max(0.0, service - credited)
+        ledger.running = max(0.0, ledger.running - credited)
+        ledger.calls += 1
         ledger.waited += max(0.0, wait)
         ledger.in_flight = max(0, ledger.in_flight - 1)
         if ledger.in_flight == 0:
@@ -151,15 +157,23 @@ class TenantFloor:
         return self.config.share * ledger.value * self._factor(ledger, now) / weight
 
     def key(self, tenant: str, now: float, arrival: float) -> float:
-        """The in-level rank of a call of ``tenant``: its tenant's weighted service with
-        ``fair_key``, else the call's arrival (FCFS inside the level)."""
+        """The in-level rank of a call of ``tenant``: with ``fair_key``, the service its
+        tenant has had plus what its calls in flight are expected to take, weighted; else the
+        call's arrival (FCFS inside the level).
+
+        Counting only service had so far would let a tenant of long calls win slot after slot
+        while its running calls have barely begun (each then holds its slot for long): a call
+        in flight is charged the tenant's mean call at least, its real progress when larger."""
         if not self.config.fair_key or tenant in self._exempt:
             return arrival
         ledger = self._ledgers.get(tenant)
         if ledger is None:
             return 0.0
+        finished = ledger.value - ledger.running
+        mean = finished / ledger.calls if ledger.calls >= 1 else 0.0
+        expected = finished + max(ledger.in_flight * mean, ledger.running)
         weight = self.config.weights.get(tenant, 1.0)
-        return ledger.value * self._factor(ledger, now) / weight
+        return expected * self._factor(ledger, now) / weight
 
     def wait_floor(self, tenant: str, now: float) -> float:
         """The least program wait anti-starvation counts for a program of ``tenant``."""
