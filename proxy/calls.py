@@ -12,7 +12,8 @@ import orjson
 from aiohttp import web
 
 from proxy.backends.base import CallHints
-from proxy.errors import BadGateway, ProxyError
+from proxy.errors import BadGateway, GatewayTimeout, ProxyError
+from proxy.faults import retry_elsewhere, settle
 from proxy.gate import Ticket
 from proxy.intercept.identify import Identity
 from proxy.kvhints.pool import EngineState
@@ -113,8 +114,12 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
                         headers=upstream_headers(ctx.request, state, engine, rid),
                         connect_timeout_s=state.config.connect_timeout_s, metrics=metrics,
                     )  # fmt: skip
-                except BadGateway as err:
+                except (BadGateway, GatewayTimeout) as err:
                     tries += 1
+                    if retry_elsewhere(
+                        err, engine, model=ctx.model, pool=state.pool, metrics=metrics, tries=tries
+                    ):
+                        continue  # failed before answering: once more, on another engine
                     if err.code != "engine_unreachable" or tries >= MAX_CONNECT_TRIES:
                         raise
                     state.pool.mark_failed(engine, err.message)
@@ -129,7 +134,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
                         if relay is not None and upstream.status == 200:
                             ticket.preemptible = can_resume and engine.backend.capabilities.resume
                             ticket.on_preempt = relay.cut
-                            if await relay.relay(upstream, outcome):
+                            if await relay.relay(upstream, outcome, engine):
                                 response = relay.response
                             else:
                                 metrics.preemptions.labels(engine.name).inc()
@@ -157,8 +162,10 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
                             response = relay.response
                         else:
                             response = await relay_whole(
-                                ctx.request, upstream, ctx.headers, outcome
-                            )
+                                ctx.request, upstream, ctx.headers, outcome,
+                                engine=engine, expect_json=True,
+                            )  # fmt: skip
+                            settle(engine, outcome)
                 finally:
                     engine.inflight -= 1
                     metrics.inflight.labels(engine.name).dec()

@@ -106,6 +106,12 @@ class Metrics:
             registry=r,
         )
         self.programs = Gauge("autellix_programs", "Programs in the process table.", registry=r)
+        self.retries = Counter(
+            "autellix_engine_retries",
+            "Calls sent again to another engine after theirs failed before answering.",
+            ["engine"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

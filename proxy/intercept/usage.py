@@ -149,7 +149,7 @@ class StreamWatcher:
     of such a continuation are re-encoded.
     """
 
-    __slots__ = ("_buffer", "_drop_usage", "_whole", "done", "reply", "rewrite")
+    __slots__ = ("_buffer", "_drop_usage", "_whole", "done", "garbled", "reply", "rewrite")
 
     def __init__(self, *, drop_usage_chunk: bool, whole_events: bool = False) -> None:
         self._drop_usage = drop_usage_chunk
@@ -157,6 +157,7 @@ class StreamWatcher:
         self._buffer = bytearray()
         self.reply = Reply()
         self.done = False  # saw data: [DONE]
+        self.garbled = False  # saw a data payload that is not JSON: the engine is babbling
         self.rewrite: Rewrite | None = None
 
     def feed(self, data: bytes) -> tuple[bytes, int]:
@@ -207,7 +208,8 @@ class StreamWatcher:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return event, 0
+            self.garbled = True
+            return b"", 0
         if not isinstance(chunk, dict):
             return event, 0
         if self.rewrite is not None:
