@@ -93,7 +93,7 @@ def config(*urls: str, health_interval_s: float = 0.2, **engine: Any) -> ProxyCo
                 "idle_timeout_s": 0.5,
                 **engine,
             }
-        )  # fmt: skip
+        )
         for i, url in enumerate(urls)
     ]
     return ProxyConfig(port=0, engines=engines, health_interval_s=health_interval_s)
