@@ -17,6 +17,7 @@ from proxy.admin import admin_routes
 from proxy.auth import KeyTable, load_keys
 from proxy.backends.registry import make_backend
 from proxy.config import ProgramsConfig, ProxyConfig
+from proxy.drain import DRAIN, Drain, drain_middleware
 from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
@@ -253,6 +254,8 @@ def create_app(config: ProxyConfig) -> web.Application:
     scheduler = build_scheduler(config, metrics, ids, keys.weights)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
     viewer_of = security.install(app, config, scheduler.identifier, keys)
+    app[DRAIN] = Drain()
+    app.middlewares.append(drain_middleware)
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
     pool = EnginePool(make_backend(e) for e in config.engines)

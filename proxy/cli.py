@@ -99,6 +99,7 @@ async def _wait_for_signal() -> None:
 
 
 async def _serve(config: ProxyConfig) -> None:
+    from proxy.drain import drain
     from proxy.server import start_proxy
 
     proxy = await start_proxy(config)
@@ -107,8 +108,9 @@ async def _serve(config: ProxyConfig) -> None:
     log.info("point an OpenAI client at %s/v1", proxy.url)
     try:
         await _wait_for_signal()
+        await drain(proxy, proxy.config.shutdown_grace_s)
     finally:
-        await proxy.stop()
+        await proxy.stop()  # after a drain, nothing is left to stop
 
 
 async def _sim_engine(config: ProxyConfig) -> None:

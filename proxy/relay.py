@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.drain import DRAIN
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
 from proxy.faults import IdleWatch, settle
 from proxy.intercept.usage import Reply, StreamWatcher
@@ -177,7 +178,13 @@ class StreamRelay:
         self.response: web.StreamResponse | None = None
         self.tokens = 0  # generated tokens relayed so far, over all segments
         self._cut = False
+        self._ending: ProxyError | None = None  # set by a drain: end the stream with it
         self._upstream: aiohttp.ClientResponse | None = None
+
+    def end_with(self, err: ProxyError) -> None:
+        """End the client's stream with ``err`` as its last event (the proxy is draining)."""
+        self._ending = err
+        self.cut()
 
     def cut(self) -> None:
         """Stop relaying the current segment at the next event boundary (preemption)."""
@@ -192,6 +199,9 @@ class StreamRelay:
             )
             self.response.headers.setdefault("Cache-Control", "no-cache")
             await self.response.prepare(self.request)
+            drain = self.request.app.get(DRAIN)
+            if drain is not None:
+                drain.streams.add(self)
         return self.response
 
     async def relay(
@@ -203,7 +213,9 @@ class StreamRelay:
         """Relay one segment. True if the answer is complete, False if it was cut.
         With ``engine``, its ``idle_timeout_s`` bounds the silence between chunks, and the
         outcome counts toward its passive health."""
-        self._cut = False
+        self._cut = self._ending is not None
+        if self._cut:
+            upstream.close()  # drained while this segment waited for its engine
         self._upstream = upstream
         outcome.reply = self.watcher.reply
         outcome.status = upstream.status
@@ -232,9 +244,10 @@ class StreamRelay:
                         "engine sent an event that is not JSON", code="engine_bad_answer"
                     )
                     break
-            if self._cut:
+            if self._cut and self._ending is None:
                 self.watcher.discard()
                 return False
+            failure = failure or self._ending
             if failure is None and watch is not None and watch.fired:
                 failure = _silent(engine)
             if failure is None:
@@ -246,11 +259,12 @@ class StreamRelay:
             upstream.close()  # the engine sees its connection drop and aborts the request
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if self._cut:
+            if self._cut and self._ending is None:
                 self.watcher.discard()
                 return False
-            log.warning("engine stream broke off: %r", exc)
-            failure = (
+            if self._ending is None:
+                log.warning("engine stream broke off: %r", exc)
+            failure = self._ending or (
                 _silent(engine)
                 if watch is not None and watch.fired
                 else BadGateway(
@@ -268,7 +282,7 @@ class StreamRelay:
             upstream.close()
             with contextlib.suppress(ConnectionResetError):
                 await response.write(_sse_error(failure))
-        if engine is not None:
+        if engine is not None and self._ending is None:
             settle(engine, outcome)
         await self.finish()
         return True
@@ -281,6 +295,9 @@ class StreamRelay:
             await self.finish()
 
     async def finish(self) -> None:
+        drain = self.request.app.get(DRAIN)
+        if drain is not None:
+            drain.streams.discard(self)
         if self.response is not None:
             with contextlib.suppress(ConnectionResetError):
                 await self.response.write_eof()

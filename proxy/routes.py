@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy.app import STATE, ProxyState
 from proxy.auth import principal_of
 from proxy.calls import CallContext, serve_call, upstream_headers
+from proxy.drain import shutting_down
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
 from proxy.ids import upstream_id, valid_request_id
 from proxy.intercept.identify import strip_program
@@ -193,8 +194,12 @@ async def ready(request: web.Request) -> web.Response:
         s.name: {"healthy": s.healthy, "models": sorted(s.models or ()), "error": s.last_error}
         for s in state.pool.engines.values()
     }
-    if not state.pool.any_healthy():
-        err = ServiceUnavailable("no engine is healthy", code="not_ready")
+    if shutting_down(request.app) or not state.pool.any_healthy():
+        err = (
+            ServiceUnavailable("the proxy is shutting down", code="shutting_down")
+            if shutting_down(request.app)
+            else ServiceUnavailable("no engine is healthy", code="not_ready")
+        )
         payload = err.to_dict()
         payload["engines"] = engines
         return web.json_response(payload, status=503)

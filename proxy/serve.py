@@ -31,7 +31,14 @@ async def start_app(
     which closes the upstream connection, so an engine stops generating for nobody. Request
     bodies are decompressed by the app, not the parser (``proxy.edge``).
     """
-    runner = ShapedRunner(app, handler_cancellation=True, access_log=None, auto_decompress=False)
+    # A graceful drain (proxy.drain) waits for calls before cleanup; cleanup cancels the rest.
+    runner = ShapedRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        auto_decompress=False,
+        shutdown_timeout=1.0,
+    )
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
