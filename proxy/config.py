@@ -181,6 +181,13 @@ class ProgramsConfig(BaseModel):
         default=15.0, gt=0, description="How often idle programs are looked for and forgotten."
     )
 
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 16 <= len(value.get_secret_value().encode()) <= 64:
+            raise ValueError("must be 16 to 64 bytes")
+        return value
+
 
 class GateSettings(BaseModel):
     """The proxy-side priority gate (see docs/gate.md). It holds calls only in front of
