@@ -1,7 +1,7 @@
 """Identity churn against tenant fairness: five clients share an engine that takes four calls
 at once; one of them sends long calls, optionally under a fresh program id each.
 
-    .venv/bin/python benchmarks/bench_churn.py [--seconds 20] [--time-scale 0.05]
+    .venv/bin/python benchmarks/bench_churn.py [--seconds 20] [--time-scale 0.5]
 
 A real proxy (default policy, PLAS) runs in front of the simulated engine (``max_inflight:
 4``). Every client keeps four streamed calls going; honest clients ask for 100 tokens per call
@@ -33,8 +33,8 @@ from proxy.sim.server import create_sim_app
 
 CLIENTS = ["attacker", "honest-1", "honest-2", "honest-3", "honest-4"]
 LOOPS = 4
-HONEST_TOKENS = 100
-ATTACK_TOKENS = 1000
+HONEST_TOKENS = 20
+ATTACK_TOKENS = 200
 WARMUP_S = 3.0
 
 
@@ -137,6 +137,6 @@ async def main(seconds: float, time_scale: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--time-scale", type=float, default=0.05)
+    parser.add_argument("--time-scale", type=float, default=0.5)
     args = parser.parse_args()
     asyncio.run(main(args.seconds, args.time_scale))

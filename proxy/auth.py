@@ -22,8 +22,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import TypeAdapter, ValidationError
 
-from proxy.config import ApiKeyConfig, ProxyConfig
+from proxy.config import ProxyConfig
 from proxy.errors import ConfigError, Unauthorized
+from proxy.keyconfig import ApiKeyConfig
 
 log = logging.getLogger("autellix.auth")
 

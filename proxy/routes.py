@@ -14,6 +14,7 @@ from proxy.auth import principal_of
 from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.drain import shutting_down
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
+from proxy.faults import settle
 from proxy.ids import upstream_id, valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.scrub import strip_engine_fields
@@ -23,6 +24,7 @@ from proxy.intercept.wire import (
     parse_json_object,
     validate,
 )
+from proxy.kvhints.pool import EngineState
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.pathguard import checked_path
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
@@ -54,7 +56,7 @@ async def send_raw(
     data: bytes | None,
     request_id: str,
     path: str,
-) -> aiohttp.ClientResponse:
+) -> tuple[aiohttp.ClientResponse, EngineState]:
     """Send a request unchanged to the best engine for ``model``; if it cannot be reached
     (nothing was sent), mark it unhealthy and try the next one."""
     tried: list[str] = []
@@ -73,10 +75,11 @@ async def send_raw(
         if "Content-Type" in request.headers:
             headers["Content-Type"] = request.headers["Content-Type"]
         try:
-            return await open_upstream(
+            upstream = await open_upstream(
                 state.client(), engine, request.method, path, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
             )  # fmt: skip
+            return upstream, engine
         except BadGateway as err:
             if err.code != "engine_unreachable":
                 raise
@@ -176,12 +179,17 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
-    upstream = await send_raw(request, state, model, raw or None, upstream_id(), path)
+    upstream, engine = await send_raw(request, state, model, raw or None, upstream_id(), path)
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":
-            return await relay_stream(request, upstream, headers, Outcome(), drop_usage_chunk=False)
-        return await relay_whole(request, upstream, headers, Outcome())
+            return await relay_stream(
+                request, upstream, headers, Outcome(), drop_usage_chunk=False, engine=engine
+            )
+        outcome = Outcome()
+        response = await relay_whole(request, upstream, headers, outcome, engine=engine)
+        settle(engine, outcome)
+        return response
 
 
 async def health(request: web.Request) -> web.Response:

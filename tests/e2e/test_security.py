@@ -15,8 +15,9 @@ import orjson
 import pytest
 from yarl import URL
 
-from proxy.config import ApiKeyConfig, EngineConfig, ProxyConfig, load_config
+from proxy.config import EngineConfig, ProxyConfig, load_config
 from proxy.errors import ConfigError
+from proxy.keyconfig import ApiKeyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
 from proxy.sim.config import SimEngineConfig
