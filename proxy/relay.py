@@ -262,8 +262,6 @@ class StreamRelay:
             if self._cut and self._ending is None:
                 self.watcher.discard()
                 return False
-            if self._ending is None:
-                log.warning("engine stream broke off: %r", exc)
             failure = self._ending or (
                 _silent(engine)
                 if watch is not None and watch.fired
@@ -276,6 +274,8 @@ class StreamRelay:
             if watch is not None:
                 watch.cancel()
         if failure is not None:
+            if self._ending is None:
+                log.warning("engine stream failed: %s", failure.message)
             # Headers are gone already: tell the client in the stream, as OpenAI servers do.
             outcome.upstream_failed = True
             outcome.failure = failure.message
