@@ -10,10 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy import security
 from proxy.admin import admin_routes
+from proxy.auth import KeyTable, load_keys
 from proxy.backends.registry import make_backend
 from proxy.backends.vllm_control import ControlChannel
 from proxy.config import ProgramsConfig, ProxyConfig
+from proxy.drain import DRAIN, Drain, drain_middleware
 from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
@@ -23,6 +26,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
 from proxy.policies.base import Policy, program_scalar
 from proxy.policies.registry import PolicyRegistry
+from proxy.policies.tenant import with_tenant_fairness
 from proxy.records import Program
 from proxy.relay import upstream_session
 from proxy.routes import add_routes
@@ -70,17 +74,23 @@ def identify_config(programs: ProgramsConfig) -> IdentifyConfig:
         infer=programs.infer,
         prefix_capacity=programs.prefix_capacity,
         tenant_header=programs.tenant_header,
+        hash_key=None
+        if programs.hash_key is None
+        else programs.hash_key.get_secret_value().encode(),
     )
 
 
-def build_policy(config: ProxyConfig) -> Policy:
+def build_policy(config: ProxyConfig, weights: dict[str, float] | None = None) -> Policy:
     """The configured policy; clairvoyant ones (srpt) are refused: only the simulator knows
-    the future they read."""
-    return PolicyRegistry().create(config.policy, config.policy_config, live=True)
+    the future they read. ``weights``: tenants' key weights, when keys are configured."""
+    settings = with_tenant_fairness(config.policy, config.policy_config, weights or {})
+    return PolicyRegistry().create(config.policy, settings, live=True)
 
 
-def build_scheduler(config: ProxyConfig, metrics: Metrics, ids: IdGen) -> Scheduler:
-    policy = build_policy(config)
+def build_scheduler(
+    config: ProxyConfig, metrics: Metrics, ids: IdGen, weights: dict[str, float] | None = None
+) -> Scheduler:
+    policy = build_policy(config, weights)
     table = ProcessTable(
         table_config(config.programs),
         on_finish=lambda call, program, now: policy.on_finish(call=call, program=program, now=now),
@@ -201,8 +211,12 @@ def create_app(config: ProxyConfig) -> web.Application:
     list is empty, is started by ``proxy.server``, which then passes it in as an engine.)"""
     metrics = Metrics()
     ids = IdGen()
-    scheduler = build_scheduler(config, metrics, ids)
+    keys = KeyTable(load_keys(config))
+    scheduler = build_scheduler(config, metrics, ids, keys.weights)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    viewer_of = security.install(app, config, scheduler.identifier, keys)
+    app[DRAIN] = Drain()
+    app.middlewares.append(drain_middleware)
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
     pool = EnginePool(make_backend(e) for e in config.engines)
@@ -221,6 +235,6 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)
     app.cleanup_ctx.append(_trace_ctx)
-    app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
+    app.router.add_routes(admin_routes(TABLE, viewer_of))  # before the catch-all /v1 route
     add_routes(app)
     return app

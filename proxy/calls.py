@@ -28,7 +28,8 @@ import orjson
 from aiohttp import web
 
 from proxy.backends.base import CallHints
-from proxy.errors import BadGateway, ProxyError
+from proxy.errors import BadGateway, GatewayTimeout, ProxyError
+from proxy.faults import retry_elsewhere, settle
 from proxy.gate import Ticket
 from proxy.intercept.identify import Identity
 from proxy.kvhints.pool import EnginePool, EngineState
@@ -134,7 +135,7 @@ def may_fail_over(
     pool: EnginePool,
     metrics: Metrics,
     engine: EngineState,
-    err: BadGateway,
+    err: ProxyError,
     *,
     tries: int,
     model: str | None,
@@ -168,8 +169,12 @@ async def connect(
             headers=upstream_headers(ctx.request, state, engine, rid),
             connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
         )  # fmt: skip
-    except BadGateway as err:
+    except (BadGateway, GatewayTimeout) as err:
         run.tries += 1
+        if retry_elsewhere(
+            err, engine, model=ctx.model, pool=state.pool, metrics=state.metrics, tries=run.tries
+        ):
+            return None  # failed before answering: once more, on another engine
         if may_fail_over(state.pool, state.metrics, engine, err, tries=run.tries, model=ctx.model):
             return None
         raise
@@ -202,7 +207,9 @@ async def relay_answer(
     if relay is not None and upstream.status == 200:
         ticket.preemptible = preemptible
         ticket.on_preempt = relay.cut
-        if not await relay.relay(upstream, run.outcome, whole_events=ticket.preemptible):
+        if not await relay.relay(
+            upstream, run.outcome, run.engine, whole_events=ticket.preemptible
+        ):
             return False
         run.response = relay.response
     elif relay is not None and relay.response is not None:
@@ -212,7 +219,11 @@ async def relay_answer(
         run.outcome.upstream_failed = True
         run.response = relay.response
     else:
-        run.response = await relay_whole(ctx.request, upstream, ctx.headers, run.outcome)
+        run.response = await relay_whole(
+            ctx.request, upstream, ctx.headers, run.outcome, engine=run.engine, expect_json=True
+        )
+        if run.engine is not None:
+            settle(run.engine, run.outcome)
     return True
 
 

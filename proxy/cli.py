@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.config import ProxyConfig, load_config, parse_engine_flag
+from proxy.drain import drain
 from proxy.errors import ConfigError
 from proxy.serve import install_uvloop, settle_heap, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
@@ -108,8 +109,9 @@ async def _serve(config: ProxyConfig) -> None:
     log.info("point an OpenAI client at %s/v1", proxy.url)
     try:
         await _wait_for_signal()
+        await drain(proxy, proxy.config.shutdown_grace_s)
     finally:
-        await proxy.stop()
+        await proxy.stop()  # after a drain, nothing is left to stop
 
 
 async def _sim_engine(config: ProxyConfig) -> None:

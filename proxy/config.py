@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from proxy.errors import ConfigError
+from proxy.keyconfig import DEFAULT_PASSTHROUGH, ApiKeyConfig
 
 ENV_PREFIX = "AUTELLIX_"
 
@@ -70,6 +71,24 @@ class EngineConfig(BaseModel):
         default=False,
         description="The engine runs autellix's scheduler plug-in: send program, thread and "
         "service with each call (vLLM: vllm_xargs) for it to schedule by.",
+    )
+    first_byte_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest wait for the engine's answer to begin once the call was sent (time "
+        "held in the proxy's own queue does not count). A non-streamed answer begins only when "
+        "it is complete, hence the generous default.",
+    )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest silence inside an answer that has begun (between stream chunks).",
+    )
+    eject_after: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed calls (unreachable, timed out, broken or garbled answers) "
+        "after which the engine gets no calls until its health check passes again.",
     )
     control_url: str | None = Field(
         default=None,
@@ -128,7 +147,15 @@ class ProgramsConfig(BaseModel):
         default=200_000, ge=1, description="Most served replies the inference index remembers."
     )
     tenant_header: str | None = Field(
-        default=None, description="Header naming the tenant (else the hashed API key)."
+        default=None,
+        description="Header naming the tenant, trusted as it comes: set it only when a gateway "
+        "that sets or strips it is the proxy's only client. Else the tenant comes from the "
+        "client's key (api_keys), or with no keys configured from a hash of its bearer token.",
+    )
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Secret (16 to 64 bytes) for hashing session values and open-mode bearer "
+        "tokens into ids. None: random per start, so those names change at every restart.",
     )
     service_unit: Literal["tokens-cost", "wall"] = Field(
         default="tokens-cost",
@@ -154,6 +181,13 @@ class ProgramsConfig(BaseModel):
     collect_interval_s: float = Field(
         default=15.0, gt=0, description="How often idle programs are looked for and forgotten."
     )
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 16 <= len(value.get_secret_value().encode()) <= 64:
+            raise ValueError("must be 16 to 64 bytes")
+        return value
 
 
 class GateSettings(BaseModel):
@@ -216,6 +250,26 @@ class ProxyConfig(BaseModel):
         default=False,
         description="Forward the client's Authorization header to engines instead of each "
         "engine's api_key.",
+    )
+    api_keys: list[ApiKeyConfig] = Field(
+        default_factory=list,
+        description="Client keys. When any is configured (here or in api_keys_file), every "
+        "route but /health, /ready and /metrics needs one. Empty: the proxy runs open.",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="A YAML or JSON file holding a list of api_keys entries (added to api_keys).",
+    )
+    passthrough_routes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PASSTHROUGH),
+        description="/v1 routes forwarded to engines as they are, relative to /v1; '*' matches "
+        "one path segment, a trailing '/**' any rest. Everything else under /v1 is 404.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM: stop accepting, let calls finish for this long, then end the "
+        "streams still open with an error event.",
     )
     trace_file: str | None = Field(
         default=None,

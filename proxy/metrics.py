@@ -224,6 +224,11 @@ class Metrics:
             "autellix_gate_waiting_calls", "Calls waiting in the proxy's gate for an engine slot."
         )
         self.programs = Gauge("autellix_programs", "Programs in the process table.")
+        self.retries = Counter(
+            "autellix_engine_retries",
+            "Calls sent again to another engine after theirs failed before answering.",
+            ["engine"],
+        )
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(
             _Collector([v for v in vars(self).values() if isinstance(v, _Instrument)])

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.edge import ShapedRunner
+
 
 def install_uvloop() -> None:
     """Use uvloop where it is available (the proxy's one concurrency model, DESIGN.md rule 3)."""
@@ -40,9 +42,17 @@ async def start_app(
     """Start ``app`` on ``host:port`` (port 0 picks a free one); return the runner and the port.
 
     ``handler_cancellation`` is on: when a client goes away, its handler is cancelled at once,
-    which closes the upstream connection, so an engine stops generating for nobody.
+    which closes the upstream connection, so an engine stops generating for nobody. Request
+    bodies are decompressed by the app, not the parser (``proxy.edge``).
     """
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # A graceful drain (proxy.drain) waits for calls before cleanup; cleanup cancels the rest.
+    runner = ShapedRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        auto_decompress=False,
+        shutdown_timeout=1.0,
+    )
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
