@@ -44,6 +44,19 @@ def _defs() -> dict[str, Any]:
     return spell_nullable(document()["components"]["schemas"], refs_to="#/$defs/")  # type: ignore[no-any-return]
 
 
+def properties(name: str) -> set[str]:
+    """The property names component ``name`` declares, through ``allOf`` and ``$ref``."""
+    found: set[str] = set()
+    todo = [document()["components"]["schemas"][name]]
+    while todo:
+        node = todo.pop()
+        if "$ref" in node:
+            todo.append(document()["components"]["schemas"][node["$ref"].split("/")[-1]])
+        found |= set(node.get("properties", {}))
+        todo += node.get("allOf", [])
+    return found
+
+
 def schema(name: str) -> dict[str, Any]:
     """The component schema ``name`` as a self-contained JSON Schema (draft 2020-12)."""
     return {
