@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from proxy.errors import BadRequest
-from proxy.sim.text import Answer, estimate_tokens
+from proxy.intercept.tokens import estimate_tokens
+from proxy.sim.text import Answer
 
 ToolChoiceMode = Literal["none", "auto", "required"]
 _MODES: dict[str, ToolChoiceMode] = {"none": "none", "auto": "auto", "required": "required"}

@@ -22,18 +22,16 @@ from pydantic import (
 )
 
 from proxy.errors import BadRequest, ModelNotFound
-from proxy.intercept.wire import WholeInt
-from proxy.sim.call import SimBatch, SimCall
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.text import (
-    Answer,
-    answer_for,
+from proxy.intercept.tokens import (
     canonical_json,
-    chat_answer_key,
     chat_prompt_tokens,
     content_text,
     estimate_tokens,
 )
+from proxy.intercept.wire import WholeInt
+from proxy.sim.call import SimBatch, SimCall
+from proxy.sim.config import SimEngineConfig
+from proxy.sim.text import Answer, answer_for, chat_answer_key
 from proxy.sim.tools import (
     ToolCall,
     allowed_functions,

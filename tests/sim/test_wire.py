@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from proxy.errors import BadRequest, ProxyError
+from proxy.intercept.tokens import chat_prompt_tokens
 from proxy.sim.call import SimBatch, SimCall
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.text import chat_prompt_tokens
 from proxy.sim.wire import chat_batch, completion_batch
 
 MODEL = "sim-llama-3.1-8b"
