@@ -22,12 +22,7 @@ from pydantic import (
 )
 
 from proxy.errors import BadRequest, ModelNotFound
-from proxy.intercept.tokens import (
-    canonical_json,
-    chat_prompt_tokens,
-    content_text,
-    estimate_tokens,
-)
+from proxy.intercept.tokens import canonical_json, chat_prompt_tokens, content_text, estimate_tokens
 from proxy.intercept.wire import WholeInt
 from proxy.sim.call import SimBatch, SimCall
 from proxy.sim.config import SimEngineConfig
