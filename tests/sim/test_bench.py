@@ -265,7 +265,7 @@ def test_missing_matplotlib_says_how_to_install_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    code, out, err = run(tmp_path, "--policies", "fcfs")
+    code, _out, err = run(tmp_path, "--policies", "fcfs")
     assert code == 2
     assert "pip install 'autellix-proxy[bench]'" in err
     assert "--no-plots" in err
