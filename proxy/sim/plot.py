@@ -28,6 +28,7 @@ def plotting_unavailable() -> str | None:
         )
     return None
 
+
 _PANELS = (
     ("latency_mean", "mean"),
     ("latency_p99", "P99"),
