@@ -154,7 +154,8 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
             table = state.scheduler.table
-            table.collect(state.scheduler.clock())
+            now = state.scheduler.clock()
+            table.collect(now, on_forget=state.metrics.program_ended)
 
     async with background(collect(), "autellix-table-collector"):
         yield
@@ -253,6 +254,12 @@ def create_app(config: ProxyConfig) -> web.Application:
     )
     metrics.gate_waiting.set_function(lambda: len(gate.waiting))
     metrics.programs.set_function(lambda: len(scheduler.table))
+    metrics.watch(
+        waiting_levels=lambda: (t.priority.level for t in gate.waiting),
+        engine_load=lambda: (
+            (e.name, e.load.running, e.load.waiting, e.load.kv_usage) for e in pool.engines.values()
+        ),
+    )
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
     )

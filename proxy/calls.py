@@ -100,6 +100,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     try:
         while response is None:
             engine = await gate.acquire(ticket)
+            metrics.admissions.labels(engine.name).inc()
             rid = ctx.request_id if segment == 0 else f"{ctx.request_id}-r{segment}"
             try:
                 ctx.headers["X-Autellix-Engine"] = engine.name
@@ -185,7 +186,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             preemptions=segment,
         )
     assert response is not None  # the loop ends only with an answer
-    if outcome.first_byte_at is not None and outcome.status == 200:
+    if ctx.stream and outcome.first_byte_at is not None and outcome.status == 200:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
     if usage is not None and engine is not None:
         metrics.tokens.labels(engine.name, "prompt").inc(usage.prompt_tokens)

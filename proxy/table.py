@@ -244,8 +244,9 @@ class ProcessTable:
 
     # -- forgetting --------------------------------------------------------------------------
 
-    def collect(self, now: float) -> int:
-        """Forget programs idle for ``idle_ttl_s`` or more; return how many."""
+    def collect(self, now: float, on_forget: Callable[[Program], object] | None = None) -> int:
+        """Forget programs idle for ``idle_ttl_s`` or more (each passed to ``on_forget``, for
+        the metrics); return how many."""
         horizon = now - self.config.idle_ttl_s
         count = 0
         while self._idle:
@@ -254,6 +255,8 @@ class ProcessTable:
                 break
             del self._idle[program_id]
             del self._programs[program_id]
+            if on_forget is not None:
+                on_forget(program)
             count += 1
         self.collected += count
         return count
