@@ -30,6 +30,7 @@ from proxy.serve import background
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.trace import TraceRecorder
 from proxy.table import ProcessTable, TableConfig
+from proxy.wallclock import WALL_CLOCK, WallClock
 
 log = logging.getLogger("autellix")
 
@@ -209,7 +210,7 @@ async def _trace_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     try:
-        recorder = TraceRecorder.open(state.config.trace_file)
+        recorder = TraceRecorder.open(state.config.trace_file, time_offset=app[WALL_CLOCK].offset)
     except OSError as exc:
         raise ConfigError(
             f"cannot open trace_file {state.config.trace_file!r}: {exc.strerror}"
@@ -245,6 +246,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
+    app[WALL_CLOCK] = WallClock.capture()
     pool = EnginePool(make_backend(e) for e in config.engines)
     gate = Gate(
         pool,
@@ -267,6 +269,6 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)
     app.cleanup_ctx.append(_trace_ctx)
-    app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
+    app.router.add_routes(admin_routes(TABLE, WALL_CLOCK))  # before the catch-all /v1 route
     routes.add_routes(app)
     return app

@@ -23,6 +23,7 @@ from proxy.intercept.wire import (
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
 from proxy.sim.text import chat_prompt_tokens, estimate_tokens
+from proxy.wallclock import WALL_CLOCK
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
@@ -136,8 +137,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    # The models are served through this proxy: it owns the listing, since the proxy started.
+    # Which engines serve each is an extra field (clients ignore fields they do not know).
+    created = int(request.app[WALL_CLOCK].started)
     data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+        {
+            "id": model,
+            "object": "model",
+            "created": created,
+            "owned_by": "autellix",
+            "engines": sorted(engines),
+        }
         for model, engines in sorted(state.pool.models().items())
     ]
     return web.json_response(

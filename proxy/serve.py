@@ -12,6 +12,13 @@ from typing import Any
 from aiohttp import web
 
 
+class ListenError(OSError):
+    """The address could not be bound; the message names it (``cannot listen on host:port``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def install_uvloop() -> None:
     """Use uvloop where it is available (the proxy's one concurrency model, DESIGN.md rule 3)."""
     with contextlib.suppress(ImportError):
@@ -28,11 +35,22 @@ async def start_app(
     ``handler_cancellation`` is on: when a client goes away, its handler is cancelled at once,
     which closes the upstream connection, so an engine stops generating for nobody.
     """
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
+    # Bind first: a taken port then stops start-up before the app's start-up hooks run (they
+    # would otherwise be left half-started, and shut down noisily).
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from None
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    try:
+        await runner.setup()
+    except BaseException:
+        sock.close()
+        raise
     site = web.SockSite(runner, sock)
     await site.start()
     return runner, sock.getsockname()[1]

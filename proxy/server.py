@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import EngineConfig, ProxyConfig
+from proxy.preflight import check_config
 from proxy.serve import start_app
 
 log = logging.getLogger("autellix")
@@ -32,6 +33,7 @@ class RunningProxy:
 
 
 async def start_proxy(config: ProxyConfig) -> RunningProxy:
+    check_config(config)  # before anything starts, the embedded engine included
     runners: list[web.AppRunner] = []
     sim_url = None
     if not config.engines:
