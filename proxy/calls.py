@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from proxy import accesslog
 from proxy.backends.base import CallHints
 from proxy.errors import BadGateway, ProxyError
 from proxy.gate import Ticket
@@ -93,6 +94,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             on_tokens=lambda n: _served(ctx, ticket, n),
         )
     outcome = Outcome()
+    accesslog.call_arrived(ctx, outcome)
     body, segment, tries = ctx.body, 0, 0
     response: web.StreamResponse | None = None
     ok = False
@@ -101,6 +103,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
         while response is None:
             engine = await gate.acquire(ticket)
             metrics.admissions.labels(engine.name).inc()
+            accesslog.call_admitted(ctx, engine)
             rid = ctx.request_id if segment == 0 else f"{ctx.request_id}-r{segment}"
             try:
                 ctx.headers["X-Autellix-Engine"] = engine.name
@@ -134,6 +137,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
                                 response = relay.response
                             else:
                                 metrics.preemptions.labels(engine.name).inc()
+                                accesslog.call_preempted(ctx, engine, relay.tokens)
                                 scheduler.preempted(call)
                                 state.spawn(_abort_quietly(ctx, engine, rid))
                                 if relay.response is not None and outcome.reply.id is not None:

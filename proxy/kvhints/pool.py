@@ -113,6 +113,11 @@ class EnginePool:
             state.last_error = f"health check of {backend.base_url} failed"
         if healthy != state.healthy:
             log.warning("engine %s is now %s", state.name, "healthy" if healthy else "unhealthy")
+        log.debug(
+            "engine %s: %s, models %s, load running=%s waiting=%s kv=%s",
+            state.name, "healthy" if healthy else f"unhealthy ({state.last_error})",
+            sorted(state.models or ()), state.load.running, state.load.waiting, state.load.kv_usage,
+        )  # fmt: skip
         state.healthy = healthy
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:
