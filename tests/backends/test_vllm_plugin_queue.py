@@ -617,3 +617,27 @@ def test_control_channel_without_pyzmq(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zmq.asyncio", None)
     with pytest.raises(ConfigError, match="pyzmq"):
         ControlChannel("tcp://127.0.0.1:1")
+
+
+def test_the_proxy_skips_exactly_the_plugins_variables() -> None:
+    from proxy.backends import plugin_env
+    from proxy.backends.vllm_plugin import control
+
+    assert (plugin_env.PREFIX, plugin_env.LEGACY_PREFIX) == (
+        control.ENV_PREFIX,
+        control.LEGACY_ENV_PREFIX,
+    )
+    # Every setting the plug-in reads is one the proxy knows to skip.
+    for name in plugin_env.SETTINGS:
+        assert plugin_env.is_plugin_variable(control.ENV_PREFIX + name)
+    read: list[str] = []
+
+    class Env(dict[str, str]):
+        def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+            read.append(key)
+            return ""
+
+    PluginSettings.from_env(Env())
+    assert {
+        k.removeprefix(control.ENV_PREFIX) for k in read if k.startswith(control.ENV_PREFIX)
+    } == set(plugin_env.SETTINGS)

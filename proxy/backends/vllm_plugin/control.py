@@ -29,7 +29,6 @@ from typing import IO, Any
 
 import orjson
 
-from proxy.backends import plugin_env
 from proxy.backends.vllm_plugin.queue import CallTags, ServiceCost
 from proxy.errors import ConfigError
 from proxy.policies.base import Policy
@@ -37,7 +36,10 @@ from proxy.policies.levels import DEFAULT_BETA, LevelsConfig
 from proxy.policies.registry import PolicyRegistry
 
 MAX_PER_POLL = 1024  # bounds one step's work if the proxy floods the channel
-ENV_PREFIX = plugin_env.PREFIX
+# The plug-in's own prefix, apart from the proxy's AUTELLIX_* settings; the earlier
+# AUTELLIX_<NAME> still works (proxy/backends/plugin_env.py lists both for the proxy side).
+ENV_PREFIX = "AUTELLIX_PLUGIN_"
+LEGACY_ENV_PREFIX = "AUTELLIX_"
 DEFAULT_POLICY = "plas"
 DEFAULT_MIN_QUANTUM_TOKENS = 8
 DEFAULT_LOG_MAX = 10_000
@@ -126,8 +128,8 @@ class PluginSettings:
 
         def var(name: str) -> str:
             # The variable a setting is read from: the plug-in's prefix, else the old name.
-            new = plugin_env.PREFIX + name
-            old = plugin_env.LEGACY_PREFIX + name
+            new = ENV_PREFIX + name
+            old = LEGACY_ENV_PREFIX + name
             return old if env.get(new, "").strip() == "" and env.get(old, "").strip() else new
 
         def get(name: str) -> str | None:
