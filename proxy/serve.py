@@ -27,16 +27,8 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def start_app(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0
-) -> tuple[web.AppRunner, int]:
-    """Start ``app`` on ``host:port`` (port 0 picks a free one); return the runner and the port.
-
-    ``handler_cancellation`` is on: when a client goes away, its handler is cancelled at once,
-    which closes the upstream connection, so an engine stops generating for nobody.
-    """
-    # Bind first: a taken port then stops start-up before the app's start-up hooks run (they
-    # would otherwise be left half-started, and shut down noisily).
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; ``ListenError`` naming the address if it cannot be."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -45,6 +37,26 @@ async def start_app(
         sock.close()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from None
+    return sock
+
+
+async def start_app(
+    app: web.Application,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    sock: socket.socket | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on ``host:port`` (port 0 picks a free one), or on ``sock`` already bound;
+    return the runner and the port.
+
+    ``handler_cancellation`` is on: when a client goes away, its handler is cancelled at once,
+    which closes the upstream connection, so an engine stops generating for nobody.
+    """
+    # Bind first: a taken port then stops start-up before the app's start-up hooks run (they
+    # would otherwise be left half-started, and shut down noisily).
+    if sock is None:
+        sock = bind(host, port)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     try:
         await runner.setup()

@@ -13,7 +13,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import EngineConfig, ProxyConfig
 from proxy.preflight import check_config
-from proxy.serve import start_app
+from proxy.serve import bind, start_app
 
 log = logging.getLogger("autellix")
 
@@ -34,12 +34,17 @@ class RunningProxy:
 
 async def start_proxy(config: ProxyConfig) -> RunningProxy:
     check_config(config)  # before anything starts, the embedded engine included
+    sock = bind(config.host, config.port)  # a taken port, too, stops start-up here
     runners: list[web.AppRunner] = []
     sim_url = None
     if not config.engines:
         from proxy.sim.server import create_sim_app
 
-        sim_runner, sim_port = await start_app(create_sim_app(config.sim), "127.0.0.1", 0)
+        try:
+            sim_runner, sim_port = await start_app(create_sim_app(config.sim), "127.0.0.1", 0)
+        except BaseException:
+            sock.close()
+            raise
         runners.append(sim_runner)
         sim_url = f"http://127.0.0.1:{sim_port}"
         log.info(
@@ -50,10 +55,11 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
         )
         engine = EngineConfig(name="sim", url=sim_url, kind="sim", models=config.sim.served_names())
         config = config.model_copy(update={"engines": [engine]})
-    app = create_app(config)
     try:
-        runner, port = await start_app(app, config.host, config.port)
+        app = create_app(config)
+        runner, port = await start_app(app, sock=sock)
     except BaseException:
+        sock.close()
         for r in runners:
             await r.cleanup()
         raise
