@@ -16,18 +16,34 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
+from proxy.intercept.identify import Identity
+from proxy.kvhints.pool import EngineState
+from proxy.records import Call, Program
 from proxy.relay import Outcome
-
-if TYPE_CHECKING:
-    from proxy.calls import CallContext
-    from proxy.kvhints.pool import EngineState
+from proxy.state import ProxyState
 
 access_log = logging.getLogger("autellix.access")
 call_log = logging.getLogger("autellix.calls")
+
+
+class CallContext(Protocol):
+    """What is read of a call's context (``proxy.calls.CallContext`` has it all); a protocol,
+    so that the request path can call in here without an import cycle."""
+
+    request: web.Request
+    state: ProxyState
+    stream: bool
+    model: str
+    identity: Identity
+    program: Program
+    call: Call
+    request_id: str
+    headers: dict[str, str]
+    arrived: float
 
 
 @dataclass(slots=True)

@@ -14,6 +14,8 @@ from proxy.config import ProxyConfig, load_config, parse_engine_flag
 from proxy.errors import ConfigError
 from proxy.preflight import check_config, describe_settings
 from proxy.serve import install_uvloop, start_app
+from proxy.server import resolve, sim_engine_config, start_proxy
+from proxy.sim.server import create_sim_app
 
 log = logging.getLogger("autellix")
 
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
     sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
     # The benchmark's own flags are parsed by proxy.sim.bench, imported only when it runs, so
-    # that serving never depends on the simulator's modules.
+    # that serving never loads the simulator's event loop, sweep and plotting.
     sub.add_parser(
         "bench",
         add_help=False,
@@ -107,8 +109,6 @@ async def _wait_for_signal() -> None:
 
 
 async def _serve(config: ProxyConfig) -> None:
-    from proxy.server import start_proxy
-
     proxy = await start_proxy(config)
     engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
     log.info("autellix proxy listening on %s; engines: %s", proxy.url, engines)
@@ -121,12 +121,9 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 async def _sim_engine(config: ProxyConfig) -> None:
-    from proxy.sim.server import create_sim_app
-
-    runner, port = await start_app(create_sim_app(config.sim), config.host, config.port)
-    log.info(
-        "simulated engine (model %s) listening on http://%s:%d", config.sim.model, config.host, port
-    )
+    sim = sim_engine_config(config)
+    runner, port = await start_app(create_sim_app(sim), config.host, config.port)
+    log.info("simulated engine (model %s) listening on http://%s:%d", sim.model, config.host, port)
     try:
         await _wait_for_signal()
     finally:
@@ -147,7 +144,7 @@ def _bench(argv: list[str]) -> int:
 
 def effective_config(args: argparse.Namespace) -> ProxyConfig:
     """The config the command runs with, checked before anything starts (``ConfigError``)."""
-    config = load_config(args.config, overrides=_overrides(args))
+    config = resolve(load_config(args.config, overrides=_overrides(args)))
     if args.command == "serve":
         check_config(config)
     elif "port" not in config.model_fields_set:  # sim-engine: not on the proxy's port

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from proxy.backends.plugin_env import is_plugin_variable
 from proxy.errors import ConfigError
-from proxy.sim.config import SimEngineConfig
 
 ENV_PREFIX = "AUTELLIX_"
 
@@ -141,12 +140,13 @@ class ProgramsConfig(BaseModel):
         default=None,
         gt=0,
         description="Service of one generated token (None: one decode step of the simulated "
-        "engine's cost model at a batch of 32).",
+        "engine's cost model at a batch of 32, filled in when the proxy starts).",
     )
     prefill_token_s: float | None = Field(
         default=None,
         gt=0,
-        description="Service of one prompt token (None: from the simulated engine's cost model).",
+        description="Service of one prompt token (None: from the simulated engine's cost model, "
+        "filled in when the proxy starts).",
     )
     idle_ttl_s: float = Field(
         default=600.0, ge=0, description="Forget a program this long after its last call ended."
@@ -191,9 +191,13 @@ class ProxyConfig(BaseModel):
         default_factory=list,
         description="Engines behind the proxy. Empty: an embedded simulated engine is started.",
     )
-    sim: SimEngineConfig = Field(
-        default_factory=SimEngineConfig,
-        description="Settings of the embedded simulated engine (used only when engines is empty).",
+    # A plain mapping so that the proxy does not import the simulator to read its config: the
+    # embedded engine's starter (proxy.server) checks it against SimEngineConfig.
+    sim: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the embedded simulated engine (SimEngineConfig's fields, "
+        "docs/sim-engine.md; used only when engines is empty, and by the default service "
+        "weights).",
     )
     policy: str = Field(
         default="plas",
@@ -235,6 +239,14 @@ class ProxyConfig(BaseModel):
         "level, engine, status, tokens and times.",
     )
 
+    @field_validator("sim", mode="before")
+    @classmethod
+    def _sim_settings(cls, value: Any) -> Any:
+        # Callers may pass a SimEngineConfig; keep only what they set, as a file would.
+        if isinstance(value, BaseModel):
+            return value.model_dump(exclude_unset=True)
+        return value
+
     @field_validator("engines")
     @classmethod
     def _unique_names(cls, engines: list[EngineConfig]) -> list[EngineConfig]:
@@ -245,11 +257,14 @@ class ProxyConfig(BaseModel):
         return engines
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    # One line, so that it reads whole in a container's log and in a terminal alike.
+def format_validation_error(
+    err: ValidationError, source: str, *, within: tuple[str, ...] = ()
+) -> str:
+    """Every bad value, each naming the dotted path of its field (under ``within``), on one
+    line, so that it reads whole in a container's log and in a terminal alike."""
     problems = []
     for item in err.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(root)"
+        where = ".".join(str(part) for part in (*within, *item["loc"])) or "(root)"
         problems.append(f"{where}: {item['msg']}")
     return f"invalid configuration ({source}): " + "; ".join(problems)
 
@@ -333,7 +348,7 @@ def load_config(
         return ProxyConfig.model_validate(data)
     except ValidationError as exc:
         source = f"file {path}, environment and flags" if path else "environment and flags"
-        raise ConfigError(_format_validation_error(exc, source)) from exc
+        raise ConfigError(format_validation_error(exc, source)) from exc
 
 
 def parse_engine_flag(value: str) -> dict[str, Any]:

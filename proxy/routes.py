@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from proxy.app import STATE, ProxyState
 from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
 from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
+from proxy.intercept.tokens import prompt_tokens
 from proxy.intercept.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -22,7 +21,7 @@ from proxy.intercept.wire import (
 )
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
-from proxy.sim.text import chat_prompt_tokens, estimate_tokens
+from proxy.state import STATE, ProxyState
 from proxy.wallclock import WALL_CLOCK
 
 
@@ -80,18 +79,6 @@ async def send_raw(
                 raise
 
 
-def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
-    """The prompt's size before the engine says: the same heuristic as the simulated engine."""
-    if chat:
-        return chat_prompt_tokens(body["messages"], tools=body.get("tools"))
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return estimate_tokens(prompt)
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-        return len(prompt)  # token ids
-    return sum(estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompt or ())
-
-
 async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     arrived = time.perf_counter()
     state = request.app[STATE]
@@ -101,7 +88,8 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
     identity = scheduler.identifier.identify(request.headers, body)
     body = strip_program(body)
-    state.pool.choose(wire.model)  # an unknown model fails here, before the call is recorded
+    # An unknown model fails here, before the call is recorded; the gate chooses the engine.
+    state.pool.serving(wire.model)
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
@@ -111,7 +99,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         }
         drop_usage = True
     program, call, priority = scheduler.arrive(
-        identity, prompt_tokens=prompt_tokens_estimate(body, chat=chat)
+        identity, prompt_tokens=prompt_tokens(body, chat=chat)
     )
     headers = {
         "X-Request-Id": request_id,

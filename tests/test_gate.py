@@ -8,7 +8,7 @@ import pytest
 from proxy.backends.registry import make_backend
 from proxy.config import EngineConfig
 from proxy.errors import NotFound
-from proxy.gate import Gate, GateConfig, Ticket, pick_victim
+from proxy.gate import Gate, GateConfig, Ticket
 from proxy.kvhints.pool import EnginePool
 from proxy.policies.base import Priority
 from proxy.records import Call, Program
@@ -180,15 +180,43 @@ async def test_demotion_of_a_running_call_triggers_preemption() -> None:
     waiter.cancel()
 
 
-def test_pick_victim_takes_the_worst_preemptible() -> None:
-    w = _ticket("w", 0)
-    w.priority = Priority(0)
-    candidates = []
+async def test_victim_is_the_worst_preemptible_running_call_past_its_quantum() -> None:
+    gate, clock = _gate(max_inflight=3, preempt=True, min_quantum_s=1.0)
+    cut: list[str] = []
     for name, level, preemptible in (("a", 2, True), ("b", 5, False), ("c", 4, True)):
         t = _ticket(name, level)
-        t.priority, t.preemptible, t.granted_at = Priority(level), preemptible, 0.0
-        candidates.append(t)
-    victim = pick_victim(w, candidates, now=10.0, margin=1, min_quantum_s=1.0)
-    assert victim is not None
-    assert victim.call.id == "c"
-    assert pick_victim(w, candidates, now=0.5, margin=1, min_quantum_s=1.0) is None
+        t.preemptible = preemptible
+        await gate.acquire(t)
+        t.on_preempt = lambda name=name: cut.append(name)  # type: ignore[misc]
+    clock.now = 0.5
+    early = asyncio.create_task(gate.acquire(_ticket("early", 0, 0.5)))
+    await asyncio.sleep(0)
+    assert cut == []  # nobody has had the quantum yet
+    early.cancel()
+    clock.now = 10.0
+    urgent = asyncio.create_task(gate.acquire(_ticket("urgent", 0, 10.0)))
+    await asyncio.sleep(0)
+    assert cut == ["c"]  # b is worse but not preemptible
+    urgent.cancel()
+
+
+async def test_waiters_that_left_before_their_grant_take_no_slot_with_them() -> None:
+    gate, _ = _gate(max_inflight=16, preempt=False)
+    holders = [_ticket(f"h{i}", 0) for i in range(16)]
+    for holder in holders:
+        await gate.acquire(holder)
+    waiters = [asyncio.create_task(gate.acquire(_ticket(f"w{i}", 0, 1.0))) for i in range(64)]
+    await asyncio.sleep(0)
+    assert gate.queued == 64
+    for waiter in waiters:  # every client goes away at once...
+        waiter.cancel()
+    for holder in holders:  # ...and the slots free before their handlers have run
+        gate.release(holder)
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert gate.running("e") == 0
+    assert gate.queued == 0
+    late = asyncio.create_task(gate.acquire(_ticket("late", 0, 2.0)))
+    await asyncio.sleep(0)
+    assert late.done()
+    assert late.result().name == "e"

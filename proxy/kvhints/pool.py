@@ -64,10 +64,16 @@ class EnginePool:
         )
 
     def choose(self, model: str | None) -> EngineState:
-        """The engine for a call to ``model`` (None: any engine): the least busy healthy one.
+        """The engine for a call to ``model`` (None: any engine): the least busy of
+        ``serving(model)``."""
+        return min(self.serving(model), key=lambda s: (s.inflight, s.load.waiting or 0))
+
+    def serving(self, model: str | None) -> list[EngineState]:
+        """The healthy engines that serve ``model`` (None: any engine); never empty.
 
         Unknown model -> NotFound, unless some engine's models are not known yet, in which
-        case the model may well exist and the answer is ServiceUnavailable.
+        case the model may well exist and the answer is ServiceUnavailable; no healthy engine
+        for it -> ServiceUnavailable.
         """
         if not self.engines:
             raise ServiceUnavailable("no engines are configured")
@@ -95,7 +101,7 @@ class EnginePool:
                 f"no healthy engine serves {model or 'this request'}: {details}",
                 code="engine_unavailable",
             )
-        return min(healthy, key=lambda s: (s.inflight, s.load.waiting or 0))
+        return healthy
 
     async def refresh_one(self, session: aiohttp.ClientSession, state: EngineState) -> None:
         backend = state.backend

@@ -43,6 +43,8 @@ class PLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
+        # A waiting call's rank reads its program's wait, and with a floor its tenant's ledger.
+        self.rank_scope = "program" if self.floor is None else "tenant"
 
     def _program_service(self, call: Call, program: Program, now: float) -> float:
         if self.floor is None:
@@ -70,6 +72,14 @@ class PLAS(BasePolicy):
         )
         service = base + call.service if since is None else since
         return assigned(call, Priority(self.levels.level_of(service), call.arrival))
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return self.guard.deadline(
+            call,
+            program_wait=self._program_wait(program, now),
+            program_service=self._program_service(call, program, now),
+            now=now,
+        )
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         before = program.service

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import orjson
 
 from proxy.errors import BadRequest
-from proxy.sim.text import Answer, estimate_tokens
+from proxy.intercept.tokens import estimate_tokens
+from proxy.sim.text import Answer
 
 ToolChoiceMode = Literal["none", "auto", "required"]
 _MODES: dict[str, ToolChoiceMode] = {"none": "none", "auto": "auto", "required": "required"}

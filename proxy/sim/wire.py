@@ -23,16 +23,10 @@ from pydantic import (
 )
 
 from proxy.errors import BadRequest, NotFound
+from proxy.intercept.tokens import canonical_json, chat_prompt_tokens, estimate_tokens
 from proxy.sim.call import SimCall
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.text import (
-    Answer,
-    answer_for,
-    canonical_json,
-    chat_answer_key,
-    chat_prompt_tokens,
-    estimate_tokens,
-)
+from proxy.sim.text import Answer, answer_for, chat_answer_key
 from proxy.sim.tools import ToolCall, called_function, make_tool_call, tool_choice
 
 DONE = b"data: [DONE]\n\n"

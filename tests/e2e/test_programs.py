@@ -11,11 +11,11 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.app import STATE
 from proxy.config import EngineConfig, ProgramsConfig, ProxyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
 from proxy.sim.config import SimEngineConfig
+from proxy.state import STATE
 from tests.e2e.fakes import Script, fake_engine
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.sim.text import answer_for, canonical_json, chat_prompt_tokens, count_words
+from proxy.intercept.tokens import canonical_json, chat_prompt_tokens
+from proxy.sim.text import answer_for, count_words
 from tests.sim.loopback import (
     CHAT,
     LONG,

@@ -8,9 +8,10 @@ import orjson
 import pytest
 
 from proxy.errors import BadRequest, ProxyError
+from proxy.intercept.tokens import chat_prompt_tokens
 from proxy.sim.call import SimCall
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.text import chat_prompt_tokens, count_words
+from proxy.sim.text import count_words
 from proxy.sim.wire import (
     DONE,
     chat_call,
