@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from proxy.calls import CallContext, serve_call, upstream_headers
-from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
+from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.tokens import prompt_tokens
@@ -123,24 +123,39 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await generation(request, chat=False)
 
 
-async def list_models(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+def _model_card(model: str, engines: list[str], created: int) -> dict[str, object]:
     # The models are served through this proxy: it owns the listing, since the proxy started.
     # Which engines serve each is an extra field (clients ignore fields they do not know).
+    return {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": "autellix",
+        "engines": sorted(engines),
+    }
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
     created = int(request.app[WALL_CLOCK].started)
     data = [
-        {
-            "id": model,
-            "object": "model",
-            "created": created,
-            "owned_by": "autellix",
-            "engines": sorted(engines),
-        }
+        _model_card(model, engines, created)
         for model, engines in sorted(state.pool.models().items())
     ]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
     )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's ``GET /v1/models/{model}``, from the engines' lists (404 if none serves it)."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    engines = state.pool.models().get(name)
+    if engines is None:
+        raise ModelNotFound(f"model {name!r} does not exist")
+    card = _model_card(name, engines, int(request.app[WALL_CLOCK].started))
+    return web.json_response(card, dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -194,6 +209,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

@@ -9,6 +9,7 @@ end-to-end tests the estimate and the engine's figure agree.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,10 @@ def estimate_tokens(text: str) -> int:
 
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys: equal values give equal bytes, whatever the client's key order."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers past 64 bits, which JSON allows: the standard library's
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def content_text(content: Any) -> str:
@@ -84,6 +88,6 @@ def prompt_tokens(body: Mapping[str, Any], *, chat: bool) -> int:
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         return estimate_tokens(prompt)
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | float):
         return len(prompt)  # token ids
     return sum(estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompt or ())

@@ -68,7 +68,7 @@ async def test_unknown_model_404_and_unknown_route_404(
         assert resp.status == 404
         err = _assert_openai_error(await resp.json(), "model")
         assert "gpt-x" in err["message"]
-        assert err["code"] == "model_not_found"
+        assert (err["type"], err["code"]) == ("invalid_request_error", "model_not_found")
     async with http.get(proxy.url + "/nowhere") as resp:
         assert resp.status == 404
         _assert_openai_error(await resp.json())
@@ -295,7 +295,10 @@ async def test_health_ready_metrics(proxy: RunningProxy, http: aiohttp.ClientSes
         text = await resp.text()
     assert 'autellix_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
     assert 'autellix_requests_total{route="/v1/chat/completions",status="404"} 1.0' in text
-    assert 'autellix_errors_total{route="/v1/chat/completions",type="not_found_error"} 1.0' in text
+    assert (
+        'autellix_errors_total{route="/v1/chat/completions",type="invalid_request_error"} 1.0'
+        in text
+    )
     assert 'autellix_time_to_first_token_seconds_count{route="/v1/chat/completions"} 1.0' in text
     assert 'autellix_tokens_total{engine="sim",kind="completion"}' in text
     assert 'autellix_inflight_calls{engine="sim"} 0.0' in text
