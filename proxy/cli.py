@@ -13,7 +13,7 @@ from typing import Any
 from proxy.config import ProxyConfig, load_config, parse_engine_flag
 from proxy.errors import ConfigError
 from proxy.preflight import check_config, describe_settings
-from proxy.serve import install_uvloop, start_app
+from proxy.serve import install_uvloop, settle_heap, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
 from proxy.sim.server import create_sim_app
 
@@ -110,6 +110,7 @@ async def _wait_for_signal() -> None:
 
 async def _serve(config: ProxyConfig) -> None:
     proxy = await start_proxy(config)
+    settle_heap()
     engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
     log.info("autellix proxy listening on %s; engines: %s", proxy.url, engines)
     log.info("%s", describe_settings(proxy.config))
