@@ -21,7 +21,11 @@ from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
 from proxy.intercept.identify import Identifier, IdentifyConfig
+from proxy.kvhints.balancers.registry import BalancerRegistry
+from proxy.kvhints.breaker import Breaker
+from proxy.kvhints.index import PrefixIndex
 from proxy.kvhints.pool import EnginePool
+from proxy.kvhints.router import Router
 from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
 from proxy.policies.base import Policy, program_scalar
@@ -88,6 +92,26 @@ def build_policy(config: ProxyConfig, weights: dict[str, float] | None = None) -
     return PolicyRegistry().create(config.policy, settings, live=True)
 
 
+def build_router(config: ProxyConfig, pool: EnginePool) -> Router:
+    """The configured balancer behind the gate, with a prefix index. The simulated engine's
+    KV events name the blocks the proxy computes; other engines' events hash token ids, so
+    what the proxy routed to them is recorded too (docs/routing.md)."""
+    routing = config.routing
+    exact = {e.name for e in config.engines if e.kv_events_url and e.kind == "sim"}
+
+    def healthy(name: str) -> bool:
+        engine = pool.engines.get(name)
+        return engine is not None and engine.healthy
+
+    return Router(
+        BalancerRegistry().create(routing.balancer, routing.tuning()),
+        index=PrefixIndex(routing.index_blocks),
+        block_tokens=routing.block_tokens,
+        healthy=healthy,
+        approximate=lambda name: name not in exact,
+    )
+
+
 def build_scheduler(
     config: ProxyConfig, metrics: Metrics, ids: IdGen, weights: dict[str, float] | None = None
 ) -> Scheduler:
@@ -140,11 +164,16 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
                 state.scheduler.table,
                 state.scheduler.clock,
                 gc_policy,
-                on_forget=state.metrics.program_ended,
+                on_forget=lambda p: _forget(state, p),
             )
 
     async with background(collect(), "autellix-table-collector"):
         yield
+
+
+def _forget(state: ProxyState, program: Program) -> None:
+    state.metrics.program_ended(program)
+    state.gate.router.forget(program.id)
 
 
 async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -226,13 +255,21 @@ def create_app(config: ProxyConfig) -> web.Application:
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
     app[WALL_CLOCK] = WallClock.capture()
-    pool = EnginePool(make_backend(e) for e in config.engines)
+    routing = config.routing
+    pool = EnginePool(
+        (make_backend(e) for e in config.engines),
+        breaker=Breaker(routing.breaker_backoff_s, routing.breaker_max_backoff_s),
+        clock=scheduler.clock,
+    )
+    router = build_router(config, pool)
     gate = Gate(
         pool,
         scheduler.policy,
         GateConfig(**config.gate.model_dump()),
         scheduler.clock,
+        router=router,
     )
+    metrics.registry.register(router.collector(lambda: list(pool.engines)))
     metrics.gate_waiting.set_function(lambda: gate.queued)
     metrics.programs.set_function(lambda: len(scheduler.table))
     metrics.watch(

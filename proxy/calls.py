@@ -277,7 +277,8 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     """Serve the call: attempts until one answers (the steps above), accounted however it
     ends. An error before the client got a byte goes to the error edge; after, it ends the
     client's open stream."""
-    ticket = Ticket(call=ctx.call, program=ctx.program, model=ctx.model)
+    blocks = ctx.state.gate.router.blocks(ctx.body, chat=ctx.chat)
+    ticket = Ticket(call=ctx.call, program=ctx.program, model=ctx.model, blocks=blocks)
     can_resume = ctx.state.config.gate.preempt and resumable(
         ctx.body, chat=ctx.chat, stream=ctx.stream
     )

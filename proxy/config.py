@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from proxy.backends.plugin_env import is_plugin_variable
 from proxy.errors import ConfigError
 from proxy.keyconfig import DEFAULT_PASSTHROUGH, ApiKeyConfig
+from proxy.kvhints.settings import RoutingSettings
 
 ENV_PREFIX = "AUTELLIX_"
 
@@ -98,6 +99,13 @@ class EngineConfig(BaseModel):
         "the engine ranks queued calls by their program's latest service. Needs pyzmq.",
     )
 
+    kv_events_url: str | None = Field(
+        default=None,
+        description="Where the engine publishes its KV cache events (vLLM --kv-events-config "
+        "endpoint, e.g. tcp://10.0.0.5:5557): the prefix index learns its blocks from them. "
+        "Needs pyzmq and msgpack (extra 'kvevents').",
+    )
+
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
@@ -107,7 +115,7 @@ class EngineConfig(BaseModel):
             )
         return value
 
-    @field_validator("control_url")
+    @field_validator("control_url", "kv_events_url")
     @classmethod
     def _zmq_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("tcp://", "ipc://")):
@@ -246,6 +254,10 @@ class ProxyConfig(BaseModel):
     )
     gate: GateSettings = Field(
         default_factory=GateSettings, description="The proxy-side priority gate and preemption."
+    )
+    routing: RoutingSettings = Field(
+        default_factory=RoutingSettings,
+        description="Balancer, prefix index and circuit breaker (docs/routing.md).",
     )
     forward_client_auth: bool = Field(
         default=False,

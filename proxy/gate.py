@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from proxy.core.admission import Admission, EngineSlots, Grant
 from proxy.core.preempt import PreemptRule
 from proxy.core.queue import Waiting
+from proxy.kvhints.balancers.autellix import AutellixBalancer
+from proxy.kvhints.load import EngineLoad
 from proxy.kvhints.pool import EnginePool, EngineState
+from proxy.kvhints.router import Router
 from proxy.policies.base import Policy, Priority
 from proxy.records import Call, Program
 
@@ -59,6 +62,7 @@ class Ticket:
     on_preempt: Callable[[], None] | None = None  # set by the owner while it holds a slot
     future: asyncio.Future[EngineState] | None = None
     entry: Waiting[Ticket] | None = None  # its place in the core, made on first acquire
+    blocks: tuple[int, ...] = ()  # its prompt's prefix blocks (``Router.blocks``)
 
     @property
     def granted_at(self) -> float | None:
@@ -74,8 +78,10 @@ class Gate:
         clock: Callable[[], float],
         *,
         on_preempt: Callable[[Ticket], None] | None = None,
+        router: Router | None = None,
     ) -> None:
         self.pool = pool
+        self.router = router or Router(AutellixBalancer())
         self.policy = policy
         self.config = config
         self.clock = clock
@@ -199,8 +205,23 @@ class Gate:
     def _pick(
         self, slots: list[EngineSlots[Ticket]], entry: Waiting[Ticket]
     ) -> EngineSlots[Ticket]:
+        # The balancer chooses, once per call; the gate's own count of the calls it holds
+        # there is exact, the engine's reported queue as fresh as its last poll.
         engines = self.pool.engines
-        return min(slots, key=lambda s: (len(s.running), engines[s.name].load.waiting or 0))
+        loads = []
+        for s in slots:
+            load = engines[s.name].load
+            loads.append(EngineLoad(len(s.running), load.waiting, load.kv_usage, s.name))
+        ticket = entry.item
+        choice = self.router.pick(
+            loads,
+            program=ticket.program.id,
+            prompt_tokens=ticket.call.prompt_tokens,
+            affinity=ticket.program.engine,
+            blocks=ticket.blocks,
+            now=self.clock(),
+        )
+        return slots[choice]
 
     def _apply(self, grant: Grant[Ticket]) -> EngineState:
         ticket = grant.entry.item

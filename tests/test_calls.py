@@ -38,7 +38,9 @@ from proxy.errors import BadGateway, ServiceUnavailable
 from proxy.gate import Ticket
 from proxy.intercept.identify import Identity
 from proxy.intercept.usage import Usage
+from proxy.kvhints.balancers import AutellixBalancer
 from proxy.kvhints.pool import EnginePool, EngineState
+from proxy.kvhints.router import Router
 from proxy.metrics import Metrics
 from proxy.records import Call, Program
 from proxy.resume import Continuation
@@ -94,6 +96,7 @@ class FakeGate:
         self.engines = list(engines)
         self.error = error
         self.log: list[str] = []
+        self.router = Router(AutellixBalancer())
 
     async def acquire(self, ticket: Ticket) -> EngineState:
         if self.error is not None:

@@ -227,3 +227,16 @@ async def test_waiters_that_left_before_their_grant_take_no_slot_with_them() -> 
     await settle()
     assert late.done()
     assert late.result().name == "e"
+
+
+async def test_the_balancer_chooses_the_engine_once_per_call() -> None:
+    engines = [EngineConfig(name=n, url=f"http://{n}", models=["m"]) for n in ("a", "b")]
+    gate = Gate(EnginePool(make_backend(e) for e in engines), LevelPolicy(), GateConfig(), Clock())
+    long = _ticket("x", 0)
+    long.call.prompt_tokens = 5000
+    long.program.engine = "b"  # its KV lives there: it stays, though b is as busy as a
+    assert (await gate.acquire(long)).name == "b"
+    short = _ticket("y", 0)
+    short.call.prompt_tokens = 100
+    assert (await gate.acquire(short)).name == "a"  # least loaded
+    assert gate.router.decisions == {"affinity": 1, "short": 1}

@@ -14,6 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 import aiohttp
 
 from proxy.config import EngineConfig
+from proxy.kvhints.load import EngineLoad
+
+__all__ = ["Backend", "CallHints", "Capabilities", "EngineLoad"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +39,6 @@ class CallHints:
     call_id: str
     thread: str = ""
     service: float = 0.0  # the program's attained service when the call arrived
-
-
-@dataclass(frozen=True, slots=True)
-class EngineLoad:
-    """Load read from an engine's metrics; None where the engine does not say."""
-
-    running: int | None = None
-    waiting: int | None = None
-    kv_usage: float | None = None  # 0..1
 
 
 @runtime_checkable

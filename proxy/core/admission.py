@@ -135,9 +135,8 @@ class Admission(Generic[T]):
             if w is None:
                 break
             if alive(w.item):
-                room = rooms[w.lane]
-                slots = room[0] if len(room) == 1 else self._pick(room, w)
-                grants.append(self._grant(w, slots, now))
+                # Picked even from one engine: the picker counts its choices.
+                grants.append(self._grant(w, self._pick(rooms[w.lane], w), now))
         return grants
 
     def victim(

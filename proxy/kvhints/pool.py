@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from proxy.backends.base import Backend, EngineLoad
 from proxy.errors import ModelNotFound, ServiceUnavailable
+from proxy.kvhints.breaker import Breaker
 
 log = logging.getLogger("autellix.pool")
 
@@ -28,6 +30,8 @@ class EngineState:
     load: EngineLoad = field(default_factory=EngineLoad)
     last_error: str | None = None
     failures: int = 0  # calls failed in a row (passive health)
+    breaker: Breaker = field(default_factory=Breaker)
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def name(self) -> str:
@@ -35,27 +39,50 @@ class EngineState:
 
     def failed(self, reason: str) -> None:
         """A call failed at this engine (unreachable, timed out, broken or garbled answer).
-        After ``eject_after`` in a row it gets no calls until a health check passes: an
-        engine can hang or babble while its /health stays green."""
+        After ``eject_after`` in a row (or one, on trial after a trip) it gets no calls until
+        the breaker's wait is over and a health check passes: an engine can hang or babble
+        while its /health stays green."""
         self.failures += 1
-        limit = self.backend.config.eject_after
+        limit = 1 if self.breaker.half_open else self.backend.config.eject_after
         if self.healthy and self.failures >= limit:
             self.healthy = False
-            self.last_error = f"ejected after {self.failures} failed calls in a row: {reason}"
+            wait = self.breaker.trip(self.clock())
+            self.last_error = (
+                f"ejected after {self.failures} failed calls in a row: {reason} "
+                f"(circuit open, next try in {wait:g} s at the earliest)"
+            )
             log.warning("engine %s ejected: %s", self.name, self.last_error)
 
     def succeeded(self) -> None:
         self.failures = 0
+        if self.breaker.close():
+            log.warning("engine %s: circuit closed, its trial call went well", self.name)
 
 
 class EnginePool:
-    def __init__(self, backends: Iterable[Backend] = ()) -> None:
+    """``breaker``: the circuit breaker's settings, copied for each engine; ``clock``: its
+    time."""
+
+    def __init__(
+        self,
+        backends: Iterable[Backend] = (),
+        *,
+        breaker: Breaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.engines: dict[str, EngineState] = {}
+        self._breaker = breaker or Breaker()
+        self._clock = clock
         for backend in backends:
             self.add(backend)
 
     def add(self, backend: Backend) -> EngineState:
-        state = EngineState(backend, models=frozenset(backend.config.models) or None)
+        state = EngineState(
+            backend,
+            models=frozenset(backend.config.models) or None,
+            breaker=Breaker(self._breaker.backoff_s, self._breaker.max_backoff_s),
+            clock=self._clock,
+        )
         self.engines[backend.name] = state
         return state
 
@@ -127,13 +154,20 @@ class EnginePool:
                 state.last_error = f"listing models failed: {exc}"
         if healthy:
             state.load = await backend.load(session)
+        if healthy and not state.healthy and not state.breaker.may_retry(self._clock()):
+            healthy = False  # the breaker is open: the check passes, the wait is not over
+        elif healthy:
             state.last_error = None
+            if not state.healthy:
+                state.failures = 0  # re-admitted: its next failures count afresh
+                state.breaker.readmit()
         elif state.last_error is None or state.healthy:
             state.last_error = f"health check of {backend.base_url} failed"
         if healthy != state.healthy:
-            log.warning("engine %s is now %s", state.name, "healthy" if healthy else "unhealthy")
-        if healthy and not state.healthy:
-            state.failures = 0  # re-admitted: its next failures count afresh
+            trial = " (half-open: on trial)" if healthy and state.breaker.half_open else ""
+            log.warning(
+                "engine %s is now %s%s", state.name, "healthy" if healthy else "unhealthy", trial
+            )
         log.debug(
             "engine %s: %s, models %s, load running=%s waiting=%s kv=%s",
             state.name, "healthy" if healthy else f"unhealthy ({state.last_error})",
@@ -147,8 +181,11 @@ class EnginePool:
     def mark_failed(self, state: EngineState, reason: str) -> None:
         """A call could not reach the engine: stop sending it calls until a check passes."""
         if state.healthy:
+            wait = state.breaker.trip(self._clock())
             log.warning(
-                "engine %s marked unhealthy until its health check passes: %s", state.name, reason
-            )
+                "engine %s marked unhealthy for %g s at least, then until its health check "
+                "passes: %s",
+                state.name, wait, reason,
+            )  # fmt: skip
         state.healthy = False
         state.last_error = reason

@@ -82,7 +82,11 @@ async def silent_stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def config(*urls: str, health_interval_s: float = 0.2, **engine: Any) -> ProxyConfig:
+def config(
+    *urls: str, health_interval_s: float = 0.2, backoff_s: float = 0.0, **engine: Any
+) -> ProxyConfig:
+    """Engines ``e0``, ``e1``... at ``urls``; the circuit breaker waits ``backoff_s`` (none
+    by default, so that a passing check re-admits at once)."""
     engines = [
         EngineConfig.model_validate(
             {
@@ -96,7 +100,12 @@ def config(*urls: str, health_interval_s: float = 0.2, **engine: Any) -> ProxyCo
         )
         for i, url in enumerate(urls)
     ]
-    return ProxyConfig(port=0, engines=engines, health_interval_s=health_interval_s)
+    return ProxyConfig(
+        port=0,
+        engines=engines,
+        health_interval_s=health_interval_s,
+        routing={"breaker_backoff_s": backoff_s},
+    )
 
 
 def error_of(payload: Any) -> dict[str, Any]:
@@ -205,4 +214,8 @@ async def test_passive_ejection_and_readmission(
             assert resp.status == 200
         async with http.post(proxy.url + "/v1/chat/completions", json=CHAT) as resp:
             assert resp.status == 502
+        assert len(calls) == 3
+        # Half-open: on trial, one failure is enough to eject it again.
+        async with http.post(proxy.url + "/v1/chat/completions", json=CHAT) as resp:
+            assert resp.status == 503
         assert len(calls) == 3

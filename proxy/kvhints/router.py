@@ -1,0 +1,160 @@
+"""The live proxy's side of balancing: the gate asks ``Router.pick`` once per call, among the
+engines with room. It fills in what each engine holds of the call's prompt (the prefix
+index), asks the balancer, counts its decision and any move off a program's engine, and, for
+engines without exact KV events, records the call's blocks there (the approximation)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proxy.kvhints.balancers.base import Balancer, Decision, Route, least_loaded
+from proxy.kvhints.blocks import prompt_blocks
+from proxy.kvhints.index import PrefixIndex
+from proxy.kvhints.load import EngineLoad
+
+log = logging.getLogger("autellix.routing")
+
+
+class Router:
+    """``healthy(name)`` tells a move off an unhealthy engine from one off a full engine;
+    ``approximate(name)``: record routed blocks for this engine (it sends no exact events)."""
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        *,
+        index: PrefixIndex | None = None,
+        block_tokens: int = 16,
+        healthy: Callable[[str], bool] = lambda name: True,
+        approximate: Callable[[str], bool] = lambda name: True,
+    ) -> None:
+        self.balancer = balancer
+        self.index = index
+        self.block_tokens = block_tokens
+        self._healthy = healthy
+        self._approximate = approximate
+        self.decisions: Counter[str] = Counter()
+        self.moves: Counter[tuple[str, str]] = Counter()  # (engine left, why)
+        self.events: Counter[tuple[str, str]] = Counter()  # (engine, event kind), by the feed
+
+    def blocks(self, body: Mapping[str, Any], *, chat: bool) -> tuple[int, ...]:
+        """The call's prompt blocks, if there is an index to look them up in."""
+        if self.index is None:
+            return ()
+        return prompt_blocks(body, chat=chat, block_tokens=self.block_tokens)
+
+    def pick(
+        self,
+        engines: Sequence[EngineLoad],
+        *,
+        program: str,
+        prompt_tokens: int,
+        affinity: str | None,
+        blocks: Sequence[int] = (),
+        now: float,
+    ) -> int:
+        """Index into ``engines`` (never empty) of the engine for this call."""
+        index = self.index
+        if index is not None and blocks:
+            held = index.match(blocks, (e.name for e in engines))
+            engines = [replace(e, cached=held[e.name]) for e in engines]
+        route = Route(program, prompt_tokens, affinity, len(blocks))
+        decision = self.balancer.choose(call=route, engines=engines, now=now)
+        if not isinstance(decision, Decision) or not 0 <= decision.choice < len(engines):
+            log.error(
+                "balancer %s chose %r among %d engines; using the least loaded",
+                self.balancer.name, decision, len(engines),
+            )  # fmt: skip
+            decision = Decision(least_loaded(engines), reason="invalid")
+        chosen = engines[decision.choice]
+        self.decisions[decision.reason or "unspecified"] += 1
+        left = decision.moved_from
+        if left is not None and left != chosen.name:
+            why = decision.reason
+            if why == "unavailable":
+                why = "full" if self._healthy(left) else "unhealthy"
+            self.moves[(left, why)] += 1
+            log.info("program %s moved from engine %s to %s (%s)", program, left, chosen.name, why)
+        if index is not None and blocks:
+            index.count(len(blocks), chosen.cached)
+            if self._approximate(chosen.name):
+                index.stored(chosen.name, blocks)
+        return decision.choice
+
+    def forget(self, program: str) -> None:
+        self.balancer.forget(program=program)
+
+    def collector(self, engines: Callable[[], Iterable[str]]) -> Collector:
+        return _RoutingCollector(self, engines)
+
+
+class _RoutingCollector(Collector):
+    def __init__(self, router: Router, engines: Callable[[], Iterable[str]]) -> None:
+        self._router = router
+        self._engines = engines
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic label sets
+
+    def collect(self) -> Iterable[Metric]:
+        router = self._router
+        decisions = CounterMetricFamily(
+            "autellix_balancer_decisions",
+            "Engine choices by the balancer, by the reason it gave.",
+            labels=["balancer", "reason"],
+        )
+        for reason, n in sorted(router.decisions.items()):
+            decisions.add_metric([router.balancer.name, reason], n)
+        yield decisions
+        moves = CounterMetricFamily(
+            "autellix_affinity_moves",
+            "Calls sent away from their program's engine, by that engine and why "
+            "(unhealthy, full, overloaded: past the load guard).",
+            labels=["engine", "why"],
+        )
+        for (engine, why), n in sorted(router.moves.items()):
+            moves.add_metric([engine, why], n)
+        yield moves
+        events = CounterMetricFamily(
+            "autellix_kv_events",
+            "KV cache events received from engines, by kind.",
+            labels=["engine", "kind"],
+        )
+        for (engine, kind), n in sorted(router.events.items()):
+            events.add_metric([engine, kind], n)
+        yield events
+        index = router.index
+        if index is None:
+            return
+        size = GaugeMetricFamily(
+            "autellix_prefix_index_blocks",
+            "Prefix blocks the index holds for each engine.",
+            labels=["engine"],
+        )
+        for engine in sorted({*self._engines(), *index.engines()}):
+            size.add_metric([engine], index.size(engine))
+        yield size
+        yield CounterMetricFamily(
+            "autellix_prefix_lookups", "Routed calls looked up in the prefix index.",
+            value=index.lookups,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "autellix_prefix_hit_calls",
+            "Routed calls whose engine held at least one block of their prompt.",
+            value=index.hits,
+        )
+        blocks = CounterMetricFamily(
+            "autellix_prefix_blocks",
+            "Prompt blocks of routed calls (asked), and those their engine held (hit).",
+            labels=["result"],
+        )
+        blocks.add_metric(["asked"], index.blocks_asked)
+        blocks.add_metric(["hit"], index.blocks_hit)
+        yield blocks
