@@ -1,0 +1,8 @@
+"""The simulated engine: vLLM serving Llama-3.1-8B, with no GPU.
+
+``cost`` (step times), ``request``, ``queues`` and ``engine`` (the pure scheduler model, reused
+by the discrete-event simulator and benchmarks), ``text`` (token counts, deterministic answers),
+``tools`` (when and how the model calls a tool), ``call`` and ``wire`` (requests validated into
+a ``SimCall``; response shapes), ``config``, and the OpenAI-compatible HTTP engine: ``server``
+(``create_sim_app``), ``state`` and ``metrics``. Nothing here imports ``proxy.sim.simulator``.
+"""
