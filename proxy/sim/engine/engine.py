@@ -40,15 +40,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from proxy.sim.engine.cost import CostModel
 from proxy.sim.engine.queues import FCFSQueue, WaitingQueue
 
-# Re-exported: the request is the engine model's unit of work, and its users import it here.
+# Re-exported: the request is the engine model's unit of work and a step's result what it
+# returns; their users import them here.
 from proxy.sim.engine.request import EngineRequest as EngineRequest
 from proxy.sim.engine.request import RequestStatus as RequestStatus
+from proxy.sim.engine.steps import StepResult as StepResult
+from proxy.sim.engine.steps import advance_decodes, decode_steps_left, steps_in_kv, stretch_end
 
 BLOCK_SIZE = 16
 # What an A100-80GB leaves for KV under vLLM's default gpu_memory_utilization=0.9: 80 GiB x 0.9
@@ -56,39 +58,6 @@ BLOCK_SIZE = 16
 # (Activations and CUDA graphs, which vLLM also subtracts, are ignored: a real server reports
 # a few percent less.)
 DEFAULT_KV_CAPACITY_TOKENS = (int(80 * 2**30 * 0.9 - 16.06e9) // (128 * 2**10)) // 16 * 16
-
-
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    """What one step did. Every request in ``emitted`` got exactly one new token (no
-    speculative decoding), visible at ``end``.
-
-    A stretch of decode-only steps run at once (``EngineModel.decode_stretch``) is one result
-    with ``steps`` > 1: ``num_decodes`` counts every token it generated, one per running
-    request per step, and ``emitted`` is empty (tokens are counted, not listed)."""
-
-    start: float
-    duration: float
-    emitted: tuple[EngineRequest, ...] = ()
-    finished: tuple[EngineRequest, ...] = ()
-    """Those of ``emitted`` that finished with this token (``finish_reason`` set)."""
-    preempted: tuple[EngineRequest, ...] = ()
-    num_prefill_tokens: int = 0
-    num_decodes: int = 0
-    steps: int = 1
-    end_at: float | None = None
-    """When a stretch ends, as its steps' durations add up one by one (``start + duration``
-    may differ in the last bit)."""
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration if self.end_at is None else self.end_at
-
-    @property
-    def idle(self) -> bool:
-        """Nothing was scheduled or preempted: the engine has no work (a step that only
-        preempted takes no time, and the next step makes progress)."""
-        return self.num_prefill_tokens == 0 and self.num_decodes == 0 and not self.preempted
 
 
 class EngineModel:
@@ -237,59 +206,20 @@ class EngineModel:
         n = len(running)
         if n == 0 or n > self.max_num_batched_tokens:
             return None
-        steps = None
-        for r in running:  # every one mid-decode, its next finish more than one step away
-            if r.num_output == 0 or r.num_computed != r.prompt_tokens + r.num_output - 1:
-                return None
-            left = r.limit - r.num_output - 1
-            if steps is None or left < steps:
-                steps = left
+        steps = decode_steps_left(running)
         # Chunked steps admit with the budget the decodes leave, vLLM 0.6's before any decode.
         budget = self.max_num_batched_tokens - (n if self.chunked_prefill else 0)
-        if steps is None or steps < 2:
+        if steps < 2:
             return None
         if self._fit_head(budget, whole=not self.chunked_prefill, first=True) is not None:
             return None  # it would join the next step (decodes only make KV scarcer)
-        # KV: the blocks all requests need over k steps grow with k; keep the largest k that
-        # fits in the free blocks (then no step of the stretch preempts).
-        block, free = self.block_size, self._free_blocks
-
-        def need(k: int) -> int:
-            return sum(-(-(r.num_computed + k) // block) - r.num_blocks for r in running)
-
-        if need(steps) > free:
-            lo, hi = 0, steps  # need(lo) fits, need(hi) does not
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if need(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid
-            steps = lo
+        steps = steps_in_kv(running, steps, self.block_size, self._free_blocks)
         if steps < 2:
             return None
-        # Times: each step's duration from its own context, added one by one as the caller
-        # would; a step that would start at or after ``until`` is left to ``step``.
-        cost = self.cost
-        context = sum(r.num_computed for r in running)
-        end, k = now, 0
-        while k < steps and (k == 0 or end < until):
-            context += n
-            end += cost.step_time(
-                num_decodes=n, decode_context_tokens=context, num_prefill_tokens=0,
-                prefill_attn_pairs=0,
-            )  # fmt: skip
-            k += 1
+        k, end = stretch_end(self.cost, running, steps, now, until)
         if k < 2:
             return None
-        used = 0
-        for r in running:
-            r.num_computed += k
-            r.num_output += k
-            blocks = -(-r.num_computed // block)
-            used += blocks - r.num_blocks
-            r.num_blocks = blocks
-        self._free_blocks = free - used
+        self._free_blocks -= advance_decodes(running, k, self.block_size)
         return StepResult(start=now, duration=end - now, num_decodes=n * k, steps=k, end_at=end)
 
     def _step_prefill_first(self, now: float) -> StepResult:
