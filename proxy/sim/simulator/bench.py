@@ -37,8 +37,9 @@ from proxy.sim.engine.cost import PRESETS
 from proxy.sim.simulator.balancer import make_balancer
 from proxy.sim.simulator.progress import Progress
 from proxy.sim.simulator.replay import format_latency_table, load_programs, replay_row, summary
-from proxy.sim.simulator.results import STEADY_SERVED, format_table, ratios
+from proxy.sim.simulator.results import STEADY_SERVED
 from proxy.sim.simulator.simconfig import config_from_args
+from proxy.sim.simulator.summary import format_table, ratios
 from proxy.sim.simulator.sweep import (
     COOLDOWN,
     EXTRA_FACTORS,

@@ -36,16 +36,9 @@ from proxy.policies.registry import PolicyRegistry
 from proxy.sim.engine.cost import PRESETS
 from proxy.sim.simulator.des import Simulator
 from proxy.sim.simulator.progress import Progress
-from proxy.sim.simulator.results import (
-    VLLM_BASELINE,
-    Metrics,
-    bracket,
-    curve,
-    metrics,
-    steady_window,
-    targets_of,
-)
+from proxy.sim.simulator.results import Metrics, bracket, curve, metrics, steady_window
 from proxy.sim.simulator.simconfig import MAX_MODEL_LEN, SimConfig, config_from_args
+from proxy.sim.simulator.summary import VLLM_BASELINE, targets_of
 from proxy.sim.simulator.workloads import WORKLOAD_NAMES, WorkloadSpec, generate, paper_workloads
 
 # Programs per second near which fcfs starts to queue on one A100 engine, measured with
@@ -249,7 +242,7 @@ def refine(
     """The second pass: for every curve (workload x policy) and latency target, ``count``
     rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
     it (``factor`` x fcfs's latency at the lowest rate, and for the mean x vLLM 0.6's when
-    that curve was swept, as ``results.ratios`` reads them), once with the points the engines
+    that curve was swept, as ``summary.ratios`` reads them), once with the points the engines
     fell behind on counted as over the target (steady) and once as measured (finite run); for
     fcfs that bracket is its knee. A curve that stayed steady and under the target on the
     whole grid gets the rates EXTEND and EXTEND**2 times its highest swept rate instead. Rates
