@@ -37,12 +37,20 @@ from typing import Any
 from proxy.core import lifecycle
 from proxy.core.cost import ServiceCost
 from proxy.policies.base import Policy
-from proxy.records import Call, Program
+from proxy.records import Call
 from proxy.sim.engine.engine import EngineModel, EngineRequest, StepResult
 from proxy.sim.simulator.balancer import Balancer, make_balancer
-from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
+from proxy.sim.simulator.bookkeeping import (
+    CallRun,
+    EngineSlot,
+    ProgramRun,
+    call_result,
+    program_result,
+    program_run,
+    resubmission,
+)
 from proxy.sim.simulator.policy_queue import PolicyQueue, PrefixCache, Tracked
-from proxy.sim.simulator.results import CallResult, ProgramResult, SimResult
+from proxy.sim.simulator.results import SimResult
 from proxy.sim.simulator.simconfig import SimConfig
 from proxy.sim.simulator.workloads import ProgramSpec
 from proxy.trace import TraceRecorder
@@ -192,22 +200,9 @@ class Simulator:
         self._kick(engine, now)
 
     def _arrive(self, spec: ProgramSpec, now: float) -> None:
-        n = len(spec.calls)
-        children: list[list[int]] = [[] for _ in range(n)]
-        for c in spec.calls:
-            for p in c.parents:
-                children[p].append(c.index)
         future = sum(self._service(c.prompt_tokens, c.output_tokens) for c in spec.calls)
-        prog = ProgramRun(
-            spec,
-            Program(id=spec.id, created=now, last_arrival=now),
-            [len(c.parents) for c in spec.calls],
-            children,
-            [0.0] * n,
-            future,
-            n,
-        )
-        if n == 0:
+        prog = program_run(spec, now, future)
+        if not spec.calls:
             return
         self._in_system += 1
         for c in spec.calls:
@@ -306,14 +301,7 @@ class Simulator:
             run.first_token = old.first_token_time
         engine.model.abort(old.id, now)
         tracked.base_output += old.num_output
-        left = run.spec.output_tokens - tracked.base_output
-        request = EngineRequest(
-            id=old.id,
-            prompt_tokens=run.spec.prompt_tokens + tracked.base_output,
-            target_tokens=left,
-            max_tokens=left,
-            arrival=old.arrival,
-        )
+        request = resubmission(old, run, tracked.base_output)
         tracked.request = request
         tracked.preemptions += 1
         lifecycle.preempted(tracked.call, now)
@@ -361,21 +349,7 @@ class Simulator:
         program.completion_tokens += spec.output_tokens
         program.prompt_tokens += spec.prompt_tokens
         first = run.first_token if run.first_token is not None else request.first_token_time
-        self._result.calls.append(
-            CallResult(
-                program=program.id,
-                index=spec.index,
-                engine=engine.index,
-                arrival=call.arrival,
-                first_token=first if first is not None else now,
-                finished=now,
-                prompt_tokens=spec.prompt_tokens,
-                output_tokens=spec.output_tokens,
-                cached_tokens=run.cached,
-                preemptions=tracked.preemptions,
-                wait=call.wait,
-            )
-        )
+        self._result.calls.append(call_result(run, call, first, tracked.preemptions, now))
         if self.recorder is not None:
             self.recorder.record(
                 call=call,
@@ -398,17 +372,7 @@ class Simulator:
         if prog.left == 0:
             self._in_system -= 1
             self.balancer.forget(program.id)
-            self._result.programs.append(
-                ProgramResult(
-                    id=program.id,
-                    kind=prog.spec.kind,
-                    arrival=prog.spec.arrival,
-                    finished=now,
-                    output_tokens=prog.tokens,
-                    tool_s=prog.tool_path[spec.index],
-                    calls=len(prog.spec.calls),
-                )
-            )
+            self._result.programs.append(program_result(prog, spec.index, now))
 
 
 def simulate(
