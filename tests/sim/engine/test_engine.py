@@ -9,57 +9,7 @@ from hypothesis import strategies as st
 from proxy.sim.engine.cost import CostModel
 from proxy.sim.engine.engine import EngineModel, EngineRequest, RequestStatus
 from proxy.sim.engine.queues import PriorityQueue, make_queue
-
-# Round numbers so that step times can be checked by hand: 1 s per step, 0.1 s per decode,
-# 0.01 s per prefilled token, nothing for context.
-SIMPLE = CostModel(
-    base_s=1.0,
-    decode_per_seq_s=0.1,
-    decode_per_kv_token_s=0.0,
-    prefill_per_token_s=0.01,
-    prefill_attn_per_pair_s=0.0,
-)
-
-
-def model(**kwargs: object) -> EngineModel:
-    options: dict[str, object] = {
-        "cost": SIMPLE,
-        "max_num_seqs": 4,
-        "kv_capacity_tokens": 64,
-        "max_num_batched_tokens": 8,
-        "block_size": 4,
-    }
-    options.update(kwargs)
-    return EngineModel(**options)  # type: ignore[arg-type]
-
-
-def req(
-    rid: str,
-    prompt: int,
-    target: int | None,
-    *,
-    max_tokens: int = 100,
-    priority: int = 0,
-    arrival: float = 0.0,
-) -> EngineRequest:
-    return EngineRequest(
-        id=rid,
-        prompt_tokens=prompt,
-        target_tokens=target,
-        max_tokens=max_tokens,
-        priority=priority,
-        arrival=arrival,
-    )
-
-
-def run(engine: EngineModel, now: float = 0.0) -> list[tuple[float, list[str], list[str]]]:
-    """Step until idle; (end, emitted ids, finished ids) per step."""
-    out = []
-    while engine.has_work:
-        result = engine.step(now)
-        now = result.end
-        out.append((now, [r.id for r in result.emitted], [r.id for r in result.finished]))
-    return out
+from tests.sim.engine.by_hand import model, req, run
 
 
 def test_chunked_prefill_then_decodes_by_hand() -> None:
@@ -139,64 +89,6 @@ def test_prefill_first_budget_and_watermark() -> None:
     steps = run(engine)
     assert [done for _, _, done in steps if done] == [["a"], ["b"]]
     assert steps[0][1] == ["a"]  # B was not prefilled next to A
-
-
-def _decoding(**kwargs: object) -> EngineModel:
-    """Two requests past their prefill: A has 9 tokens to go, B 5 (its fifth finishes it)."""
-    engine = model(max_num_batched_tokens=16, kv_capacity_tokens=64, **kwargs)
-    engine.add(req("a", prompt=6, target=10), 0.0)
-    engine.add(req("b", prompt=5, target=6), 0.0)
-    engine.step(0.0)
-    return engine
-
-
-def test_a_decode_stretch_is_the_steps_it_replaces() -> None:
-    fast, slow = _decoding(), _decoding()
-    stretch = fast.decode_stretch(1.0, until=100.0)
-    assert stretch is not None
-    # Up to the step before B's last: 4 steps, each 1 + 2 x 0.1 (SIMPLE has no context term).
-    assert (stretch.steps, stretch.num_decodes, stretch.emitted) == (4, 8, ())
-    end = 1.0
-    for _ in range(4):
-        step = slow.step(end)
-        assert step.num_decodes == 2
-        assert not step.num_prefill_tokens
-        end = step.end
-    assert stretch.end == end  # the same float, added step by step
-    state = [(r.num_output, r.num_computed, r.num_blocks) for r in fast.running]
-    assert state == [(r.num_output, r.num_computed, r.num_blocks) for r in slow.running]
-    assert fast.kv_usage == slow.kv_usage
-    # What is left is one step that finishes B: no stretch, a plain step.
-    assert fast.decode_stretch(end, until=100.0) is None
-    assert [r.id for r in fast.step(end).finished] == ["b"]
-
-
-def test_a_decode_stretch_stops_for_events_admissions_and_kv() -> None:
-    # The caller's next event at 2.5: steps start at 1.0, 2.2 and 3.4; the third is left out.
-    stretch = _decoding().decode_stretch(1.0, until=2.5)
-    assert stretch is not None
-    assert stretch.steps == 2
-    assert _decoding().decode_stretch(1.0, until=1.5) is None  # only one step before it
-    # A waiting request that could be admitted joins at the next step: no stretch.
-    engine = _decoding()
-    engine.add(req("c", prompt=4, target=1), 1.0)
-    assert engine.decode_stretch(1.0, until=100.0) is None
-    # One that cannot (no sequence slot) does not stop it.
-    engine = _decoding(max_num_seqs=2)
-    engine.add(req("c", prompt=4, target=1), 1.0)
-    assert engine.decode_stretch(1.0, until=100.0) is not None
-    # KV: 20 tokens (5 blocks of 4) hold A (6 computed, 2 blocks) and B (5, 2 blocks). A takes
-    # the fifth block in the third step; the stretch ends before the fourth, where B needs a
-    # sixth and the engine would preempt.
-    engine = model(max_num_batched_tokens=16, kv_capacity_tokens=20)
-    engine.add(req("a", prompt=6, target=10), 0.0)
-    engine.add(req("b", prompt=5, target=8), 0.0)
-    engine.step(0.0)
-    stretch = engine.decode_stretch(1.0, until=100.0)
-    assert stretch is not None
-    assert stretch.steps == 3
-    assert engine.kv_usage == 1.0
-    assert [r.id for r in engine.step(stretch.end).preempted] == ["b"]
 
 
 def test_max_tokens_cuts_with_length_and_ignore_eos_runs_to_max() -> None:
