@@ -1,28 +1,13 @@
-"""The vLLM plug-in's pure half (call book, policy-ordered queue, preemption rule) and its
-edges (xargs, control messages, settings, record), without vLLM.
-
-The control channel's round trip over real ZeroMQ sockets runs only where pyzmq is installed
-(it comes with vLLM); the rest runs in the main environment.
+"""The vLLM plug-in's pure half, without vLLM: its service unit, the call book, the
+policy-ordered queue and the preemption rule (its edges: ``test_vllm_plugin_control.py``).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from proxy.backends.vllm_plugin.control import (
-    CallLevel,
-    EventRecord,
-    PluginSettings,
-    ProgramService,
-    make_policy,
-    parse_message,
-    parse_tags,
-)
 from proxy.backends.vllm_plugin.queue import (
     IDLE_PROGRAMS,
     CallBook,
@@ -32,7 +17,6 @@ from proxy.backends.vllm_plugin.queue import (
     choose_victims,
 )
 from proxy.core.cost import ServiceCost
-from proxy.errors import ConfigError
 from proxy.policies.atlas import ATLAS, ATLASConfig
 from proxy.policies.base import Policy
 from proxy.policies.levels import Levels, LevelsConfig
@@ -87,78 +71,6 @@ def test_service_defaults_follow_the_process_table() -> None:
     table = TableConfig()
     assert ServiceCost().decode_token_s == table.decode_token_s
     assert ServiceCost().prefill_token_s == table.prefill_token_s
-
-
-# -- xargs ----------------------------------------------------------------------------------
-
-
-def test_tags_from_the_proxys_xargs() -> None:
-    tags, problems = parse_tags(
-        {
-            "autellix_program": "t/p1",
-            "autellix_thread": "main",
-            "autellix_call": "c9",
-            "autellix_service": 2.5,
-            "autellix_level": 3,
-        },
-        "req-1",
-    )
-    assert problems == []
-    assert tags == CallTags(program="t/p1", call="c9", thread="main", service=2.5, level=3)
-
-
-def test_an_empty_thread_is_no_thread() -> None:
-    tags, problems = parse_tags({"autellix_program": "p", "autellix_thread": ""}, "req-1")
-    assert problems == []
-    assert tags.thread == ""
-
-
-def test_untagged_request_is_a_program_of_its_own() -> None:
-    tags, problems = parse_tags(None, "req-1")
-    assert problems == []
-    assert tags == CallTags(program="request:req-1", call="req-1")
-
-
-@pytest.mark.parametrize(
-    ("extra", "problem"),
-    [
-        (
-            {"autellix_program": "p", "autellix_service": "lots"},
-            "autellix_service must be a number",
-        ),
-        ({"autellix_program": "p", "autellix_service": -1}, "autellix_service must be finite"),
-        (
-            {"autellix_program": "p", "autellix_service": math.inf},
-            "autellix_service must be finite",
-        ),
-        ({"autellix_program": "p", "autellix_service": True}, "autellix_service must be a number"),
-        ({"autellix_program": "p", "autellix_level": -2}, "autellix_level must be an integer"),
-        ({"autellix_program": "p", "autellix_level": 1.5}, "autellix_level must be an integer"),
-        ({"autellix_program": ["p"]}, "autellix_program must be a non-empty string"),
-        ({"autellix_program": ""}, "autellix_program must be a non-empty string"),
-        ("not a mapping", "extra_args is not a mapping"),
-    ],
-)
-def test_bad_xargs_fall_back_to_defaults(extra: object, problem: str) -> None:
-    tags, problems = parse_tags(extra, "req-1")
-    assert any(p.startswith(problem) for p in problems), problems
-    assert tags.service == 0.0
-    assert tags.level is None
-    assert tags.program in ("p", "request:req-1")
-
-
-def test_xargs_without_a_program_make_a_program_of_the_request() -> None:
-    tags, problems = parse_tags({"autellix_service": 1.0, "autellix_call": "c"}, "req-1")
-    assert problems == ["autellix_program is missing"]
-    assert tags == CallTags(program="request:req-1", call="c", service=1.0)
-
-
-def test_numeric_strings_and_int_ids_are_accepted() -> None:
-    tags, problems = parse_tags(
-        {"autellix_program": 7, "autellix_call": 8, "autellix_service": "1.5"}, "r"
-    )
-    assert problems == []
-    assert (tags.program, tags.call, tags.service) == ("7", "8", 1.5)
 
 
 # -- the call book ---------------------------------------------------------------------------
@@ -449,176 +361,3 @@ def test_minimum_quantum_protects_a_fresh_call() -> None:
         )
         == []
     )
-
-
-# -- control messages, settings, record -----------------------------------------------------
-
-
-def test_control_messages_parse() -> None:
-    assert parse_message(b'{"program": "p", "service": 2}') == ProgramService("p", 2.0)
-    assert parse_message(b' {"call": "c", "level": 0}') == CallLevel("c", 0)
-
-
-@pytest.mark.parametrize(
-    ("raw", "error"),
-    [
-        (b"[1, 2]", "undecodable|must be an object|no msgpack decoder"),
-        (b'{"program": "p"}', "unknown control message"),
-        (b'{"program": "", "service": 1}', "program must be"),
-        (b'{"program": "p", "service": -1}', "service must be finite"),
-        (b'{"program": "p", "service": "1"}', "service must be a number"),
-        (b'{"call": "c", "level": -1}', "level must be"),
-        (b'{"call": "c", "level": true}', "level must be"),
-        (b"{not json", "undecodable"),
-    ],
-)
-def test_bad_control_messages_are_rejected(raw: bytes, error: str) -> None:
-    with pytest.raises(ValueError, match=error):
-        parse_message(raw)
-
-
-def test_msgpack_control_messages() -> None:
-    msgpack = pytest.importorskip("msgspec.msgpack")
-    raw = msgpack.encode({"program": "p", "service": 1.5})
-    assert parse_message(raw) == ProgramService("p", 1.5)
-
-
-def test_settings_defaults() -> None:
-    settings = PluginSettings.from_env({})
-    assert settings.policy == "plas"
-    assert settings.levels == LevelsConfig()
-    assert settings.cost == ServiceCost()
-    assert settings.preempt
-    assert settings.control_addr is None
-    assert settings.log_path is None
-
-
-def test_settings_from_env() -> None:
-    settings = PluginSettings.from_env(
-        {
-            "AUTELLIX_POLICY": "atlas",
-            "AUTELLIX_LEVELS": "4",
-            "AUTELLIX_LEVEL_FIRST": "0.25",
-            "AUTELLIX_LEVEL_GROWTH": "3",
-            "AUTELLIX_BETA": "off",
-            "AUTELLIX_DECODE_TOKEN_S": "0.02",
-            "AUTELLIX_PREFILL_TOKEN_S": "0",
-            "AUTELLIX_MIN_QUANTUM_TOKENS": "0",
-            "AUTELLIX_PREEMPT": "false",
-            "AUTELLIX_CONTROL_ADDR": "tcp://127.0.0.1:5599",
-            "AUTELLIX_SCHED_LOG": "/tmp/x.jsonl",
-            "AUTELLIX_SCHED_LOG_MAX": "5",
-        }
-    )
-    assert settings.policy == "atlas"
-    assert settings.levels == LevelsConfig(levels=4, first=0.25, growth=3.0, beta=None)
-    assert settings.cost == ServiceCost(decode_token_s=0.02, prefill_token_s=0.0)
-    assert settings.min_quantum_tokens == 0
-    assert not settings.preempt
-    assert settings.control_addr == "tcp://127.0.0.1:5599"
-    assert (settings.log_path, settings.log_max) == ("/tmp/x.jsonl", 5)
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("AUTELLIX_LEVELS", "0"),
-        ("AUTELLIX_LEVELS", "many"),
-        ("AUTELLIX_LEVEL_FIRST", "-1"),
-        ("AUTELLIX_LEVEL_GROWTH", "1"),
-        ("AUTELLIX_DECODE_TOKEN_S", "0"),
-        ("AUTELLIX_DECODE_TOKEN_S", "nan"),
-        ("AUTELLIX_MIN_QUANTUM_TOKENS", "-3"),
-        ("AUTELLIX_PREEMPT", "maybe"),
-    ],
-)
-def test_bad_settings_name_the_variable(name: str, value: str) -> None:
-    with pytest.raises(ValueError, match=name.removeprefix("AUTELLIX_").split("_")[0]):
-        PluginSettings.from_env({name: value})
-
-
-def test_policies_come_from_the_registry_with_the_level_settings() -> None:
-    plas = make_policy("plas", LEVELS)
-    assert isinstance(plas, PLAS)
-    assert plas.levels.bounds == (1.0, 2.0, 4.0, 8.0)
-    atlas = make_policy("atlas", LEVELS)
-    assert isinstance(atlas, ATLAS)
-    assert atlas.config.levels == 5
-    assert make_policy("fcfs", LEVELS).name == "fcfs"  # takes no level settings
-
-
-@pytest.mark.parametrize(
-    ("name", "error"), [("srpt", "oracle|clairvoyant"), ("nope", "unknown policy")]
-)
-def test_unusable_policies_stop_the_engine(name: str, error: str) -> None:
-    with pytest.raises(ConfigError, match=error):
-        make_policy(name, LEVELS)
-
-
-def test_record_is_bounded_in_memory_and_complete_on_disk(tmp_path: Path) -> None:
-    path = tmp_path / "sched.jsonl"
-    record = EventRecord(str(path), maxlen=2)
-    for i in range(3):
-        record.add({"event": "scheduled", "i": i})
-    assert path.read_text() == ""  # written at the end of the step
-    record.flush()
-    assert [e["i"] for e in record.events] == [1, 2]
-    assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == [0, 1, 2]
-    record.close()
-    record.close()
-
-
-def test_record_without_a_file() -> None:
-    record = EventRecord(None, maxlen=10)
-    record.add({"event": "arrived"})
-    record.flush()
-    assert len(record.events) == 1
-
-
-# -- the channel over real sockets ----------------------------------------------------------
-
-
-async def test_control_channel_round_trip() -> None:
-    pytest.importorskip("zmq")
-    import asyncio
-    import socket
-
-    from proxy.backends.vllm_control import ControlChannel
-    from proxy.backends.vllm_plugin.control import ControlReceiver
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-    receiver = ControlReceiver(address)
-    channel = ControlChannel(address)
-    try:
-        assert await channel.send_program_service("p", 1.25)
-        assert await channel.send_call_level("c", 2)
-        got: list[object] = []
-        for _ in range(100):
-            messages, errors = receiver.poll()
-            assert errors == []
-            got.extend(messages)
-            if len(got) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert got == [ProgramService("p", 1.25), CallLevel("c", 2)]
-        assert channel.sent == 2
-        with pytest.raises(ValueError, match="level"):
-            await channel.send_call_level("c", -1)
-        with pytest.raises(ValueError, match="service"):
-            await channel.send_program_service("p", math.nan)
-    finally:
-        channel.close()
-        receiver.close()
-
-
-def test_control_channel_without_pyzmq(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from proxy.backends.vllm_control import ControlChannel
-
-    monkeypatch.setitem(sys.modules, "zmq", None)
-    monkeypatch.setitem(sys.modules, "zmq.asyncio", None)
-    with pytest.raises(ConfigError, match="pyzmq"):
-        ControlChannel("tcp://127.0.0.1:1")
