@@ -4,12 +4,14 @@ million programs in the process table.
     .venv/bin/python benchmarks/bench_scheduler.py [--sizes 100,1000,10000,100000]
         [--decisions 2000] [--programs 1000000]
 
-Decision: the live gate's ``release`` of a held slot until the next waiting call has it (the
-core's dispatch, including any anti-starvation deadlines that came due). Admission: a new call's
+Decision: the live gate's ``release`` of a held slot and the dispatch that follows it, until the
+next waiting call has the slot (including any anti-starvation deadlines that came due). Admission: a new call's
 ``acquire`` until it is queued (ranked, queued, preemption considered). Both run on the real
 ``Gate`` over one engine whose only slot is always taken, with ``n`` calls waiting, PLAS or ATLAS
 with their default levels and anti-starvation, programs of varied attained service, and a clock
-that moves 1 ms per operation. Medians over ``--decisions`` operations.
+that moves 1 ms per operation. Medians over ``--decisions`` operations, timed after ``n``
+untimed ones, so that the queue holds calls of every age (steady state: about one
+anti-starvation promotion per decision).
 
 Stall: a million programs are created (each one call, begun and finished, in batches of 500 per
 event-loop turn, as requests would; the collector sweeps after every 10,000), then all expire;
@@ -76,7 +78,9 @@ def _holder(gate: Gate) -> Ticket:
     return entry.item
 
 
-async def _measure(policy: Policy, n: int, per_program: int, decisions: int) -> tuple[float, float]:
+async def _measure(
+    policy: Policy, n: int, per_program: int, decisions: int
+) -> tuple[float, float, float]:
     gate, clock = _gate(policy)
     rng = random.Random(0)
     programs: list[Program] = []
@@ -101,11 +105,18 @@ async def _measure(policy: Policy, n: int, per_program: int, decisions: int) -> 
     assert gate.queued == n
     decision_ns: list[int] = []
     admission_ns: list[int] = []
-    for _ in range(decisions):
+    # As many decisions again as calls queued first, untimed: the queue then holds calls of
+    # every age, as in steady state, rather than one backlog whose promotions all come due.
+    for i in range(n + decisions):
+        if i == n:
+            decision_ns.clear()
+            admission_ns.clear()
+            reranks = gate.core.queue.reranks
         holder = _holder(gate)
         holder.program.active.pop(holder.call.id, None)
         t0 = time.perf_counter_ns()
         gate.release(holder)
+        gate.dispatch()  # what the loop runs once the releasing task yields
         decision_ns.append(time.perf_counter_ns() - t0)
         new = ticket()
         t0 = time.perf_counter_ns()
@@ -113,7 +124,12 @@ async def _measure(policy: Policy, n: int, per_program: int, decisions: int) -> 
         admission_ns.append(time.perf_counter_ns() - t0)
     for coro in waiting:
         coro.close()
-    return statistics.median(decision_ns) / 1e3, statistics.median(admission_ns) / 1e3
+    per_decision = (gate.core.queue.reranks - reranks) / decisions
+    return (
+        statistics.median(decision_ns) / 1e3,
+        statistics.median(admission_ns) / 1e3,
+        per_decision,
+    )
 
 
 async def _stall(programs: int, *, upkeep: bool) -> float:
@@ -133,6 +149,7 @@ async def _stall(programs: int, *, upkeep: bool) -> float:
             last = t
 
     gc_policy = GcPolicy()
+    gc.collect()  # both runs start from a collected heap
     if upkeep:
         gc_policy.startup()  # as the proxy does when it starts
     tick = asyncio.create_task(ticker())
@@ -179,13 +196,19 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [("plas", 1), ("atlas", 1), ("atlas", 100)]
-    print(f"{'policy':<8}{'calls/prog':>11}{'queued':>9}{'decision us':>13}{'admission us':>14}")
+    print(
+        f"{'policy':<8}{'calls/prog':>11}{'queued':>9}{'decision us':>13}{'admission us':>14}"
+        f"{'re-ranks/decision':>19}"
+    )
     at_10k: tuple[float, float] | None = None
     for name, per_program in cases:
         for n in sizes:
             policy: Policy = PLAS() if name == "plas" else ATLAS()
-            decision, admission = await _measure(policy, n, per_program, args.decisions)
-            print(f"{name:<8}{per_program:>11}{n:>9}{decision:>13.2f}{admission:>14.2f}")
+            decision, admission, reranks = await _measure(policy, n, per_program, args.decisions)
+            print(
+                f"{name:<8}{per_program:>11}{n:>9}{decision:>13.2f}{admission:>14.2f}"
+                f"{reranks:>19.2f}"
+            )
             if n == 10_000 and name == "plas":
                 at_10k = (decision, admission)
     with_upkeep = await _stall(args.programs, upkeep=True)

@@ -60,6 +60,7 @@ class CallContext:
     headers: dict[str, str]
     drop_usage: bool
     arrived: float  # perf_counter() when the request reached the proxy
+    raw: bytes | None = None  # the client's body as it came, while ``body`` is its parse
 
 
 def upstream_headers(
@@ -158,7 +159,9 @@ async def connect(
     rid = run.request_id(ctx.request_id)
     ctx.headers["X-Autellix-Engine"] = engine.name
     state.scheduler.started(ctx.call, engine.name)
-    data = orjson.dumps(engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx)))
+    prepared = engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx))
+    # A body the proxy left as the client sent it goes on as its bytes, not re-encoded.
+    data = ctx.raw if prepared is ctx.body and ctx.raw else orjson.dumps(prepared)
     try:
         return await open_upstream(
             state.client(), engine, "POST", ctx.request.path, data=data,
@@ -199,7 +202,7 @@ async def relay_answer(
     if relay is not None and upstream.status == 200:
         ticket.preemptible = preemptible
         ticket.on_preempt = relay.cut
-        if not await relay.relay(upstream, run.outcome):
+        if not await relay.relay(upstream, run.outcome, whole_events=ticket.preemptible):
             return False
         run.response = relay.response
     elif relay is not None and relay.response is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from proxy.config import ProxyConfig, load_config, parse_engine_flag
 from proxy.errors import ConfigError
-from proxy.serve import install_uvloop, start_app
+from proxy.serve import install_uvloop, settle_heap, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
 from proxy.sim.engine.server import create_sim_app
 
@@ -102,6 +102,7 @@ async def _wait_for_signal() -> None:
 
 async def _serve(config: ProxyConfig) -> None:
     proxy = await start_proxy(config)
+    settle_heap()
     engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
     log.info("autellix proxy listening on %s; engines: %s", proxy.url, engines)
     log.info("point an OpenAI client at %s/v1", proxy.url)

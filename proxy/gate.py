@@ -82,10 +82,8 @@ class Gate:
         self.core: Admission[Ticket] = Admission(policy, config.rule, pick=self._pick)
         self._on_preempt = on_preempt
         self._degraded = False
-
-    @property
-    def preemptions(self) -> int:
-        return self.core.preemptions
+        self._dispatch_pending = False
+        self.preemptions = 0
 
     @property
     def queued(self) -> int:
@@ -133,11 +131,20 @@ class Gate:
             ticket.future = None
 
     def release(self, ticket: Ticket) -> None:
-        """The ticket's call left its engine (finished, failed or preempted)."""
+        """The ticket's call left its engine (finished, failed or preempted). The slot is
+        handed on once the releasing task yields: a finished call is accounted first (its
+        program's new service and wait), so the next decision sees them, as in the simulator
+        and the engine plug-in, where a call finishes before the next step admits."""
         if ticket.entry is not None:
             self.core.release(ticket.entry)
         ticket.engine = None
         ticket.on_preempt = None
+        if not self._dispatch_pending:
+            self._dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch_soon)
+
+    def _dispatch_soon(self) -> None:
+        self._dispatch_pending = False
         self.dispatch()
 
     def reprioritized(self, ticket: Ticket, priority: Priority) -> None:
@@ -227,6 +234,7 @@ class Gate:
             return
         ticket = victim.item
         ticket.preempt_requested = True
+        self.preemptions += 1
         if self._on_preempt is not None:
             self._on_preempt(ticket)
         assert ticket.on_preempt is not None  # _preemptible checked it

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from proxy.calls import CallContext, serve_call, upstream_headers
-from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
+from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.tokens import prompt_tokens
@@ -83,9 +83,15 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     state = request.app[STATE]
     scheduler = state.scheduler
     request_id = request_id_of(request, state)
-    body = parse_json_object(await request.read())
-    wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
-    identity = scheduler.identifier.identify(request.headers, body)
+    raw = await request.read()
+    body = parsed = parse_json_object(raw)
+    # Identified first: messages it finds in a conversation seen before need no second check.
+    identity = scheduler.identifier.identify(request.headers, body, raw)
+    conversation = identity.conversation
+    known = conversation.known if conversation is not None else 0
+    wire = validate(
+        ChatCompletionRequest if chat else CompletionRequest, body, known_messages=known
+    )
     body = strip_program(body)
     # An unknown model fails here, before the call is recorded; the gate chooses the engine.
     state.pool.serving(wire.model)
@@ -98,7 +104,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         }
         drop_usage = True
     program, call, priority = scheduler.arrive(
-        identity, prompt_tokens=prompt_tokens(body, chat=chat)
+        identity, prompt_tokens=prompt_tokens(body, chat=chat, conversation=conversation)
     )
     headers = {
         "X-Request-Id": request_id,
@@ -110,6 +116,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
         request_id=request_id, headers=headers, drop_usage=drop_usage, arrived=arrived,
+        raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
 
@@ -122,15 +129,26 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await generation(request, chat=False)
 
 
+def _model_card(model: str, engines: list[str]) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+
+
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
-        for model, engines in sorted(state.pool.models().items())
-    ]
+    data = [_model_card(model, engines) for model, engines in sorted(state.pool.models().items())]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
     )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's ``GET /v1/models/{model}``, from the engines' lists (404 if none serves it)."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    engines = state.pool.models().get(name)
+    if engines is None:
+        raise ModelNotFound(f"model {name!r} does not exist")
+    return web.json_response(_model_card(name, engines), dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -184,6 +202,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

@@ -151,11 +151,13 @@ class FakeRelay:
         self.watcher = FakeWatcher()
         self.tokens = 0
         self.failed: list[Exception] = []
+        self.whole_events: bool | None = None
 
     def cut(self) -> None:
         pass
 
-    async def relay(self, upstream: Any, outcome: Any) -> bool:
+    async def relay(self, upstream: Any, outcome: Any, *, whole_events: bool | None = None) -> bool:
+        self.whole_events = whole_events
         outcome.status = upstream.status
         if self.response is None:
             self.response = web.StreamResponse()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from proxy.core.preempt import PreemptRule
 from proxy.core.queue import RankedQueue, Waiting
@@ -47,8 +47,9 @@ class EngineSlots(Generic[T]):
         return max(self.levels) if self.levels else -1
 
 
-@dataclass(frozen=True, slots=True)
-class Grant(Generic[T]):
+class Grant(NamedTuple, Generic[T]):
+    """A decision: ``entry`` runs on ``engine`` now."""
+
     entry: Waiting[T]
     engine: str
 
@@ -71,7 +72,6 @@ class Admission(Generic[T]):
         self.queue: RankedQueue[T] = RankedQueue(policy)
         self.engines: dict[str, EngineSlots[T]] = {}
         self._pick = pick or _fewest_running
-        self.preemptions = 0
 
     # -- engines -----------------------------------------------------------------------------
 
@@ -126,16 +126,18 @@ class Admission(Generic[T]):
         more (their client left) are dropped from the queue, never granted."""
         grants: list[Grant[T]] = []
         queue = self.queue
-        while len(queue):
-            lanes = [lane for lane in queue.lanes() if self._room_for(lane)]
-            if not lanes:
+        engines = self.engines.values()
+        while len(queue) and any(s.has_room for s in engines):
+            rooms = {lane: room for lane in queue.lanes() if (room := self._room_for(lane))}
+            if not rooms:
                 break
-            w = queue.pop(now, lanes)
+            w = queue.pop(now, rooms)
             if w is None:
                 break
-            if not alive(w.item):
-                continue
-            grants.append(self._grant(w, self._pick(self._room_for(w.lane), w), now))
+            if alive(w.item):
+                room = rooms[w.lane]
+                slots = room[0] if len(room) == 1 else self._pick(room, w)
+                grants.append(self._grant(w, slots, now))
         return grants
 
     def victim(
@@ -161,8 +163,6 @@ class Admission(Generic[T]):
                     and (best is None or r.order > best.order)
                 ):
                     best = r
-        if best is not None:
-            self.preemptions += 1
         return best
 
     def best_waiting_for(self, engine: str, now: float) -> Waiting[T] | None:

@@ -133,13 +133,13 @@ class RankedQueue(Generic[T]):
         w.due_version += 1
         w.due = INF
         self._size -= 1
-        self._live[w.lane] -= 1
-        if self.scope == "program" or self.scope == "tenant":
+        live = self._live[w.lane] = self._live[w.lane] - 1
+        scope = self.scope
+        if scope == "program" or scope == "tenant":
             self._discard(self._by_program, w.program.id, w)
-        if self.scope == "tenant":
-            self._discard(self._by_tenant, w.program.tenant, w)
-        heap = self._heaps.get(w.lane)
-        if heap is not None and len(heap) > 2 * self._live[w.lane] + 64:
+            if scope == "tenant":
+                self._discard(self._by_tenant, w.program.tenant, w)
+        if len(self._heaps[w.lane]) > 2 * live + 64:
             self._rebuild(w.lane)
         return True
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from proxy.backends.base import Backend, EngineLoad
-from proxy.errors import NotFound, ServiceUnavailable
+from proxy.errors import ModelNotFound, ServiceUnavailable
 
 log = logging.getLogger("autellix.pool")
 
@@ -89,10 +89,8 @@ class EnginePool:
                         f"engine(s) {', '.join(unknown)} could not be asked (unreachable)",
                         code="engine_unavailable",
                     )
-                raise NotFound(
-                    f"model {model!r} does not exist; available: {', '.join(sorted(self.models())) or 'none'}",
-                    param="model",
-                    code="model_not_found",
+                raise ModelNotFound(
+                    f"model {model!r} does not exist; available: {', '.join(sorted(self.models())) or 'none'}"
                 )
         healthy = [s for s in candidates if s.healthy]
         if not healthy:

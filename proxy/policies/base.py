@@ -133,9 +133,11 @@ class NoConfig:
 def live_wait(call: Call, now: float) -> float:
     """The call's waiting time including the stretch still open at ``now``: the mechanism may
     update ``call.wait`` only when a stretch closes, but starvation must count the open one."""
-    if call.queued_since is None:
+    since = call.queued_since
+    if since is None:
         return call.wait
-    return call.wait + max(0.0, now - call.queued_since)
+    open_stretch = now - since
+    return call.wait + open_stretch if open_stretch > 0.0 else call.wait
 
 
 class BasePolicy:

@@ -68,7 +68,7 @@ async def test_unknown_model_404_and_unknown_route_404(
         assert resp.status == 404
         err = _assert_openai_error(await resp.json(), "model")
         assert "gpt-x" in err["message"]
-        assert err["code"] == "model_not_found"
+        assert (err["type"], err["code"]) == ("invalid_request_error", "model_not_found")
     async with http.get(proxy.url + "/nowhere") as resp:
         assert resp.status == 404
         _assert_openai_error(await resp.json())
@@ -295,7 +295,10 @@ async def test_health_ready_metrics(proxy: RunningProxy, http: aiohttp.ClientSes
         text = await resp.text()
     assert 'autellix_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
     assert 'autellix_requests_total{route="/v1/chat/completions",status="404"} 1.0' in text
-    assert 'autellix_errors_total{route="/v1/chat/completions",type="not_found_error"} 1.0' in text
+    assert (
+        'autellix_errors_total{route="/v1/chat/completions",type="invalid_request_error"} 1.0'
+        in text
+    )
     assert 'autellix_time_to_first_token_seconds_count{route="/v1/chat/completions"} 1.0' in text
     assert 'autellix_tokens_total{engine="sim",kind="completion"}' in text
     assert 'autellix_inflight_calls{engine="sim"} 0.0' in text
@@ -315,3 +318,28 @@ async def test_response_headers_are_not_doubled(
         ) as resp:
             await resp.read()
             assert resp.headers.getall("X-Request-Id") == ["once"]
+
+
+async def test_a_body_the_proxy_does_not_change_goes_on_byte_for_byte(
+    http: aiohttp.ClientSession,
+) -> None:
+    app, seen = fake_engine(["m"], Script(body=b"{}"))
+    # Spacing, key order and a vendor field: only the client's own bytes keep all of them.
+    raw = b'{ "messages": [{"role": "user", "content": "hi"}],  "top_k": 3, "model": "m" }'
+    with_program = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "program": {"id": "p1"}}'
+    )
+    async with serving(app) as engine_url:
+        config = ProxyConfig(port=0, engines=[EngineConfig(name="f", url=engine_url)])
+        async with running_proxy(config) as proxy:
+            headers = {"Content-Type": "application/json"}
+            for body in (raw, with_program):
+                async with http.post(
+                    proxy.url + "/v1/chat/completions", data=body, headers=headers
+                ) as resp:
+                    assert resp.status == 200
+    assert seen[0].body == raw
+    assert orjson.loads(seen[1].body) == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+    }

@@ -199,6 +199,10 @@ class CallBook:
         call, program = tracked.call, tracked.program
         if tracked.entry is not None:
             self.queue.remove(tracked.entry)
+        # As the process table charges it: a successful call's prompt counts even with no output.
+        call.service = self.cost.of(
+            prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens, done=ok
+        )
         lifecycle.closed(call, now, ok=ok)
         lifecycle.finished(self._on_finish, call, program, now)
         self.queue.touch(program, now)
@@ -336,6 +340,7 @@ class PolicyQueue(Generic[R]):
         return len(self._requests) + len(self._untracked)
 
     def __iter__(self) -> Iterator[R]:
+        self.book.queue.advance(self.now)  # ranks as of the step being decided
         ranked = [self._requests[w.item.request_id] for w in self.book.queue]
         return iter(ranked + self._untracked)
 
