@@ -10,10 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy import security
 from proxy.admin import admin_routes
+from proxy.auth import KeyTable, load_keys
 from proxy.backends.registry import make_backend
 from proxy.backends.vllm_control import ControlChannel
 from proxy.config import ProgramsConfig, ProxyConfig
+from proxy.drain import DRAIN, Drain, drain_middleware
 from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
@@ -23,6 +26,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
 from proxy.policies.base import Policy, program_scalar
 from proxy.policies.registry import PolicyRegistry
+from proxy.policies.tenant import with_tenant_fairness
 from proxy.records import Program
 from proxy.relay import upstream_session
 from proxy.routes import add_routes
@@ -32,6 +36,7 @@ from proxy.state import STATE, TABLE, ProxyState
 from proxy.table import ProcessTable, TableConfig
 from proxy.trace import TraceRecorder
 from proxy.upkeep import GcPolicy, sweep
+from proxy.wallclock import WALL_CLOCK, WallClock
 
 log = logging.getLogger("autellix")
 
@@ -70,17 +75,23 @@ def identify_config(programs: ProgramsConfig) -> IdentifyConfig:
         infer=programs.infer,
         prefix_capacity=programs.prefix_capacity,
         tenant_header=programs.tenant_header,
+        hash_key=None
+        if programs.hash_key is None
+        else programs.hash_key.get_secret_value().encode(),
     )
 
 
-def build_policy(config: ProxyConfig) -> Policy:
+def build_policy(config: ProxyConfig, weights: dict[str, float] | None = None) -> Policy:
     """The configured policy; clairvoyant ones (srpt) are refused: only the simulator knows
-    the future they read."""
-    return PolicyRegistry().create(config.policy, config.policy_config, live=True)
+    the future they read. ``weights``: tenants' key weights, when keys are configured."""
+    settings = with_tenant_fairness(config.policy, config.policy_config, weights or {})
+    return PolicyRegistry().create(config.policy, settings, live=True)
 
 
-def build_scheduler(config: ProxyConfig, metrics: Metrics, ids: IdGen) -> Scheduler:
-    policy = build_policy(config)
+def build_scheduler(
+    config: ProxyConfig, metrics: Metrics, ids: IdGen, weights: dict[str, float] | None = None
+) -> Scheduler:
+    policy = build_policy(config, weights)
     table = ProcessTable(
         table_config(config.programs),
         on_finish=lambda call, program, now: policy.on_finish(call=call, program=program, now=now),
@@ -125,7 +136,12 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
         gc_policy.startup()
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
-            await sweep(state.scheduler.table, state.scheduler.clock, gc_policy)
+            await sweep(
+                state.scheduler.table,
+                state.scheduler.clock,
+                gc_policy,
+                on_forget=state.metrics.program_ended,
+            )
 
     async with background(collect(), "autellix-table-collector"):
         yield
@@ -171,7 +187,7 @@ async def _trace_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     try:
-        recorder = TraceRecorder.open(state.config.trace_file)
+        recorder = TraceRecorder.open(state.config.trace_file, time_offset=app[WALL_CLOCK].offset)
     except OSError as exc:
         raise ConfigError(
             f"cannot open trace_file {state.config.trace_file!r}: {exc.strerror}"
@@ -201,10 +217,15 @@ def create_app(config: ProxyConfig) -> web.Application:
     list is empty, is started by ``proxy.server``, which then passes it in as an engine.)"""
     metrics = Metrics()
     ids = IdGen()
-    scheduler = build_scheduler(config, metrics, ids)
+    keys = KeyTable(load_keys(config))
+    scheduler = build_scheduler(config, metrics, ids, keys.weights)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    viewer_of = security.install(app, config, scheduler.identifier, keys)
+    app[DRAIN] = Drain()
+    app.middlewares.append(drain_middleware)
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
+    app[WALL_CLOCK] = WallClock.capture()
     pool = EnginePool(make_backend(e) for e in config.engines)
     gate = Gate(
         pool,
@@ -214,6 +235,12 @@ def create_app(config: ProxyConfig) -> web.Application:
     )
     metrics.gate_waiting.set_function(lambda: gate.queued)
     metrics.programs.set_function(lambda: len(scheduler.table))
+    metrics.watch(
+        waiting_levels=lambda: (w.rank.level for w in gate.core.queue),
+        engine_load=lambda: (
+            (e.name, e.load.running, e.load.waiting, e.load.kv_usage) for e in pool.engines.values()
+        ),
+    )
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
     )
@@ -221,6 +248,8 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)
     app.cleanup_ctx.append(_trace_ctx)
-    app.router.add_routes(admin_routes(TABLE))  # before the catch-all /v1 route
+    app.router.add_routes(
+        admin_routes(TABLE, viewer_of, WALL_CLOCK)
+    )  # before the catch-all /v1 route
     add_routes(app)
     return app

@@ -27,8 +27,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from proxy import accesslog
 from proxy.backends.base import CallHints
-from proxy.errors import BadGateway, ProxyError
+from proxy.errors import BadGateway, GatewayTimeout, ProxyError
+from proxy.faults import retry_elsewhere, settle
 from proxy.gate import Ticket
 from proxy.intercept.identify import Identity
 from proxy.kvhints.pool import EnginePool, EngineState
@@ -134,7 +136,7 @@ def may_fail_over(
     pool: EnginePool,
     metrics: Metrics,
     engine: EngineState,
-    err: BadGateway,
+    err: ProxyError,
     *,
     tries: int,
     model: str | None,
@@ -168,8 +170,12 @@ async def connect(
             headers=upstream_headers(ctx.request, state, engine, rid),
             connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
         )  # fmt: skip
-    except BadGateway as err:
+    except (BadGateway, GatewayTimeout) as err:
         run.tries += 1
+        if retry_elsewhere(
+            err, engine, model=ctx.model, pool=state.pool, metrics=state.metrics, tries=run.tries
+        ):
+            return None  # failed before answering: once more, on another engine
         if may_fail_over(state.pool, state.metrics, engine, err, tries=run.tries, model=ctx.model):
             return None
         raise
@@ -202,7 +208,9 @@ async def relay_answer(
     if relay is not None and upstream.status == 200:
         ticket.preemptible = preemptible
         ticket.on_preempt = relay.cut
-        if not await relay.relay(upstream, run.outcome, whole_events=ticket.preemptible):
+        if not await relay.relay(
+            upstream, run.outcome, run.engine, whole_events=ticket.preemptible
+        ):
             return False
         run.response = relay.response
     elif relay is not None and relay.response is not None:
@@ -212,7 +220,11 @@ async def relay_answer(
         run.outcome.upstream_failed = True
         run.response = relay.response
     else:
-        run.response = await relay_whole(ctx.request, upstream, ctx.headers, run.outcome)
+        run.response = await relay_whole(
+            ctx.request, upstream, ctx.headers, run.outcome, engine=run.engine, expect_json=True
+        )
+        if run.engine is not None:
+            settle(run.engine, run.outcome)
     return True
 
 
@@ -222,6 +234,7 @@ def resume_later(ctx: CallContext, engine: EngineState, relay: StreamRelay, run:
     to continue, its stream rewritten to read as the rest of the same answer."""
     state = ctx.state
     state.metrics.preemptions.labels(engine.name).inc()
+    accesslog.call_preempted(ctx, engine, relay.tokens)
     state.scheduler.preempted(ctx.call)
     state.spawn(_abort_quietly(ctx, engine, run.request_id(ctx.request_id)))
     reply = run.outcome.reply
@@ -252,7 +265,7 @@ def account(ctx: CallContext, run: Attempts) -> None:
 def observe(ctx: CallContext, run: Attempts) -> None:
     """Time to first byte of an answered call, and the tokens its (last) engine reported."""
     metrics, outcome = ctx.state.metrics, run.outcome
-    if outcome.first_byte_at is not None and outcome.status == 200:
+    if ctx.stream and outcome.first_byte_at is not None and outcome.status == 200:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
     usage = outcome.reply.usage
     if usage is not None and run.engine is not None:
@@ -278,10 +291,13 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             on_tokens=lambda n: _served(ctx, ticket, n),
         )
     run = Attempts(body=ctx.body)
+    accesslog.call_arrived(ctx, run.outcome)
     try:
         while run.response is None:
             async with engine_slot(ctx.state.gate, ticket) as engine:
                 run.engine = engine
+                ctx.state.metrics.admissions.labels(engine.name).inc()
+                accesslog.call_admitted(ctx, engine)
                 upstream = await connect(ctx, engine, run)
                 if upstream is None:
                     continue  # nothing reached the engine: try another

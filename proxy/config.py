@@ -18,7 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from proxy.backends.plugin_env import is_plugin_variable
 from proxy.errors import ConfigError
+from proxy.keyconfig import DEFAULT_PASSTHROUGH, ApiKeyConfig
 
 ENV_PREFIX = "AUTELLIX_"
 
@@ -71,9 +73,27 @@ class EngineConfig(BaseModel):
         description="The engine runs autellix's scheduler plug-in: send program, thread and "
         "service with each call (vLLM: vllm_xargs) for it to schedule by.",
     )
+    first_byte_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest wait for the engine's answer to begin once the call was sent (time "
+        "held in the proxy's own queue does not count). A non-streamed answer begins only when "
+        "it is complete, hence the generous default.",
+    )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest silence inside an answer that has begun (between stream chunks).",
+    )
+    eject_after: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed calls (unreachable, timed out, broken or garbled answers) "
+        "after which the engine gets no calls until its health check passes again.",
+    )
     control_url: str | None = Field(
         default=None,
-        description="The plug-in's control address (its AUTELLIX_CONTROL_ADDR, e.g. "
+        description="The plug-in's control address (its AUTELLIX_PLUGIN_CONTROL_ADDR, e.g. "
         "tcp://10.0.0.5:5599): programs' service updates are pushed there as calls finish, so "
         "the engine ranks queued calls by their program's latest service. Needs pyzmq.",
     )
@@ -128,7 +148,15 @@ class ProgramsConfig(BaseModel):
         default=200_000, ge=1, description="Most served replies the inference index remembers."
     )
     tenant_header: str | None = Field(
-        default=None, description="Header naming the tenant (else the hashed API key)."
+        default=None,
+        description="Header naming the tenant, trusted as it comes: set it only when a gateway "
+        "that sets or strips it is the proxy's only client. Else the tenant comes from the "
+        "client's key (api_keys), or with no keys configured from a hash of its bearer token.",
+    )
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Secret (16 to 64 bytes) for hashing session values and open-mode bearer "
+        "tokens into ids. None: random per start, so those names change at every restart.",
     )
     service_unit: Literal["tokens-cost", "wall"] = Field(
         default="tokens-cost",
@@ -154,6 +182,13 @@ class ProgramsConfig(BaseModel):
     collect_interval_s: float = Field(
         default=15.0, gt=0, description="How often idle programs are looked for and forgotten."
     )
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 16 <= len(value.get_secret_value().encode()) <= 64:
+            raise ValueError("must be 16 to 64 bytes")
+        return value
 
 
 class GateSettings(BaseModel):
@@ -217,6 +252,26 @@ class ProxyConfig(BaseModel):
         description="Forward the client's Authorization header to engines instead of each "
         "engine's api_key.",
     )
+    api_keys: list[ApiKeyConfig] = Field(
+        default_factory=list,
+        description="Client keys. When any is configured (here or in api_keys_file), every "
+        "route but /health, /ready and /metrics needs one. Empty: the proxy runs open.",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="A YAML or JSON file holding a list of api_keys entries (added to api_keys).",
+    )
+    passthrough_routes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PASSTHROUGH),
+        description="/v1 routes forwarded to engines as they are, relative to /v1; '*' matches "
+        "one path segment, a trailing '/**' any rest. Everything else under /v1 is 404.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM: stop accepting, let calls finish for this long, then end the "
+        "streams still open with an error event.",
+    )
     trace_file: str | None = Field(
         default=None,
         description="Append every finished call to this JSON-lines trace, to replay real "
@@ -232,6 +287,11 @@ class ProxyConfig(BaseModel):
         default=5.0, gt=0, description="Time allowed to open a connection to an engine."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per generation call on the autellix.access logger: program, "
+        "level, engine, status, tokens and times.",
+    )
 
     @field_validator("sim", mode="before")
     @classmethod
@@ -254,12 +314,13 @@ class ProxyConfig(BaseModel):
 def format_validation_error(
     err: ValidationError, source: str, *, within: tuple[str, ...] = ()
 ) -> str:
-    """One line per bad value, each naming the dotted path of its field (under ``within``)."""
-    lines = []
+    """Every bad value, each naming the dotted path of its field (under ``within``), on one
+    line, so that it reads whole in a container's log and in a terminal alike."""
+    problems = []
     for item in err.errors():
         where = ".".join(str(part) for part in (*within, *item["loc"])) or "(root)"
-        lines.append(f"  {where}: {item['msg']}")
-    return f"invalid configuration ({source}):\n" + "\n".join(lines)
+        problems.append(f"{where}: {item['msg']}")
+    return f"invalid configuration ({source}): " + "; ".join(problems)
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -300,6 +361,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        if is_plugin_variable(key):  # the engine-side plug-in's, not the proxy's
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         node = out

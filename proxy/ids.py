@@ -21,3 +21,9 @@ class IdGen:
 def valid_request_id(value: str) -> bool:
     """Visible ASCII, no spaces, at most 128 characters: safe in headers, logs and engine ids."""
     return _REQUEST_ID.match(value) is not None
+
+
+def upstream_id() -> str:
+    """A request id for an engine: random (96 bits), so no client can guess another's to
+    squat on it or abort it."""
+    return "req-" + secrets.token_hex(12)

@@ -19,7 +19,9 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.drain import DRAIN
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
+from proxy.faults import IdleWatch, settle
 from proxy.intercept.usage import Reply, StreamWatcher
 from proxy.kvhints.pool import EngineState
 from proxy.metrics import Metrics
@@ -45,6 +47,7 @@ class Outcome:
     first_byte_at: float | None = None  # perf_counter() of the engine's first byte
     client_gone: bool = False
     upstream_failed: bool = False
+    failure: str | None = None  # why, when upstream_failed
 
 
 def upstream_session() -> aiohttp.ClientSession:
@@ -87,33 +90,37 @@ async def open_upstream(
     """Send the request and return the engine's response with its body not yet read.
 
     A connection failure becomes 502 with code ``engine_unreachable`` (nothing reached the
-    engine, so the caller may try another); a timeout becomes 504.
+    engine, so the caller may try another); a timeout becomes 504. The answer must begin
+    within the engine's ``first_byte_timeout_s``.
     """
     backend = engine.backend
     timeout = aiohttp.ClientTimeout(
         total=backend.config.timeout_s, sock_connect=connect_timeout_s, connect=connect_timeout_s
     )
     try:
-        return await session.request(
-            method, backend.base_url + path, data=data, headers=headers, timeout=timeout
-        )
-    except TimeoutError as exc:
+        async with asyncio.timeout(backend.config.first_byte_timeout_s):
+            return await session.request(
+                method, backend.base_url + path, data=data, headers=headers, timeout=timeout
+            )
+    except TimeoutError:
         metrics.upstream_errors.labels(backend.name, "timeout").inc()
-        raise GatewayTimeout(
-            f"engine {backend.name!r} ({backend.base_url}) did not answer in time",
+        err: ProxyError = GatewayTimeout(
+            f"engine {backend.name!r} ({backend.base_url}) did not begin its answer in time",
             code="engine_timeout",
-        ) from exc
+        )
     except aiohttp.ClientConnectorError as exc:
         metrics.upstream_errors.labels(backend.name, "connect").inc()
-        raise BadGateway(
+        err = BadGateway(
             f"engine {backend.name!r} at {backend.base_url} is unreachable: {exc.os_error or exc}",
             code="engine_unreachable",
-        ) from exc
+        )
     except aiohttp.ClientError as exc:
         metrics.upstream_errors.labels(backend.name, "protocol").inc()
-        raise BadGateway(
+        err = BadGateway(
             f"engine {backend.name!r} at {backend.base_url} failed: {exc}", code="engine_error"
-        ) from exc
+        )
+    engine.failed(err.message)
+    raise err
 
 
 async def relay_whole(
@@ -121,21 +128,47 @@ async def relay_whole(
     upstream: aiohttp.ClientResponse,
     headers: dict[str, str],
     outcome: Outcome,
+    *,
+    engine: EngineState | None = None,
+    expect_json: bool = False,
 ) -> web.Response:
-    """A non-streamed answer (or any error answer): read it all, pass it on unchanged."""
+    """A non-streamed answer (or any error answer): read it all, pass it on unchanged.
+    ``expect_json``: a 200 must hold JSON (a generation answer), else it is a 502."""
+    idle = None if engine is None else engine.backend.config.idle_timeout_s
     try:
-        body = await upstream.read()
+        async with asyncio.timeout(idle):
+            body = await upstream.read()
     except TimeoutError as exc:
-        raise GatewayTimeout(
+        err: ProxyError = GatewayTimeout(
             "engine did not finish its answer in time", code="engine_timeout"
-        ) from exc
+        )
+        raise _failed(engine, err) from exc
     except aiohttp.ClientError as exc:
-        raise BadGateway(f"engine broke off its answer: {exc}", code="engine_error") from exc
+        err = BadGateway(f"engine broke off its answer: {exc}", code="engine_error")
+        raise _failed(engine, err) from exc
     outcome.status = upstream.status
     outcome.first_byte_at = outcome.first_byte_at or time.perf_counter()
+    if upstream.status == 200 and expect_json and not _is_json_object(body):
+        err = BadGateway(
+            "engine answered 200 with a body that is not a JSON object", code="engine_bad_answer"
+        )
+        raise _failed(engine, err)
     if upstream.status == 200:
         outcome.reply.absorb_body(body)
     return web.Response(status=upstream.status, body=body, headers=_copy_headers(upstream, headers))
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _failed(engine: EngineState | None, err: ProxyError) -> ProxyError:
+    if engine is not None:
+        engine.failed(err.message)
+    return err
 
 
 def _sse_error(err: ProxyError) -> bytes:
@@ -162,7 +195,13 @@ class StreamRelay:
         self.response: web.StreamResponse | None = None
         self.tokens = 0  # generated tokens relayed so far, over all segments
         self._cut = False
+        self._ending: ProxyError | None = None  # set by a drain: end the stream with it
         self._upstream: aiohttp.ClientResponse | None = None
+
+    def end_with(self, err: ProxyError) -> None:
+        """End the client's stream with ``err`` as its last event (the proxy is draining)."""
+        self._ending = err
+        self.cut()
 
     def cut(self) -> None:
         """Stop relaying the current segment at the next event boundary (preemption)."""
@@ -177,28 +216,42 @@ class StreamRelay:
             )
             self.response.headers.setdefault("Cache-Control", "no-cache")
             await self.response.prepare(self.request)
+            drain = self.request.app.get(DRAIN)
+            if drain is not None:
+                drain.streams.add(self)
         return self.response
 
     async def relay(
         self,
         upstream: aiohttp.ClientResponse,
         outcome: Outcome,
+        engine: EngineState | None = None,
         *,
         whole_events: bool | None = None,
     ) -> bool:
         """Relay one segment. True if the answer is complete, False if it was cut.
-        ``whole_events``: whether this segment may be cut (None: as the relay was made)."""
-        self._cut = False
+        With ``engine``, its ``idle_timeout_s`` bounds the silence between chunks, and the
+        outcome counts toward its passive health. ``whole_events``: whether this segment may
+        be cut (None: as the relay was made)."""
         if whole_events is not None:
             self.watcher.whole_events(whole_events)
+        self._cut = self._ending is not None
+        if self._cut:
+            upstream.close()  # drained while this segment waited for its engine
         self._upstream = upstream
         outcome.reply = self.watcher.reply
         outcome.status = upstream.status
         response = await self._open(upstream)
+        watch = (
+            None if engine is None else IdleWatch(upstream, engine.backend.config.idle_timeout_s)
+        )
+        failure: ProxyError | None = None
         try:
             async for data in upstream.content.iter_any():
                 if self._cut:
                     break
+                if watch is not None:
+                    watch.kick()
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = time.perf_counter()
                 forward, tokens = self.watcher.feed(data)
@@ -208,30 +261,51 @@ class StreamRelay:
                         self.on_tokens(tokens)
                 if forward:
                     await response.write(forward)
-            if self._cut:
+                if self.watcher.garbled:
+                    failure = BadGateway(
+                        "engine sent an event that is not JSON", code="engine_bad_answer"
+                    )
+                    break
+            if self._cut and self._ending is None:
                 self.watcher.discard()
                 return False
-            rest = self.watcher.flush()
-            if rest:
-                await response.write(rest)
+            failure = failure or self._ending
+            if failure is None and watch is not None and watch.fired:
+                failure = _silent(engine)
+            if failure is None:
+                rest = self.watcher.flush()
+                if rest:
+                    await response.write(rest)
         except (ConnectionResetError, asyncio.CancelledError):
             outcome.client_gone = True
             upstream.close()  # the engine sees its connection drop and aborts the request
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if self._cut:
+            if self._cut and self._ending is None:
                 self.watcher.discard()
                 return False
-            # Headers are gone already: tell the client in the stream, as OpenAI servers do.
-            outcome.upstream_failed = True
-            log.warning("engine stream broke off: %r", exc)
-            err = BadGateway(
-                f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
+            failure = self._ending or (
+                _silent(engine)
+                if watch is not None and watch.fired
+                else BadGateway(
+                    f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
+                )
             )
-            with contextlib.suppress(ConnectionResetError):
-                await response.write(_sse_error(err))
         finally:
             self._upstream = None
+            if watch is not None:
+                watch.cancel()
+        if failure is not None:
+            if self._ending is None:
+                log.warning("engine stream failed: %s", failure.message)
+            # Headers are gone already: tell the client in the stream, as OpenAI servers do.
+            outcome.upstream_failed = True
+            outcome.failure = failure.message
+            upstream.close()
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(_sse_error(failure))
+        if engine is not None and self._ending is None:
+            settle(engine, outcome)
         await self.finish()
         return True
 
@@ -243,6 +317,9 @@ class StreamRelay:
             await self.finish()
 
     async def finish(self) -> None:
+        drain = self.request.app.get(DRAIN)
+        if drain is not None:
+            drain.streams.discard(self)
         if self.response is not None:
             with contextlib.suppress(ConnectionResetError):
                 await self.response.write_eof()
@@ -256,9 +333,15 @@ async def relay_stream(
     *,
     drop_usage_chunk: bool,
     on_tokens: Callable[[int], None] | None = None,
+    engine: EngineState | None = None,
 ) -> web.StreamResponse:
     """An SSE answer in one piece: forward each chunk as it arrives; watch it on the side."""
     relay = StreamRelay(request, headers, drop_usage_chunk=drop_usage_chunk, on_tokens=on_tokens)
-    await relay.relay(upstream, outcome)
+    await relay.relay(upstream, outcome, engine)
     assert relay.response is not None
     return relay.response
+
+
+def _silent(engine: EngineState | None) -> ProxyError:
+    seconds = "" if engine is None else f" for {engine.backend.config.idle_timeout_s:g} s"
+    return GatewayTimeout(f"engine went silent mid-answer{seconds}", code="engine_timeout")

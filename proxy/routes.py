@@ -8,10 +8,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from proxy.auth import principal_of
 from proxy.calls import CallContext, serve_call, upstream_headers
+from proxy.drain import shutting_down
 from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
-from proxy.ids import valid_request_id
+from proxy.faults import settle
+from proxy.ids import upstream_id, valid_request_id
 from proxy.intercept.identify import strip_program
+from proxy.intercept.scrub import strip_engine_fields
 from proxy.intercept.tokens import prompt_tokens
 from proxy.intercept.wire import (
     ChatCompletionRequest,
@@ -19,15 +23,21 @@ from proxy.intercept.wire import (
     parse_json_object,
     validate,
 )
+from proxy.kvhints.pool import EngineState
 from proxy.middleware import REQUEST_ID, route_label
+from proxy.pathguard import checked_path
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
+from proxy.security import PASSTHROUGH
 from proxy.state import STATE, ProxyState
+from proxy.wallclock import WALL_CLOCK
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
+    """The client-facing request id: the client's own X-Request-Id, or one made up. Engines
+    never see it (``upstream_id``), so a client cannot name another's call at an engine."""
     given = request.headers.get("X-Request-Id")
     if given is None:
-        rid = state.ids.next("req")
+        rid = upstream_id()
     elif valid_request_id(given):
         rid = given
     else:
@@ -45,7 +55,8 @@ async def send_raw(
     model: str | None,
     data: bytes | None,
     request_id: str,
-) -> aiohttp.ClientResponse:
+    path: str,
+) -> tuple[aiohttp.ClientResponse, EngineState]:
     """Send a request unchanged to the best engine for ``model``; if it cannot be reached
     (nothing was sent), mark it unhealthy and try the next one."""
     tried: list[str] = []
@@ -64,10 +75,11 @@ async def send_raw(
         if "Content-Type" in request.headers:
             headers["Content-Type"] = request.headers["Content-Type"]
         try:
-            return await open_upstream(
-                state.client(), engine, request.method, request.path_qs, data=data, headers=headers,
+            upstream = await open_upstream(
+                state.client(), engine, request.method, path, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
             )  # fmt: skip
+            return upstream, engine
         except BadGateway as err:
             if err.code != "engine_unreachable":
                 raise
@@ -85,14 +97,19 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     request_id = request_id_of(request, state)
     raw = await request.read()
     body = parsed = parse_json_object(raw)
+    principal = principal_of(request)
     # Identified first: messages it finds in a conversation seen before need no second check.
-    identity = scheduler.identifier.identify(request.headers, body, raw)
+    identity = scheduler.identifier.identify(
+        request.headers, body, raw, tenant=None if principal is None else principal.tenant
+    )
     conversation = identity.conversation
     known = conversation.known if conversation is not None else 0
     wire = validate(
         ChatCompletionRequest if chat else CompletionRequest, body, known_messages=known
     )
     body = strip_program(body)
+    if principal is None or not principal.engine_control:
+        body = strip_engine_fields(body)
     # An unknown model fails here, before the call is recorded; the gate chooses the engine.
     state.pool.serving(wire.model)
     drop_usage = False
@@ -115,7 +132,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     ctx = CallContext(
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
-        request_id=request_id, headers=headers, drop_usage=drop_usage, arrived=arrived,
+        request_id=upstream_id(), headers=headers, drop_usage=drop_usage, arrived=arrived,
         raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
@@ -129,13 +146,25 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await generation(request, chat=False)
 
 
-def _model_card(model: str, engines: list[str]) -> dict[str, object]:
-    return {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+def _model_card(model: str, engines: list[str], created: int) -> dict[str, object]:
+    # The models are served through this proxy: it owns the listing, since the proxy started.
+    # Which engines serve each is an extra field (clients ignore fields they do not know).
+    return {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": "autellix",
+        "engines": sorted(engines),
+    }
 
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = [_model_card(model, engines) for model, engines in sorted(state.pool.models().items())]
+    created = int(request.app[WALL_CLOCK].started)
+    data = [
+        _model_card(model, engines, created)
+        for model, engines in sorted(state.pool.models().items())
+    ]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
     )
@@ -148,7 +177,8 @@ async def get_model(request: web.Request) -> web.Response:
     engines = state.pool.models().get(name)
     if engines is None:
         raise ModelNotFound(f"model {name!r} does not exist")
-    return web.json_response(_model_card(name, engines), dumps=lambda o: orjson.dumps(o).decode())
+    card = _model_card(name, engines, int(request.app[WALL_CLOCK].started))
+    return web.json_response(card, dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -156,6 +186,10 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     engine that serves the model the request names (or any engine if it names none)."""
     state = request.app[STATE]
     request_id = request_id_of(request, state)
+    raw_path, _, query = request.raw_path.partition("?")
+    path = checked_path(raw_path, request.app[PASSTHROUGH])
+    if query:
+        path += "?" + query
     raw = await request.read()
     model = request.query.get("model")
     if raw and request.content_type == "application/json":
@@ -165,12 +199,17 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
-    upstream = await send_raw(request, state, model, raw or None, request_id)
+    upstream, engine = await send_raw(request, state, model, raw or None, upstream_id(), path)
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":
-            return await relay_stream(request, upstream, headers, Outcome(), drop_usage_chunk=False)
-        return await relay_whole(request, upstream, headers, Outcome())
+            return await relay_stream(
+                request, upstream, headers, Outcome(), drop_usage_chunk=False, engine=engine
+            )
+        outcome = Outcome()
+        response = await relay_whole(request, upstream, headers, outcome, engine=engine)
+        settle(engine, outcome)
+        return response
 
 
 async def health(request: web.Request) -> web.Response:
@@ -183,8 +222,12 @@ async def ready(request: web.Request) -> web.Response:
         s.name: {"healthy": s.healthy, "models": sorted(s.models or ()), "error": s.last_error}
         for s in state.pool.engines.values()
     }
-    if not state.pool.any_healthy():
-        err = ServiceUnavailable("no engine is healthy", code="not_ready")
+    if shutting_down(request.app) or not state.pool.any_healthy():
+        err = (
+            ServiceUnavailable("the proxy is shutting down", code="shutting_down")
+            if shutting_down(request.app)
+            else ServiceUnavailable("no engine is healthy", code="not_ready")
+        )
         payload = err.to_dict()
         payload["engines"] = engines
         return web.json_response(payload, status=503)

@@ -156,7 +156,9 @@ class FakeRelay:
     def cut(self) -> None:
         pass
 
-    async def relay(self, upstream: Any, outcome: Any, *, whole_events: bool | None = None) -> bool:
+    async def relay(
+        self, upstream: Any, outcome: Any, engine: Any = None, *, whole_events: bool | None = None
+    ) -> bool:
         self.whole_events = whole_events
         outcome.status = upstream.status
         if self.response is None:

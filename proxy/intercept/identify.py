@@ -128,14 +128,20 @@ class Identifier:
         self._body_paths = tuple((f, tuple(f.split("."))) for f in self.config.body_fields)
 
     def identify(
-        self, headers: Mapping[str, str], body: Mapping[str, Any], raw: bytes | None = None
+        self,
+        headers: Mapping[str, str],
+        body: Mapping[str, Any],
+        raw: bytes | None = None,
+        *,
+        tenant: str | None = None,
     ) -> Identity:
         """Identify one call from its headers (case-insensitive, as aiohttp gives them) and
         its parsed JSON body (``raw``: the bytes it was parsed from, which make recognising a
-        known conversation cheaper). Raises ``BadRequest`` naming a bad header or field."""
+        known conversation cheaper). ``tenant``: the tenant of the client's key, if keys are
+        configured. Raises ``BadRequest`` naming a bad header or field."""
         if not isinstance(headers, CIMultiDict | CIMultiDictProxy):
             headers = CIMultiDict(headers)
-        tenant = self.tenants.tenant_of(headers)
+        tenant = self.tenants.tenant_of(headers, tenant)
         given = self._explicit(headers, body)
         source: Source
         conversation = None
@@ -173,7 +179,9 @@ class Identifier:
 
     def hash_value(self, tenant: str, kind: str, value: str) -> str:
         digest = hashlib.blake2b(
-            f"{tenant}\0{kind}\0{value}".encode(), key=self._key, digest_size=12
+            f"{tenant}\0{kind}\0{value}".encode(errors="surrogateescape"),
+            key=self._key,
+            digest_size=12,
         )
         return digest.hexdigest()
 

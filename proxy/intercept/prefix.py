@@ -163,6 +163,7 @@ class _Tail:
     tools: object
     tools_tokens: int
     raw_prefix: bytes | None
+    size: int  # estimated bytes held
 
 
 def _same_start(tail: _Tail, messages: list[Any], raw: bytes | None) -> tuple[bool, bool]:
@@ -191,16 +192,22 @@ class PrefixIndex:
     one per program at most: a continuation replaces the conversation it continued), keyed by
     the reply that ended them. A call whose last assistant message is such a reply, and whose
     messages before it are equal to that conversation's (one comparison, in C), is hashed from
-    the known state over its new messages only.
+    the known state over its new messages only. ``recent_bytes`` bounds the memory they hold
+    (their bodies' size, times 3.5 for the bytes and the parsed messages); the least recently
+    continued go first.
     """
 
-    __slots__ = ("_entries", "_tails", "capacity", "evicted", "recent")
+    __slots__ = ("_entries", "_held", "_tails", "capacity", "evicted", "recent", "recent_bytes")
 
-    def __init__(self, capacity: int = 200_000, recent: int = 1024) -> None:
+    def __init__(
+        self, capacity: int = 200_000, recent: int = 1024, recent_bytes: int = 128 << 20
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.recent = recent
+        self.recent_bytes = recent_bytes
+        self._held = 0  # bytes the kept conversations hold, as estimated in ``learn``
         self._entries: OrderedDict[int, str] = OrderedDict()
         self._tails: OrderedDict[int, _Tail] = OrderedDict()
         self.evicted = 0
@@ -281,20 +288,26 @@ class PrefixIndex:
         self._put(hash((conversation.state, canon)), program_id)
         if self.recent < 1:
             return
-        if conversation.tail is not None:
-            self._tails.pop(conversation.tail, None)
+        if conversation.tail is not None and (old := self._tails.pop(conversation.tail, None)):
+            self._held -= old.size
+        raw = conversation.raw
+        # JSON parsed into dicts and strings takes about 2.4 times its bytes; plus the bytes.
+        size = len(raw) * 7 // 2 if raw is not None else 0
         key = hash((conversation.tenant, len(conversation.messages), canon))
+        if (old := self._tails.pop(key, None)) is not None:
+            self._held -= old.size
         self._tails[key] = _Tail(
             conversation.messages,
             conversation.state,
             conversation.tokens,
             conversation.tools,
             conversation.tools_tokens,
-            _raw_prefix(conversation.raw, conversation.raw_single),
+            _raw_prefix(raw, conversation.raw_single),
+            size,
         )
-        self._tails.move_to_end(key)
-        while len(self._tails) > self.recent:
-            self._tails.popitem(last=False)
+        self._held += size
+        while self._tails and (len(self._tails) > self.recent or self._held > self.recent_bytes):
+            self._held -= self._tails.popitem(last=False)[1].size
 
     def add(self, state: int, reply: Mapping[str, Any], program_id: str) -> None:
         """Remember that the conversation hashed as ``state``, followed by ``reply``, belongs

@@ -38,7 +38,9 @@ class TenantResolver:
         self._header = header
         self._default = default
 
-    def tenant_of(self, headers: Mapping[str, str]) -> str:
+    def tenant_of(self, headers: Mapping[str, str], known: str | None = None) -> str:
+        """``known``: the tenant of the client's key, when keys are configured; only the
+        trusted header overrides it."""
         if self._header is not None:
             named = headers.get(self._header)
             if named is not None:
@@ -50,6 +52,8 @@ class TenantResolver:
                         param=self._header,
                     )
                 return named
+        if known is not None:
+            return known
         auth = headers.get("Authorization")
         if auth is not None:
             scheme, _, token = auth.strip().partition(" ")
@@ -59,5 +63,7 @@ class TenantResolver:
         return self._default
 
     def hash_key(self, api_key: str) -> str:
-        digest = hashlib.blake2b(api_key.encode(), key=self._key, digest_size=8)
+        # surrogateescape: a token with bytes that are not UTF-8 still names one tenant.
+        raw = api_key.encode(errors="surrogateescape")
+        digest = hashlib.blake2b(raw, key=self._key, digest_size=8)
         return "k-" + digest.hexdigest()

@@ -174,7 +174,16 @@ class StreamWatcher:
     (no copy).
     """
 
-    __slots__ = ("_buffer", "_crlf", "_drop_usage", "_whole", "done", "reply", "rewrite")
+    __slots__ = (
+        "_buffer",
+        "_crlf",
+        "_drop_usage",
+        "_whole",
+        "done",
+        "garbled",
+        "reply",
+        "rewrite",
+    )
 
     def __init__(self, *, drop_usage_chunk: bool, whole_events: bool = False) -> None:
         self._drop_usage = drop_usage_chunk
@@ -183,6 +192,7 @@ class StreamWatcher:
         self._buffer = bytearray()  # the start of an event whose end has not come yet
         self.reply = Reply()
         self.done = False  # saw data: [DONE]
+        self.garbled = False  # saw a data payload that is not JSON: the engine is babbling
         self.rewrite: Rewrite | None = None
 
     def whole_events(self, on: bool) -> None:
@@ -288,7 +298,9 @@ class StreamWatcher:
         except orjson.JSONDecodeError:
             if bytes(payload).strip() == b"[DONE]":
                 self.done = True
-            return None, 0
+                return None, 0
+            self.garbled = True  # not JSON: the engine is babbling; never forwarded whole
+            return b"", 0
         if type(chunk) is not dict:
             return None, 0
         if self.rewrite is not None:

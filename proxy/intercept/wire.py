@@ -86,6 +86,8 @@ class _Generation(_Open):
 class ChatCompletionRequest(_Generation):
     # Any: pydantic would walk the whole list; the check below walks only the new messages.
     messages: Any
+    # The proxy estimates the prompt from them: a list of objects, or nothing.
+    tools: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _check_messages(self, info: ValidationInfo) -> ChatCompletionRequest:
@@ -104,6 +106,11 @@ class CompletionRequest(_Generation):
     prompt: str | list[str] | list[WholeInt] | list[list[WholeInt]] | None
 
 
+# orjson reads deeper JSON than it writes (254 levels); the proxy re-encodes bodies for
+# engines, so a body it could not re-encode is refused as it arrives. No OpenAI body comes close.
+MAX_DEPTH = 128
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Decode a request body that must be a JSON object."""
     if not raw.strip():
@@ -114,7 +121,27 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    # Counting brackets (in C) is an upper bound of the depth: walk only when it could matter.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"request body is nested more than {MAX_DEPTH} levels deep")
     return body
+
+
+def _depth(value: object) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -27,10 +27,25 @@ class EngineState:
     inflight: int = 0
     load: EngineLoad = field(default_factory=EngineLoad)
     last_error: str | None = None
+    failures: int = 0  # calls failed in a row (passive health)
 
     @property
     def name(self) -> str:
         return self.backend.name
+
+    def failed(self, reason: str) -> None:
+        """A call failed at this engine (unreachable, timed out, broken or garbled answer).
+        After ``eject_after`` in a row it gets no calls until a health check passes: an
+        engine can hang or babble while its /health stays green."""
+        self.failures += 1
+        limit = self.backend.config.eject_after
+        if self.healthy and self.failures >= limit:
+            self.healthy = False
+            self.last_error = f"ejected after {self.failures} failed calls in a row: {reason}"
+            log.warning("engine %s ejected: %s", self.name, self.last_error)
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 class EnginePool:
@@ -117,6 +132,13 @@ class EnginePool:
             state.last_error = f"health check of {backend.base_url} failed"
         if healthy != state.healthy:
             log.warning("engine %s is now %s", state.name, "healthy" if healthy else "unhealthy")
+        if healthy and not state.healthy:
+            state.failures = 0  # re-admitted: its next failures count afresh
+        log.debug(
+            "engine %s: %s, models %s, load running=%s waiting=%s kv=%s",
+            state.name, "healthy" if healthy else f"unhealthy ({state.last_error})",
+            sorted(state.models or ()), state.load.running, state.load.waiting, state.load.kv_usage,
+        )  # fmt: skip
         state.healthy = healthy
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:
@@ -124,5 +146,9 @@ class EnginePool:
 
     def mark_failed(self, state: EngineState, reason: str) -> None:
         """A call could not reach the engine: stop sending it calls until a check passes."""
+        if state.healthy:
+            log.warning(
+                "engine %s marked unhealthy until its health check passes: %s", state.name, reason
+            )
         state.healthy = False
         state.last_error = reason

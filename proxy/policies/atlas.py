@@ -48,9 +48,11 @@ class ATLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
-        # Siblings' progress moves the program's path: a waiting call's rank reads its
-        # program's records, and with a floor its tenant's ledger.
-        self.rank_scope = "program" if self.floor is None else "tenant"
+        # A waiting call's rank reads its program's records (its wait; under ATLAS its
+        # siblings' progress). With a tenant floor it also reads the tenant's ledger, which
+        # every token of the tenant's running calls moves: then every waiting call is ranked
+        # again before each decision (O(n); see docs/policies.md).
+        self.rank_scope = "program" if self.floor is None else "global"
 
     def _floor(self, program: Program, now: float) -> float:
         return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)
@@ -84,7 +86,17 @@ class ATLAS(BasePolicy):
             now=now,
         )
         path = self.live_path(call, program, floor) if since is None else since
-        return assigned(call, Priority(self.levels.level_of(path), program.created, program.id))
+        key = (
+            program.created
+            if self.floor is None
+            else self.floor.key(program.tenant, now, program.created)
+        )
+        return assigned(call, Priority(self.levels.level_of(path), key, program.id))
+
+    def on_service(self, *, call: Call, program: Program, now: float) -> Priority:
+        if self.floor is not None:
+            self.floor.serving(program.tenant, call.id, call.service)
+        return self.priority(call=call, program=program, now=now)
 
     def stable_until(self, *, call: Call, program: Program, now: float) -> float:
         return self.guard.deadline(
@@ -100,6 +112,10 @@ class ATLAS(BasePolicy):
         program.service += call.service
         if self.floor is not None:
             self.floor.finish(
-                program.tenant, service=program.critical_path - before, wait=call.wait, now=now
+                program.tenant,
+                service=program.critical_path - before,
+                wait=call.wait,
+                now=now,
+                call_id=call.id,
             )
         self.guard.forget(call.id)

@@ -43,8 +43,11 @@ class PLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
-        # A waiting call's rank reads its program's wait, and with a floor its tenant's ledger.
-        self.rank_scope = "program" if self.floor is None else "tenant"
+        # A waiting call's rank reads its program's records (its wait; under ATLAS its
+        # siblings' progress). With a tenant floor it also reads the tenant's ledger, which
+        # every token of the tenant's running calls moves: then every waiting call is ranked
+        # again before each decision (O(n); see docs/policies.md).
+        self.rank_scope = "program" if self.floor is None else "global"
 
     def _program_service(self, call: Call, program: Program, now: float) -> float:
         if self.floor is None:
@@ -71,7 +74,17 @@ class PLAS(BasePolicy):
             now=now,
         )
         service = base + call.service if since is None else since
-        return assigned(call, Priority(self.levels.level_of(service), call.arrival))
+        key = (
+            call.arrival
+            if self.floor is None
+            else self.floor.key(program.tenant, now, call.arrival)
+        )
+        return assigned(call, Priority(self.levels.level_of(service), key))
+
+    def on_service(self, *, call: Call, program: Program, now: float) -> Priority:
+        if self.floor is not None:
+            self.floor.serving(program.tenant, call.id, call.service)
+        return self.priority(call=call, program=program, now=now)
 
     def stable_until(self, *, call: Call, program: Program, now: float) -> float:
         return self.guard.deadline(
@@ -86,6 +99,10 @@ class PLAS(BasePolicy):
         program.service = max(before, call.start_service + call.service)
         if self.floor is not None:
             self.floor.finish(
-                program.tenant, service=program.service - before, wait=call.wait, now=now
+                program.tenant,
+                service=program.service - before,
+                wait=call.wait,
+                now=now,
+                call_id=call.id,
             )
         self.guard.forget(call.id)

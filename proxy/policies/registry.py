@@ -229,7 +229,7 @@ def _fill(config_cls: type, data: Mapping[str, object], where: str) -> object:
 
 def _convert(hint: Any, value: object, where: str) -> object:
     """Check ``value`` against a config field's type (the few shapes configs use: bool, int,
-    float, str, optional, tuple of one type, nested dataclass)."""
+    float, str, optional, tuple of one type, dict, nested dataclass)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -249,6 +249,13 @@ def _convert(hint: Any, value: object, where: str) -> object:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_convert(item_hint, item, where) for item in value)
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            _convert(key_hint, k, where): _convert(value_hint, v, where) for k, v in value.items()
+        }
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

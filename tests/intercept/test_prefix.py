@@ -313,3 +313,19 @@ def test_bodies_with_arrays_after_the_messages_are_compared_by_value() -> None:
     second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "a"}]}
     found, conv2 = _call(index, second)
     assert (found, conv2.known, conv2.raw_single) == ("p", 2, False)
+
+
+def test_the_conversations_kept_whole_are_bounded_in_bytes() -> None:
+    index = PrefixIndex(recent_bytes=10_000)
+    for k in range(5):
+        body = {"messages": [{"role": "user", "content": f"{k}" * 1000}]}
+        _, conv = _call(index, body)
+        index.learn(conv, {"role": "assistant", "content": f"a{k}"}, f"p{k}")
+    # Each body is about 1 kB, held as 3.5 kB: two fit.
+    assert len(index._tails) == 2
+    assert index._held <= 10_000
+    huge = {"messages": [{"role": "user", "content": "x" * 5000}]}
+    _, conv = _call(index, huge)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "big")
+    assert len(index._tails) == 0
+    assert index._held == 0

@@ -267,74 +267,124 @@ async def test_unknown_route_is_openai_shaped() -> None:
         assert (await resp.json())["error"]["type"] == "not_found_error"
 
 
-# -- choices, batches, models -----------------------------------------------------------------
+# -- abort, disconnect, priority, introspection --------------------------------------------------
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_n_choices_and_prompt_batches_are_served(stream: bool) -> None:
-    options = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
-    bodies = [
-        ("/v1/chat/completions", {**CHAT, "n": 3, "max_tokens": 4, "temperature": 1, **options}),
-        ("/v1/completions", {"model": MODEL, "prompt": ["a", "b"], "n": 2, "max_tokens": 4,
-                             **options}),
-    ]  # fmt: skip
+async def test_client_disconnect_aborts_at_once(stream: bool) -> None:
     async with engine() as http:
-        for path, body in bodies:
-            async with http.post(path, json=body) as resp:
-                assert resp.status == 200
-                if stream:
-                    chunks = [c for c in await sse(resp) if c != "[DONE]"]
-                    usage = chunks[-1]["usage"]
-                    indexes = {c["choices"][0]["index"] for c in chunks[:-1]}
-                    finished = [c for c in chunks[:-1] if c["choices"][0]["finish_reason"]]
-                else:
-                    answer = await resp.json()
-                    usage = answer["usage"]
-                    indexes = {c["index"] for c in answer["choices"]}
-                    finished = answer["choices"]
-            choices = body["n"] * (2 if "prompt" in body else 1)
-            assert indexes == set(range(choices))
-            assert len(finished) == choices
-            assert usage["completion_tokens"] == 4 * choices
-        assert (await state(http))["running"] == []
-
-
-async def test_an_empty_prompt_batch_gets_no_choices() -> None:
-    async with engine() as http:
-        answer = await post(http, "/v1/completions", {"model": MODEL, "prompt": []})
-        assert answer["choices"] == []
-        assert answer["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-
-
-async def test_aborting_a_request_aborts_all_its_choices() -> None:
-    async with engine() as http:
-        body = {**LONG, "n": 2}
         call = asyncio.ensure_future(
-            http.post("/v1/chat/completions", json=body, headers={"X-Request-Id": "both"})
+            http.post("/v1/chat/completions", json={**LONG, "stream": stream})
+        )
+        if stream:
+            resp = await call
+            await resp.content.readline()  # generation has begun
+            resp.close()
+        else:
+
+            async def running() -> bool:
+                return len((await state(http))["running"]) == 1
+
+            await until(running)
+            call.cancel()
+
+        async def idle() -> bool:
+            now = await state(http)
+            return bool(now["running"] == now["waiting"] == [] and now["aborted"] == 1)
+
+        await until(idle)
+        assert (await state(http))["kv_usage"] == 0.0
+        seen = await metrics(http)
+    assert seen['sim:num_aborted_requests_total{cause="disconnect"}'] == 1.0
+    assert seen['sim:num_aborted_requests_total{cause="abort_request"}'] == 0.0
+    assert seen["vllm:kv_cache_usage_perc"] == 0.0
+
+
+async def test_abort_endpoint_ends_running_and_waiting_requests() -> None:
+    async with engine(max_num_seqs=1) as http:
+        resp = await http.post(
+            "/v1/chat/completions", json={**LONG, "stream": True}, headers={"X-Request-Id": "r1"}
+        )
+        first = await resp.content.readline()
+        assert first.startswith(b"data: ")
+        queued = asyncio.ensure_future(
+            post(
+                http,
+                "/v1/completions",
+                {"model": MODEL, "prompt": "hi"},
+                headers={"X-Request-Id": "w1"},
+            )
         )
 
-        async def running() -> bool:
-            return len((await state(http))["running"]) == 2
+        async def waiting() -> bool:
+            return bool((await state(http))["waiting"] == ["w1"])
 
-        await until(running)
-        out = await post(http, "/abort_requests", {"request_ids": ["chatcmpl-both"]})
-        assert out == {"aborted": ["both"]}
-        async with await call as resp:
-            answer = await resp.json()
-        assert [c["finish_reason"] for c in answer["choices"]] == ["abort", "abort"]
-        assert (await state(http))["running"] == []
+        await until(waiting)
+        out = await post(http, "/abort_requests", {"request_ids": ["cmpl-w1-0", "nobody"]})
+        assert out == {"aborted": ["w1"]}
+        whole = await queued
+        assert whole["choices"][0]["finish_reason"] == "abort"
+        assert whole["usage"]["completion_tokens"] == 0
+
+        out = await post(http, "/abort_requests", {"request_ids": ["chatcmpl-r1"]})
+        assert out == {"aborted": ["r1"]}
+        events = await sse(resp)
+        resp.close()
+        assert events[-1] == "[DONE]"
+        assert events[-2]["choices"][0]["finish_reason"] == "abort"
+        now = await state(http)
+        assert now["running"] == now["waiting"] == []
+        assert now["kv_usage"] == 0.0
+        assert now["aborted"] == 2
+        async with http.post("/abort_requests", json={"request_ids": "r1"}) as bad:
+            assert bad.status == 400
 
 
-async def test_a_model_is_retrieved_by_id_or_not_found() -> None:
-    async with engine(served_model_names=["org/sim", "sim"]) as http:
-        for name in ("org/sim", "sim"):
-            async with http.get(f"/v1/models/{name}") as resp:
-                assert resp.status == 200
-                card = await resp.json()
-            assert (card["id"], card["object"], card["owned_by"]) == (name, "model", "vllm")
-        async with http.get("/v1/models/gpt-x") as resp:
-            assert resp.status == 404
-            error = (await resp.json())["error"]
-        assert (error["type"], error["code"], error["param"]) == (
-            "invalid_request_error", "model_not_found", "model"
-        )  # fmt: skip
+async def test_priority_orders_the_waiting_queue_behind_a_running_request() -> None:
+    async with engine(max_num_seqs=1) as http:
+        resp = await http.post(
+            "/v1/chat/completions",
+            json={**LONG, "stream": True, "priority": 9},
+            headers={"X-Request-Id": "long"},
+        )
+        await resp.content.readline()
+        calls = []
+        for rid, priority in (("p5", 5), ("p1", 1), ("p5b", 5)):
+            body = {**CHAT, "max_tokens": 2, "priority": priority}
+            calls.append(
+                asyncio.ensure_future(
+                    post(http, "/v1/chat/completions", body, headers={"X-Request-Id": rid})
+                )
+            )
+
+            async def queued(n: int = len(calls)) -> bool:
+                return len((await state(http))["waiting"]) == n
+
+            await until(queued)
+        now = await state(http)
+        assert now["running"] == ["long"]  # a better arrival never displaces a running request
+        assert now["waiting"] == ["p1", "p5", "p5b"]
+        in_flight = await http.post(
+            "/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "p1"}
+        )
+        assert in_flight.status == 400  # that id is in flight
+        in_flight.close()
+        await post(http, "/abort_requests", {"request_ids": ["long"]})
+        await sse(resp)
+        resp.close()
+        finished = await asyncio.gather(*calls)
+        assert [f["choices"][0]["finish_reason"] for f in finished] == ["length"] * 3
+
+
+async def test_models_and_health() -> None:
+    async with engine(served_model_names=["a", "b"]) as http:
+        async with http.get("/health") as resp:
+            assert resp.status == 200
+        async with http.get("/v1/models") as resp:
+            listing = await resp.json()
+        assert listing["object"] == "list"
+        assert [m["id"] for m in listing["data"]] == ["a", "b"]
+        assert all(m["object"] == "model" for m in listing["data"])
+        async with http.post("/v1/chat/completions", json=CHAT) as resp:
+            assert resp.status == 404  # served names replace the model name, as in vLLM
+        await post(http, "/v1/chat/completions", {**CHAT, "model": "b", "max_tokens": 3})
