@@ -40,17 +40,10 @@ from proxy.policies.base import Policy
 from proxy.records import Call
 from proxy.sim.engine.engine import EngineModel, EngineRequest, StepResult
 from proxy.sim.simulator.balancer import Balancer, make_balancer
-from proxy.sim.simulator.bookkeeping import (
-    CallRun,
-    EngineSlot,
-    ProgramRun,
-    call_result,
-    program_result,
-    program_run,
-    resubmission,
-)
+from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
 from proxy.sim.simulator.policy_queue import PolicyQueue, PrefixCache, Tracked
 from proxy.sim.simulator.results import SimResult
+from proxy.sim.simulator.runs import call_result, program_result, program_run, resubmission
 from proxy.sim.simulator.simconfig import SimConfig
 from proxy.sim.simulator.workloads import ProgramSpec
 from proxy.trace import TraceRecorder
