@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--model", help="model name it serves")
     sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
     sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
-    # The benchmark's own flags are parsed by proxy.sim.simulator.bench, imported only when it runs, so
-    # that serving never loads the simulator's event loop, sweep and plotting.
+    # The benchmark's own flags are parsed by proxy.sim.simulator.bench, imported only when it
+    # runs, so that serving never loads the simulator's event loop, sweep and plotting.
     sub.add_parser(
         "bench",
         add_help=False,
