@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -26,6 +27,7 @@ from proxy.kvhints.breaker import Breaker
 from proxy.kvhints.index import PrefixIndex
 from proxy.kvhints.pool import EnginePool
 from proxy.kvhints.router import Router
+from proxy.kvhints.subscriber import subscribe
 from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
 from proxy.policies.base import Policy, program_scalar
@@ -171,6 +173,21 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _kv_events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Read the KV events of engines that publish them into the prefix index."""
+    state = app[STATE]
+    router = state.gate.router
+    sources = {e.name: e.kv_events_url for e in state.config.engines if e.kv_events_url}
+    if not sources or router.index is None:
+        yield
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        for name, url in sources.items():
+            feed = subscribe(router.index, name, url, router.events)
+            await stack.enter_async_context(background(feed, f"autellix-kv-events-{name}"))
+        yield
+
+
 def _forget(state: ProxyState, program: Program) -> None:
     state.metrics.program_ended(program)
     state.gate.router.forget(program.id)
@@ -284,6 +301,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_engines_ctx)
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)
+    app.cleanup_ctx.append(_kv_events_ctx)
     app.cleanup_ctx.append(_trace_ctx)
     app.router.add_routes(
         admin_routes(TABLE, viewer_of, WALL_CLOCK)
