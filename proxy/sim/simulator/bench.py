@@ -88,7 +88,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--engines", type=int, default=1, help="engines behind the balancer")
     parser.add_argument(
-        "--balancer", default="autellix", help="round-robin, least-loaded, autellix or a path"
+        "--balancer",
+        default="autellix",
+        help="round-robin, least-loaded, autellix, prefix-aware or a path",
     )
     parser.add_argument(
         "--preemption",

@@ -36,16 +36,17 @@ from typing import Any
 
 from proxy.core import lifecycle
 from proxy.core.cost import ServiceCost
+from proxy.kvhints.balancers import Route
 from proxy.policies.base import Policy
 from proxy.records import Call
 from proxy.sim.engine.engine import EngineModel, EngineRequest, StepResult
-from proxy.sim.simulator.balancer import Balancer, make_balancer
+from proxy.sim.simulator.balancer import Balancer, engine_loads, make_balancer
 from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
 from proxy.sim.simulator.policy_queue import PolicyQueue, PrefixCache, Tracked
 from proxy.sim.simulator.results import SimResult
 from proxy.sim.simulator.runs import call_result, program_result, program_run, resubmission
 from proxy.sim.simulator.simconfig import SimConfig
-from proxy.sim.simulator.workloads import ProgramSpec
+from proxy.sim.simulator.workloads import CallSpec, ProgramSpec
 from proxy.trace import TraceRecorder
 
 _RELEASE, _RESUME, _KICK, _STEP_END = 0, 1, 2, 3
@@ -87,7 +88,6 @@ class Simulator:
             )
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
             self.engines.append(EngineSlot(i, model, queue, cache))
-        self._models = [e.model for e in self.engines]
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.
         self._events: list[tuple[float, int, int, Any]] = []
@@ -129,7 +129,7 @@ class Simulator:
                 self._release(payload, now)
         result.end = now
         result.cpu_s = time.process_time() - start
-        result.engine_preemptions = sum(m.num_preemptions for m in self._models)
+        result.engine_preemptions = sum(e.model.num_preemptions for e in self.engines)
         if self.recorder is not None:
             self.recorder.flush()
         return result
@@ -156,11 +156,8 @@ class Simulator:
         prog: ProgramRun = item
         spec = prog.spec.calls[index]
         program = prog.record
-        engine = self.engines[
-            self.balancer.choose(
-                program=program.id, prompt_tokens=spec.prompt_tokens, engines=self._models, now=now
-            )
-        ]
+        engine = self.engines[self._choose(prog, spec, now)]
+        program.engine = str(engine.index)  # the program's affinity, as the process table's
         total = self._service(spec.prompt_tokens, spec.output_tokens)
         prog.future -= total
         request_id = f"{program.id}/{index}"
@@ -191,6 +188,23 @@ class Simulator:
         engine.queue.now = now
         engine.model.add(request, now)
         self._kick(engine, now)
+
+    def _choose(self, prog: ProgramRun, spec: CallSpec, now: float) -> int:
+        """The balancer's engine for the call, from the engines' load and what each still
+        caches of the context the call continues."""
+        engines, program = self.engines, prog.record
+        block = self.config.shape.block_size
+        if len(engines) == 1:
+            return 0
+        cached = [0] * len(engines)
+        if spec.prefix_of is not None:
+            key = (program.id, spec.prefix_of)
+            for i, e in enumerate(engines):
+                if e.cache is not None:
+                    cached[i] = e.cache.peek(key, spec.prefix_tokens, spec.prompt_tokens) // block
+        route = Route(program.id, spec.prompt_tokens, program.engine, spec.prompt_tokens // block)
+        decision = self.balancer.choose(call=route, engines=engine_loads(engines, cached), now=now)
+        return decision.choice
 
     def _arrive(self, spec: ProgramSpec, now: float) -> None:
         future = sum(self._service(c.prompt_tokens, c.output_tokens) for c in spec.calls)
@@ -364,7 +378,7 @@ class Simulator:
         prog.left -= 1
         if prog.left == 0:
             self._in_system -= 1
-            self.balancer.forget(program.id)
+            self.balancer.forget(program=program.id)
             self._result.programs.append(program_result(prog, spec.index, now))
 
 

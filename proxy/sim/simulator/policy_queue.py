@@ -283,6 +283,14 @@ class PrefixCache:
         usable = min(cached, shared, prompt - 1)
         return usable - usable % self._block
 
+    def peek(self, key: tuple[str, int], shared: int, prompt: int) -> int:
+        """What ``hit`` would give now, without marking the entry used (for balancers)."""
+        cached = self._entries.get(key)
+        if cached is None:
+            return 0
+        usable = min(cached, shared, prompt - 1)
+        return usable - usable % self._block
+
     def trim(self, free_tokens: int) -> None:
         while self.tokens > free_tokens and self._entries:
             self.tokens -= self._entries.popitem(last=False)[1]

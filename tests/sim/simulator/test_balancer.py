@@ -1,80 +1,81 @@
-"""Engine choice in the simulator: round-robin, least-loaded, Autellix's, plug-ins."""
+"""Engine choice in the simulator: the proxy's own balancer objects on simulated load."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pytest
 
 from proxy.errors import ConfigError
-from proxy.sim.simulator.balancer import AUTELLIX_THRESHOLD, EngineLoad, make_balancer
+from proxy.kvhints.balancers import AutellixBalancer, Decision, PrefixAware, Route, Tuning
+from proxy.kvhints.load import EngineLoad
+from proxy.policies.fcfs import FCFS
+from proxy.sim.simulator.balancer import make_balancer
+from proxy.sim.simulator.des import Simulator
+from proxy.sim.simulator.simconfig import SimConfig
+from proxy.sim.simulator.workloads import CallSpec, ProgramSpec
 
 
-@dataclass
-class Load:
-    num_running: int = 0
-    num_waiting: int = 0
-    kv_usage: float = 0.0
+class Recording:
+    """Least loaded, recording what it saw: the simulator's view of each call."""
 
+    name = "recording"
+    seen: list[tuple[Route, list[EngineLoad]]] = []
 
-def choose(name: str, engines: Sequence[EngineLoad], program: str = "p", prompt: int = 10) -> int:
-    return make_balancer(name).choose(
-        program=program, prompt_tokens=prompt, engines=engines, now=0.0
-    )
+    def choose(self, *, call: Route, engines: Sequence[EngineLoad], now: float) -> Decision:
+        Recording.seen.append((call, list(engines)))
+        return Decision(min(range(len(engines)), key=lambda i: engines[i].queued))
 
-
-def test_round_robin_cycles_blind_to_load() -> None:
-    balancer = make_balancer("round-robin")
-    engines = [Load(9), Load(0), Load(0)]
-    picks = [
-        balancer.choose(program="p", prompt_tokens=1, engines=engines, now=0.0) for _ in range(4)
-    ]
-    assert picks == [0, 1, 2, 0]
-
-
-def test_least_loaded_counts_requests_then_kv() -> None:
-    assert choose("least-loaded", [Load(3, 1), Load(2, 1), Load(1, 3)]) == 1
-    assert choose("least-loaded", [Load(2, 0, 0.9), Load(1, 1, 0.2)]) == 1
-
-
-def test_autellix_short_calls_go_least_loaded_long_ones_stick() -> None:
-    balancer = make_balancer("autellix")
-    engines = [Load(5), Load(1)]
-
-    def pick(program: str, prompt: int) -> int:
-        return balancer.choose(program=program, prompt_tokens=prompt, engines=engines, now=0.0)
-
-    long = AUTELLIX_THRESHOLD + 1
-    assert pick("p", long) == 1  # no engine yet: least loaded, recorded
-    engines[1].num_running = 50
-    assert pick("p", long) == 1  # sticky for its KV cache
-    assert pick("p", AUTELLIX_THRESHOLD) == 0  # short: least loaded
-    assert pick("q", long) == 0
-    balancer.forget("p")
-    assert pick("p", long) == 0
-    assert balancer.choose(program="p", prompt_tokens=long, engines=[Load()], now=0.0) == 0
-
-
-class Last:
-    def choose(
-        self, *, program: str, prompt_tokens: int, engines: Sequence[EngineLoad], now: float
-    ) -> int:
-        return len(engines) - 1
-
-    def forget(self, program: str) -> None:
+    def forget(self, *, program: str) -> None:
         pass
 
 
-class Broken:
-    pass
-
-
-def test_plugins_load_by_path_and_are_checked() -> None:
-    assert choose(f"{__name__}:Last", [Load(), Load(), Load()]) == 2
-    with pytest.raises(ConfigError, match=r"Broken.*missing: \['choose', 'forget'\]"):
-        make_balancer(f"{__name__}:Broken")
+def test_the_simulator_builds_the_proxys_balancers() -> None:
+    assert isinstance(make_balancer("autellix"), AutellixBalancer)
+    balancer = make_balancer("prefix-aware", Tuning(min_match_blocks=3))
+    assert isinstance(balancer, PrefixAware)
+    assert balancer.tuning.min_match_blocks == 3
     with pytest.raises(ConfigError, match="unknown balancer 'nope'"):
         make_balancer("nope")
-    with pytest.raises(ConfigError, match="cannot be loaded"):
-        make_balancer(f"{__name__}:Missing")
+
+
+def chat(pid: str, turns: int, prompt: int) -> ProgramSpec:
+    """A conversation: each call continues the previous one's context."""
+    calls = tuple(
+        CallSpec(
+            index=i,
+            prompt_tokens=prompt * (i + 1),
+            output_tokens=50,
+            parents=(i - 1,) if i else (),
+            think_s=0.5,
+            prefix_of=i - 1 if i else None,
+            prefix_tokens=prompt * i + 50 * i if i else 0,
+        )
+        for i in range(turns)
+    )
+    return ProgramSpec(id=pid, kind="chatbot", arrival=0.0, calls=calls)
+
+
+def test_a_programs_affinity_and_its_cached_context_reach_the_balancer() -> None:
+    Recording.seen = []
+    programs = [chat("a", 3, 3000), chat("b", 3, 3000)]
+    config = SimConfig(engines=2, balancer=f"{__name__}:Recording")
+    Simulator(config, FCFS()).run(programs)
+    later = [(route, loads) for route, loads in Recording.seen if route.affinity is not None]
+    assert len(later) == 4  # every call but each program's first
+    for route, loads in later:
+        held = {load.name: load.cached for load in loads}
+        # Its previous call's context is cached on the program's engine, nowhere else.
+        assert held[route.affinity] > 0
+        assert sum(held.values()) == held[route.affinity]
+
+
+def test_autellix_keeps_a_programs_long_calls_on_one_engine() -> None:
+    programs = [chat(f"p{i}", 4, 2500) for i in range(6)]
+    config = SimConfig(engines=3, balancer="autellix")
+    result = Simulator(config, FCFS()).run(programs)
+    engines: dict[str, set[int]] = {}
+    for call in result.calls:
+        engines.setdefault(call.program, set()).add(call.engine)
+    assert all(len(used) == 1 for used in engines.values()), engines
+    assert len(set().union(*engines.values())) > 1  # programs themselves spread
