@@ -1,4 +1,4 @@
-"""Several engines: the Autellix balancer against round-robin and least-loaded, at equal latency.
+"""Several engines: the Autellix and prefix-aware balancers against round-robin and least-loaded.
 
 The paper reports up to 1.4x throughput over round-robin and least-used balancing with 4
 engines. This runs the simulator (``proxy/sim``) with ``--engines`` A100 engines behind each
@@ -7,10 +7,16 @@ paper's pairing) and the same programs at each rate (one seed), and prints each 
 program token latency against the arrival rate, then the rate each sustains at a latency target
 (``--latency-factor`` x round-robin's latency at the lowest rate, read as ``autellix bench``
 reads it: steady, a point whose engines served under 90% of the offered work counting as over
-the target; and finite run, every point as measured), the ratios of the Autellix balancer's
-rate to the others', and the range the capacity ratio lies in given the grid's spacing.
+the target; and finite run, every point as measured), the ratios of the Autellix and
+prefix-aware balancers' rates to the others'. Then a refinement pass bisects each balancer's
+steady capacity (the highest rate its engines keep up with) between the grid points that
+bracket it, ``--refine`` times, for each of ``--seeds`` seeds, and prints the median capacity
+and the capacity ratios, each exact to the bisection's last step.
 
-    python benchmarks/bench_balancer.py [--workloads chatbot,mixed] [--engines 4] [--jobs 2]
+The balancers are the live proxy's own objects (``proxy.kvhints.balancers``).
+
+    python benchmarks/bench_balancer.py [--workloads chatbot,lats] [--engines 4] [--jobs 2]
+        [--seeds 5] [--refine 4]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import itertools
 import math
 import multiprocessing
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -30,7 +37,9 @@ from proxy.sim.simulator.simconfig import SimConfig
 from proxy.sim.simulator.sweep import BASE_RATES
 from proxy.sim.simulator.workloads import generate
 
-BALANCERS = ("round-robin", "least-loaded", "autellix")
+BALANCERS = ("round-robin", "least-loaded", "autellix", "prefix-aware")
+OURS = ("autellix", "prefix-aware")
+BASELINES = ("round-robin", "least-loaded")
 POLICY = {"chatbot": "plas", "react": "plas", "lats": "atlas", "mixed": "atlas"}
 # Per engine, as the single-engine sweep: 2x its programs, since 4 engines drain them faster.
 PROGRAMS = {"chatbot": 1600, "react": 1200, "lats": 200, "mixed": 600}
@@ -39,9 +48,9 @@ LOADS = (0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.37, 0.45, 0.55, 0.7, 0.85)
 far below the engines' combined capacity, so the grid starts low."""
 
 
-def run(job: tuple[str, str, float, int, int]) -> dict[str, Any]:
-    workload, balancer, rate, programs, engines = job
-    specs = generate(workload, rate=rate, programs=programs, seed=0)
+def run(job: tuple[str, str, float, int, int, int]) -> dict[str, Any]:
+    workload, balancer, rate, programs, engines, seed = job
+    specs = generate(workload, rate=rate, programs=programs, seed=seed)
     window = steady_window(len(specs), 0.2, 0.2)
     measured = {specs[i].id for i in window}
     config = SimConfig(engines=engines, balancer=balancer)
@@ -50,6 +59,7 @@ def run(job: tuple[str, str, float, int, int]) -> dict[str, Any]:
     return {
         "workload": workload,
         "balancer": balancer,
+        "seed": seed,
         "rate": rate,
         "latency": m.latency_mean,
         "served": m.served_share,
@@ -84,65 +94,120 @@ def ratio(ours: tuple[float, bool] | None, theirs: tuple[float, bool] | None) ->
     return "?" if mark is None else f"{mark}{ours[0] / theirs[0]:.2f}"
 
 
+def refine(
+    pool: ProcessPoolExecutor,
+    rows: list[dict[str, Any]],
+    keys: list[tuple[str, str, int]],
+    steps: int,
+    engines: int,
+) -> dict[tuple[str, str, int], tuple[float, float] | None]:
+    """Bisect each (workload, balancer, seed)'s steady capacity between the grid's bracket,
+    ``steps`` times, all keys' runs of a step at once. None where the grid has no bracket."""
+    brackets: dict[tuple[str, str, int], tuple[float, float] | None] = {}
+    for key in keys:
+        brackets[key] = steady_bracket(
+            [r for r in rows if (r["workload"], r["balancer"], r["seed"]) == key]
+        )
+    for _ in range(steps):
+        live = [k for k, v in brackets.items() if v is not None]
+        jobs = []
+        for k in live:
+            lo, hi = brackets[k]  # type: ignore[misc]
+            jobs.append((k[0], k[1], round((lo + hi) / 2, 6), PROGRAMS[k[0]], engines, k[2]))
+        for k, r in zip(live, pool.map(run, jobs), strict=True):
+            lo, hi = brackets[k]  # type: ignore[misc]
+            brackets[k] = (r["rate"], hi) if r["served"] >= STEADY_SERVED else (lo, r["rate"])
+    return brackets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default="chatbot,mixed")
+    parser.add_argument("--workloads", default="chatbot,lats")
     parser.add_argument("--engines", type=int, default=4)
     parser.add_argument("--latency-factor", type=float, default=5.0)
     parser.add_argument("--jobs", type=int, default=min(2, multiprocessing.cpu_count()))
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per point (median of them)")
+    parser.add_argument("--refine", type=int, default=4, help="bisection steps of capacity")
+    parser.add_argument("--balancers", default=",".join(BALANCERS))
     args = parser.parse_args()
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    balancers = [b.strip() for b in args.balancers.split(",") if b.strip()]
+    seeds = list(range(args.seeds))
     jobs = [
-        (w, b, round(BASE_RATES["resend"][w] * args.engines * load, 6), PROGRAMS[w], args.engines)
+        (w, b, round(BASE_RATES["resend"][w] * args.engines * load, 6), PROGRAMS[w],
+         args.engines, seed)
         for w in workloads
-        for b in BALANCERS
+        for b in balancers
         for load in LOADS
-    ]
+        for seed in seeds
+    ]  # fmt: skip
     started = time.monotonic()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
         rows = list(pool.map(run, jobs))
+        keys = [(w, b, seed) for w in workloads for b in balancers for seed in seeds]
+        capacity = refine(pool, rows, keys, args.refine, args.engines)
     wall = time.monotonic() - started
     for w in workloads:
-        print(f"\n{w} ({POLICY[w]}, {args.engines} engines): mean program token latency, s/token")
-        print(f"{'rate':>8s} " + " ".join(f"{b:>22s}" for b in BALANCERS))
-        for rate in sorted({r["rate"] for r in rows if r["workload"] == w}):
-            cells = []
-            for b in BALANCERS:
-                (r,) = (x for x in rows if x["workload"] == w and x["balancer"] == b
-                        and x["rate"] == rate)  # fmt: skip
-                cells.append(f"{r['latency']:.4f} ({r['served']:.2f}, {r['cached']:.0%})")
-            print(f"{rate:8.3f} " + " ".join(f"{c:>22s}" for c in cells))
-        print("(in brackets: served share, share of prompt tokens from the prefix cache)")
-        curves = {b: [r for r in rows if r["workload"] == w and r["balancer"] == b]
-                  for b in BALANCERS}  # fmt: skip
-        lowest = min(curves["round-robin"], key=lambda r: r["rate"])
-        target = args.latency_factor * lowest["latency"]
-        for steady in (True, False):
-            at = {b: reach(curves[b], target, steady) for b in BALANCERS}
-            rates = ", ".join(
-                f"{b} {'-' if a is None else ('' if a[1] else '>=') + f'{a[0]:.3f}'}"
-                for b, a in at.items()
-            )
-            print(
-                f"{'steady' if steady else 'finite run'} at {target:.4f} s/token "
-                f"({args.latency_factor:g} x round-robin's at {lowest['rate']:g}/s): {rates}; "
-                f"autellix vs round-robin {ratio(at['autellix'], at['round-robin'])}, "
-                f"vs least-loaded {ratio(at['autellix'], at['least-loaded'])}"
-            )
-        # The grid's resolution: capacity lies between the last steady rate and the next.
-        brackets = {b: steady_bracket(curves[b]) for b in BALANCERS}
-        ours = brackets["autellix"]
-        for other in ("round-robin", "least-loaded"):
-            theirs = brackets[other]
-            if ours is not None and theirs is not None:
+        report(w, [r for r in rows if r["workload"] == w and r["seed"] == 0], balancers, args)
+        caps: dict[str, float] = {}
+        for b in balancers:
+            found = [capacity[(w, b, seed)] for seed in seeds]
+            if all(c is not None for c in found):
+                caps[b] = statistics.median((c[0] + c[1]) / 2 for c in found if c is not None)
+                width = max(c[1] - c[0] for c in found if c is not None)
+                shares = [
+                    r["cached"] for r in rows if r["workload"] == w and r["balancer"] == b
+                    and r["served"] >= STEADY_SERVED
+                ]  # fmt: skip
+                cached = statistics.median(shares) if shares else math.nan
                 print(
-                    f"capacity: autellix {ours[0]:.3f}-{ours[1]:.3f}, {other} "
-                    f"{theirs[0]:.3f}-{theirs[1]:.3f}/s: autellix vs {other} between "
-                    f"{ours[0] / theirs[1]:.2f} and {ours[1] / theirs[0]:.2f}"
+                    f"steady capacity, {b}: {caps[b]:.3f}/s (median of {len(seeds)} seed(s), "
+                    f"each within {width:.3f}/s); prefix-cache share {cached:.0%}"
                 )
+            else:
+                print(f"steady capacity, {b}: not bracketed by the grid")
+        for ours in (b for b in OURS if b in caps):
+            cells = [f"vs {o} {caps[ours] / caps[o]:.2f}x" for o in BASELINES if o in caps]
+            if cells:
+                print(f"capacity ratio {ours}: " + ", ".join(cells))
     cpu = sum(r["cpu"] for r in rows)
-    print(f"\n{len(rows)} points, {cpu:.0f} CPU-s, {wall:.0f} s wall on {args.jobs} process(es)")
+    print(
+        f"\n{len(rows)} grid points, {cpu:.0f} CPU-s, {wall:.0f} s wall on {args.jobs} process(es)"
+    )
+
+
+def report(w: str, rows: list[dict[str, Any]], balancers: list[str], args: Any) -> None:
+    """The grid of one seed: latency per rate and balancer, and rates at the latency target."""
+    print(f"\n{w} ({POLICY[w]}, {args.engines} engines): mean program token latency, s/token")
+    print(f"{'rate':>8s} " + " ".join(f"{b:>22s}" for b in balancers))
+    for rate in sorted({r["rate"] for r in rows}):
+        cells = []
+        for b in balancers:
+            (r,) = (x for x in rows if x["balancer"] == b and x["rate"] == rate)
+            cells.append(f"{r['latency']:.4f} ({r['served']:.2f}, {r['cached']:.0%})")
+        print(f"{rate:8.3f} " + " ".join(f"{c:>22s}" for c in cells))
+    print("(in brackets: served share, share of prompt tokens from the prefix cache)")
+    curves = {b: [r for r in rows if r["balancer"] == b] for b in balancers}
+    if "round-robin" not in curves:
+        return
+    lowest = min(curves["round-robin"], key=lambda r: r["rate"])
+    target = args.latency_factor * lowest["latency"]
+    for steady in (True, False):
+        at = {b: reach(curves[b], target, steady) for b in balancers}
+        rates = ", ".join(
+            f"{b} {'-' if a is None else ('' if a[1] else '>=') + f'{a[0]:.3f}'}"
+            for b, a in at.items()
+        )
+        ratios = "; ".join(
+            f"{ours} vs {o} {ratio(at[ours], at[o])}"
+            for ours in OURS if ours in at
+            for o in BASELINES if o in at
+        )  # fmt: skip
+        print(
+            f"{'steady' if steady else 'finite run'} at {target:.4f} s/token "
+            f"({args.latency_factor:g} x round-robin's at {lowest['rate']:g}/s): {rates}; {ratios}"
+        )
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ class SimBatch:
     calls: tuple[SimCall, ...]
     prompt_tokens: int
     """Of all its prompts, each counted once however many choices it has (as vLLM counts)."""
+    prompt: str = ""
+    """Its prompt's text, as the proxy reads it (``proxy.kvhints.blocks.prompt_text``): for the
+    KV events and the record of what it served."""
 
     @property
     def response_id(self) -> str:

@@ -85,6 +85,11 @@ class SimEngineConfig(BaseModel):
     max_model_len: int = Field(
         default=131072, ge=2, description="Longest prompt + answer, in tokens (Llama-3.1: 128k)."
     )
+    kv_events_endpoint: str | None = Field(
+        default=None,
+        description="Publish KV cache events on vLLM's wire (ZMQ PUB) at this address, e.g. "
+        "tcp://127.0.0.1:5557 (tcp://127.0.0.1:* for any free port). Needs pyzmq and msgpack.",
+    )
     seed: int = Field(
         default=0,
         ge=0,

@@ -25,7 +25,8 @@ from proxy.middleware import error_response, from_http_exception
 from proxy.serve import background
 from proxy.sim.engine.call import SimBatch
 from proxy.sim.engine.config import SimEngineConfig
-from proxy.sim.engine.engine import RequestStatus
+from proxy.sim.engine.engine import BLOCK_SIZE, RequestStatus
+from proxy.sim.engine.kvevents import KVEventPublisher
 from proxy.sim.engine.metrics import metrics_handler
 from proxy.sim.engine.respond import stream_end, stream_event, whole_body
 from proxy.sim.engine.state import SIM, Event, SimClock, SimState, Stream
@@ -82,8 +83,20 @@ async def _engine_loop(state: SimState) -> None:
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[SIM]
     state.clock.start()
-    async with background(_engine_loop(state), "sim-engine-loop"):
-        yield
+    endpoint = state.config.kv_events_endpoint
+    if endpoint is not None:
+        state.kv_events = KVEventPublisher(
+            endpoint,
+            capacity_blocks=state.config.kv_capacity_tokens // BLOCK_SIZE,
+            block_tokens=BLOCK_SIZE,
+        )
+        log.info("publishing KV events at %s", state.kv_events.address)
+    try:
+        async with background(_engine_loop(state), "sim-engine-loop"):
+            yield
+    finally:
+        if state.kv_events is not None:
+            state.kv_events.close()
 
 
 # -- generation ----------------------------------------------------------------------------
@@ -178,6 +191,9 @@ async def _generate(request: web.Request, batch: SimBatch) -> web.StreamResponse
     events: asyncio.Queue[Event] = asyncio.Queue()
     streams = _admit(state, batch, events)
     state.prompt_tokens += batch.prompt_tokens
+    state.served.append((batch.request_id, batch.prompt_tokens, batch.prompt[:200]))
+    if state.kv_events is not None:
+        state.kv_events.admitted(batch.prompt, state.clock.now())
     state.wake.set()
     try:
         return await (_stream(request, batch, events) if batch.stream else _whole(batch, events))
@@ -278,6 +294,14 @@ async def health(request: web.Request) -> web.Response:
     return web.Response()
 
 
+async def sim_served(request: web.Request) -> web.Response:
+    """What this engine served, oldest first: its own record, for tests to check routing by."""
+    served = request.app[SIM].served
+    return web.json_response(
+        [{"id": rid, "prompt_tokens": tokens, "prompt": head} for rid, tokens, head in served]
+    )
+
+
 async def sim_state(request: web.Request) -> web.Response:
     state = request.app[SIM]
     model = state.model
@@ -323,4 +347,5 @@ def create_sim_app(config: SimEngineConfig) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler(state))
     app.router.add_get("/sim/state", sim_state)
+    app.router.add_get("/sim/served", sim_served)
     return app

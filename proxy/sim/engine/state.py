@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from proxy.sim.engine.config import SimEngineConfig
 from proxy.sim.engine.engine import EngineModel, EngineRequest
+from proxy.sim.engine.kvevents import KVEventPublisher
 
 Event = tuple[int, int, str | None]
 """What a handler receives per step: (choice index, new tokens, finish reason or None)."""
@@ -68,6 +69,9 @@ class SimState:
     aborted: Counter[str] = field(default_factory=Counter)  # by cause
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    # What it served, newest last: (request id, prompt tokens, start of the prompt's text).
+    served: deque[tuple[str, int, str]] = field(default_factory=lambda: deque(maxlen=10_000))
+    kv_events: KVEventPublisher | None = None
 
     @property
     def label(self) -> str:

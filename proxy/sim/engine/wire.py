@@ -24,6 +24,7 @@ from pydantic import (
 from proxy.errors import BadRequest, ModelNotFound
 from proxy.intercept.tokens import canonical_json, chat_prompt_tokens, content_text, estimate_tokens
 from proxy.intercept.wire import WholeInt
+from proxy.kvhints.blocks import prompt_text
 from proxy.sim.engine.call import SimBatch, SimCall
 from proxy.sim.engine.config import SimEngineConfig
 from proxy.sim.engine.text import Answer, answer_for, chat_answer_key
@@ -243,10 +244,17 @@ def _call(
 
 
 def _batch(
-    body: _Generation, *, chat: bool, request_id: str, calls: list[SimCall], prompt_tokens: int
+    body: _Generation,
+    *,
+    chat: bool,
+    request_id: str,
+    calls: list[SimCall],
+    prompt_tokens: int,
+    prompt: str = "",
 ) -> SimBatch:
     options = body.stream_options
     return SimBatch(
+        prompt=prompt,
         chat=chat,
         request_id=request_id,
         model=body.model,
@@ -301,7 +309,11 @@ def chat_batch(config: SimEngineConfig, raw: bytes, request_id: str) -> SimBatch
                 tool_call=_tool_call(body, answer),
             )
         )
-    return _batch(body, chat=True, request_id=request_id, calls=calls, prompt_tokens=prompt_tokens)
+    prompt = prompt_text(data, chat=True)
+    return _batch(
+        body, chat=True, request_id=request_id, calls=calls, prompt_tokens=prompt_tokens,
+        prompt=prompt,
+    )  # fmt: skip
 
 
 def _prompts(prompt: Any) -> list[str | list[int]]:
@@ -317,7 +329,7 @@ def _prompts(prompt: Any) -> list[str | list[int]]:
 def completion_batch(config: SimEngineConfig, raw: bytes, request_id: str) -> SimBatch:
     """Validate a ``/v1/completions`` body into ``n`` calls per prompt, in vLLM's choice
     order (prompt by prompt); raises ``BadRequest`` or ``ModelNotFound``."""
-    body, _ = _parse(_CompletionBody, raw)
+    body, data = _parse(_CompletionBody, raw)
     _common(config, body)
     prompts = _prompts(body.prompt)
     n = body.n or 1
@@ -345,4 +357,7 @@ def completion_batch(config: SimEngineConfig, raw: bytes, request_id: str) -> Si
                     solo=solo,
                 )
             )
-    return _batch(body, chat=False, request_id=request_id, calls=calls, prompt_tokens=total)
+    prompt = prompt_text(data, chat=False)
+    return _batch(
+        body, chat=False, request_id=request_id, calls=calls, prompt_tokens=total, prompt=prompt
+    )
