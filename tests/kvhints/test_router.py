@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
+from proxy.app import build_router
+from proxy.backends.registry import make_backend
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.errors import ConfigError
 from proxy.kvhints.balancers import AutellixBalancer, PrefixAware, Tuning
 from proxy.kvhints.index import PrefixIndex
 from proxy.kvhints.load import EngineLoad
+from proxy.kvhints.pool import EnginePool
 from proxy.kvhints.router import Router
 from proxy.metrics import Metrics
 
@@ -69,3 +76,21 @@ def test_metrics_show_decisions_moves_and_the_index() -> None:
     assert 'autellix_prefix_index_blocks{engine="b"} 0.0' in text
     assert 'autellix_prefix_blocks_total{result="hit"} 1.0' in text
     assert 'autellix_kv_events_total{engine="a",kind="BlockStored"} 1.0' in text
+
+
+def test_the_app_builds_the_configured_balancer_or_names_the_bad_one() -> None:
+    engines = [
+        EngineConfig(name="s", url="http://s", kind="sim", kv_events_url="tcp://127.0.0.1:5"),
+        EngineConfig(name="v", url="http://v", kind="vllm", kv_events_url="tcp://127.0.0.1:6"),
+    ]
+    config = ProxyConfig(engines=engines, routing={"balancer": "autellix", "min_match_tokens": 40})
+    router = build_router(config, EnginePool(make_backend(e) for e in engines))
+    assert router.balancer.name == "autellix"
+    assert router.balancer.tuning.min_match_blocks == 3  # type: ignore[attr-defined]
+    # The simulated engine's events are exact; a vLLM's hash differently: approximated too.
+    router.pick(loads("s"), program="p", prompt_tokens=1, affinity=None, blocks=(1,), now=0)
+    router.pick(loads("v"), program="p", prompt_tokens=1, affinity=None, blocks=(1,), now=0)
+    assert router.index is not None
+    assert (router.index.size("s"), router.index.size("v")) == (0, 1)
+    with pytest.raises(ConfigError, match="unknown balancer 'nope'"):
+        build_router(ProxyConfig(routing={"balancer": "nope"}), EnginePool())
