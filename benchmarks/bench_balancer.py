@@ -102,12 +102,26 @@ def refine(
     engines: int,
 ) -> dict[tuple[str, str, int], tuple[float, float] | None]:
     """Bisect each (workload, balancer, seed)'s steady capacity between the grid's bracket,
-    ``steps`` times, all keys' runs of a step at once. None where the grid has no bracket."""
+    ``steps`` times, all keys' runs of a step at once (a balancer steady over the whole grid
+    is first run at higher rates until it is not). None where no bracket was found."""
     brackets: dict[tuple[str, str, int], tuple[float, float] | None] = {}
+    above: dict[tuple[str, str, int], float] = {}  # steady over the whole grid: its top rate
     for key in keys:
-        brackets[key] = steady_bracket(
-            [r for r in rows if (r["workload"], r["balancer"], r["seed"]) == key]
-        )
+        curve = [r for r in rows if (r["workload"], r["balancer"], r["seed"]) == key]
+        brackets[key] = steady_bracket(curve)
+        if brackets[key] is None and all(r["served"] >= STEADY_SERVED for r in curve):
+            above[key] = max(r["rate"] for r in curve)
+    # Past the grid's top: raise the rate by half until the engines fall behind (a few times).
+    for _ in range(4):
+        if not above:
+            break
+        live = list(above)
+        jobs = [(k[0], k[1], round(above[k] * 1.5, 6), PROGRAMS[k[0]], engines, k[2]) for k in live]
+        for k, r in zip(live, pool.map(run, jobs), strict=True):
+            if r["served"] >= STEADY_SERVED:
+                above[k] = r["rate"]
+            else:
+                brackets[k] = (above.pop(k), r["rate"])
     for _ in range(steps):
         live = [k for k, v in brackets.items() if v is not None]
         jobs = []

@@ -17,7 +17,7 @@ goes on with the next batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +45,27 @@ class KVEventBatch:
     rank: int | None = None
 
 
-def _msgpack() -> Any:
+def _codec() -> tuple[Callable[[bytes], Any], Callable[[Any], bytes]]:
+    """msgpack's decode and encode: from msgpack, else from msgspec (which vLLM itself uses,
+    so a vLLM environment has it)."""
     try:
         import msgpack  # type: ignore[import-untyped, unused-ignore]
+    except ImportError:
+        pass
+    else:
+        return (
+            lambda b: msgpack.unpackb(b, raw=False, strict_map_key=False),
+            lambda o: msgpack.packb(o, use_bin_type=True),
+        )
+    try:
+        import msgspec  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the environment
         from proxy.errors import ConfigError
 
         raise ConfigError(
-            "KV events need msgpack and pyzmq: pip install 'autellix-proxy[kvevents]'"
+            "KV events need msgpack (or msgspec) and pyzmq: pip install 'autellix-proxy[kvevents]'"
         ) from exc
-    return msgpack
+    return msgspec.msgpack.decode, msgspec.msgpack.encode
 
 
 def _hash(value: object) -> int:
@@ -123,7 +134,7 @@ def decode_event(raw: object) -> KVEvent | None:
 
 def decode_batch(payload: bytes) -> KVEventBatch:
     try:
-        raw = _msgpack().unpackb(payload, raw=False, strict_map_key=False)
+        raw = _codec()[0](payload)
     except Exception as exc:  # msgpack raises several kinds on garbage
         raise EventError(f"not a msgpack payload: {exc}") from exc
     if isinstance(raw, dict):
@@ -180,5 +191,5 @@ def encode_message(
     body: dict[str, Any] = {"ts": batch.ts, "events": events}
     if batch.rank is not None:
         body["data_parallel_rank"] = batch.rank
-    payload = _msgpack().packb(body, use_bin_type=True)
+    payload = _codec()[1](body)
     return [topic.encode(), seq.to_bytes(8, "big", signed=True), payload]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -97,3 +99,56 @@ def test_garbage_is_an_event_error(payload: bytes, message: str) -> None:
 def test_a_message_needs_three_frames() -> None:
     with pytest.raises(EventError, match="3 frames"):
         decode_message([b"", b"x"])
+
+
+@pytest.mark.parametrize("array_like", [False, True])
+def test_what_msgspec_structs_shaped_as_vllms_encode(array_like: bool) -> None:
+    # Structs declared as vLLM declares its events (tagged, omit_defaults), in both layouts.
+    msgspec = pytest.importorskip("msgspec")
+
+    class Batch(msgspec.Struct, array_like=array_like, omit_defaults=True):  # type: ignore[call-arg]
+        ts: float
+        events: list[Any]
+        data_parallel_rank: int | None = None
+
+    class Event(msgspec.Struct, array_like=array_like, omit_defaults=True, tag=True):  # type: ignore[call-arg]
+        pass
+
+    class BlockStored(Event):
+        block_hashes: list[bytes | int]
+        parent_block_hash: bytes | int | None
+        token_ids: list[int]
+        block_size: int
+        lora_id: int | None
+        medium: str | None
+        lora_name: str | None = None
+        group_idx: int | None = None
+
+    class BlockRemoved(Event):
+        block_hashes: list[bytes | int]
+        medium: str | None
+
+    class AllBlocksCleared(Event):
+        pass
+
+    batch = Batch(
+        ts=5.0,
+        events=[
+            BlockStored([b"\x01" * 32, 2], None, list(range(32)), 16, None, "GPU"),
+            BlockRemoved([2], "GPU"),
+            AllBlocksCleared(),
+        ],
+    )
+    payload = msgspec.msgpack.encode(batch)
+    decoded = decode_message([b"", (7).to_bytes(8, "big"), payload])
+    assert decoded == (
+        7,
+        KVEventBatch(
+            5.0,
+            (
+                KVEvent(STORED, (int.from_bytes(b"\x01" * 32, "big"), 2), None, "GPU"),
+                KVEvent(REMOVED, (2,), None, "GPU"),
+                KVEvent(CLEARED),
+            ),
+        ),
+    )
