@@ -110,6 +110,7 @@ class VLLMServer:
         str  # where the scheduler's control channel listens (AUTELLIX_PLUGIN_CONTROL_ADDR)
     )
     server_log: Path
+    kv_events_addr: str  # where vLLM publishes its KV cache events (--kv-events-config)
 
     def events(self) -> list[dict[str, Any]]:
         """The scheduler's record so far (whole lines only: it may be mid-write)."""
@@ -196,6 +197,8 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         sched_log=root / "sched.jsonl",
         control_addr=f"tcp://127.0.0.1:{control_port}",
         server_log=root / "server.log",
+        # ipc: vLLM binds it (a tcp endpoint without a wildcard it would connect to).
+        kv_events_addr=f"ipc://{root}/kv-events",
     )
     env = dict(os.environ)
     for name in ("TMPDIR", "VLLM_CACHE_ROOT", "VLLM_RPC_BASE_PATH", "TORCHINDUCTOR_CACHE_DIR"):
@@ -217,6 +220,10 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         *("--scheduler-cls", SCHEDULER_CLS, "--scheduling-policy", "priority"),
         *("--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN)),
         "--disable-log-stats",
+        "--kv-events-config",
+        json.dumps(
+            {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": server.kv_events_addr}
+        ),
     ]
     with server.server_log.open("wb") as log:
         proc = subprocess.Popen(

@@ -1,0 +1,99 @@
+"""The prefix index and a real vLLM: it learns the engine's blocks from vLLM's own KV events,
+and a program's follow-up call goes to the engine that holds its prefix, though that engine is
+the busier one (a simulated engine serving the same model stands beside it)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.serve import serving
+from proxy.server import running_proxy
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.server import create_sim_app
+from proxy.state import STATE
+from tests.vllm.conftest import VLLMServer
+
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip(
+        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
+        allow_module_level=True,
+    )
+
+pytestmark = pytest.mark.vllm
+
+PREFIX = "A shared document about engines and caches. " * 45  # ~2000 characters
+
+
+def _body(model: str, prompt: str, tokens: int, stream: bool = False) -> dict[str, Any]:
+    return {"model": model, "prompt": prompt, "max_tokens": tokens, "ignore_eos": True,
+            "stream": stream}  # fmt: skip
+
+
+async def test_vllm_events_feed_the_index_and_the_follow_up_finds_its_prefix(
+    vllm_server: VLLMServer,
+) -> None:
+    model = vllm_server.model
+    sim = create_sim_app(SimEngineConfig(model=model, time_scale=0.05))
+    async with serving(sim) as sim_url, aiohttp.ClientSession() as http:
+        engines = [
+            EngineConfig(
+                name="vllm",
+                url=vllm_server.base_url,
+                kind="vllm",
+                scheduler_plugin=True,
+                kv_events_url=vllm_server.kv_events_addr,
+            ),
+            EngineConfig(name="sim", url=sim_url, kind="sim"),
+        ]
+        config = ProxyConfig(
+            port=0,
+            engines=engines,
+            routing={"balancer": "prefix-aware", "min_match_tokens": 128},
+        )
+        async with running_proxy(config) as proxy:
+            router = proxy.app[STATE].gate.router
+            url = proxy.url + "/v1/completions"
+            headers = {"X-Program-Id": "kv-agent"}
+            # Both idle: the first engine listed takes the program's first call.
+            async with http.post(
+                url, json=_body(model, PREFIX + "first?", 4), headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["X-Autellix-Engine"] == "vllm"
+                program = r.headers["X-Program-Id"]
+                await r.read()
+            for _ in range(300):
+                if router.events[("vllm", "BlockStored")]:
+                    break
+                await asyncio.sleep(0.1)
+            assert router.events[("vllm", "BlockStored")] >= 1, dict(router.events)
+            assert router.events[("vllm", "undecodable")] == 0
+            # Keep vLLM busy, so that the least-loaded engine is the simulated one.
+            busy_resp = await http.post(url, json=_body(model, "busy", 3000, stream=True))
+            try:
+                assert busy_resp.headers["X-Autellix-Engine"] == "vllm"
+                await busy_resp.content.readline()  # it is running
+                async with http.post(
+                    url, json=_body(model, PREFIX + "and a follow-up?", 4), headers=headers
+                ) as r:
+                    assert r.status == 200, await r.text()
+                    assert r.headers["X-Autellix-Engine"] == "vllm"
+                    await r.read()
+                assert router.decisions["prefix"] >= 1
+            finally:
+                busy_resp.close()
+            async with http.get(sim_url + "/sim/served") as r:
+                served = await r.json()
+            assert not any(s["prompt"].startswith(PREFIX[:40]) for s in served)
+    # vLLM's own record: both of the program's calls arrived there.
+    await vllm_server.wait_events(
+        lambda ev: sum(1 for e in ev if e.get("event") == "arrived"
+                       and e.get("program") == program) >= 2,
+        what="the program's two calls in vLLM's record",
+    )  # fmt: skip
