@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.config import ProxyConfig, load_config, parse_engine_flag
+from proxy.config import ProxyConfig
+from proxy.configfile import load_config, parse_engine_flag
 from proxy.drain import drain
 from proxy.errors import ConfigError
 from proxy.preflight import check_config, describe_settings
