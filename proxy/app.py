@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -16,6 +15,7 @@ from proxy import security
 from proxy.admin import admin_routes
 from proxy.auth import KeyTable, load_keys
 from proxy.backends.registry import make_backend
+from proxy.backends.vllm_control import ControlChannel
 from proxy.config import ProgramsConfig, ProxyConfig
 from proxy.drain import DRAIN, Drain, drain_middleware
 from proxy.errors import ConfigError
@@ -25,64 +25,36 @@ from proxy.intercept.identify import Identifier, IdentifyConfig
 from proxy.kvhints.pool import EnginePool
 from proxy.metrics import Metrics
 from proxy.middleware import METRICS, error_middleware
-from proxy.policies.base import Policy
+from proxy.policies.base import Policy, program_scalar
 from proxy.policies.registry import PolicyRegistry
 from proxy.policies.tenant import with_tenant_fairness
 from proxy.records import Program
+from proxy.routes import add_routes
 from proxy.scheduler import Scheduler
 from proxy.serve import background
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.trace import TraceRecorder
+from proxy.state import STATE, TABLE, ProxyState
 from proxy.table import ProcessTable, TableConfig
+from proxy.trace import TraceRecorder
+from proxy.upkeep import GcPolicy, sweep
 
 log = logging.getLogger("autellix")
 
 
-@dataclass(slots=True)
-class ProxyState:
-    """Per-instance state, reachable from handlers as ``request.app[STATE]``."""
-
-    config: ProxyConfig
-    metrics: Metrics
-    pool: EnginePool
-    scheduler: Scheduler
-    gate: Gate
-    ids: IdGen = field(default_factory=IdGen)
-    session: aiohttp.ClientSession | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a fire-and-forget task that the app still owns (kept referenced, awaited at
-        shutdown)."""
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def client(self) -> aiohttp.ClientSession:
-        if self.session is None:  # pragma: no cover - only before start-up or after shutdown
-            raise RuntimeError("the proxy is not running")
-        return self.session
-
-
-STATE = web.AppKey("autellix_state", ProxyState)
-TABLE = web.AppKey("autellix_table", ProcessTable)
-
-
-def table_config(programs: ProgramsConfig, sim: SimEngineConfig) -> TableConfig:
-    """Service weights default to the simulated engine's cost model: a generated token costs
-    one decode step of a moderately loaded engine (32 sequences at 1,024 tokens of context),
-    a prompt token its share of a prefill. Engines with other speeds scale every program's
+def table_config(programs: ProgramsConfig) -> TableConfig:
+    """The service weights must be set: ``proxy.server.resolve`` (which ``start_proxy`` runs)
+    fills unset ones from the simulated engine's cost model, a generated token costing one
+    decode step of a moderately loaded engine. Engines with other speeds scale every program's
     service alike, so the order the policy gives is the same; set the weights for absolute
     figures (in seconds of engine time) that match your hardware."""
-    cost = sim.cost_model()
-    decode = programs.decode_token_s or cost.step_time(
-        num_decodes=32, decode_context_tokens=32 * 1024, num_prefill_tokens=0, prefill_attn_pairs=0
-    )
-    prefill = programs.prefill_token_s or cost.prefill_token_cost(context_tokens=1024)
+    if programs.decode_token_s is None or programs.prefill_token_s is None:
+        raise ConfigError(
+            "programs.decode_token_s and programs.prefill_token_s are unset: build the config "
+            "with proxy.server.resolve (start_proxy does), or set both"
+        )
     return TableConfig(
         service_unit=programs.service_unit,
-        decode_token_s=decode,
-        prefill_token_s=prefill,
+        decode_token_s=programs.decode_token_s,
+        prefill_token_s=programs.prefill_token_s,
         idle_ttl_s=programs.idle_ttl_s,
         max_programs=programs.max_programs,
     )
@@ -120,7 +92,7 @@ def build_scheduler(
 ) -> Scheduler:
     policy = build_policy(config, weights)
     table = ProcessTable(
-        table_config(config.programs, config.sim),
+        table_config(config.programs),
         on_finish=lambda call, program, now: policy.on_finish(call=call, program=program, now=now),
         ids=ids,
     )
@@ -161,19 +133,14 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
 
     async def collect() -> None:
+        gc_policy = GcPolicy()
+        gc_policy.startup()
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
-            table = state.scheduler.table
-            table.collect(state.scheduler.clock())
+            await sweep(state.scheduler.table, state.scheduler.clock, gc_policy)
 
     async with background(collect(), "autellix-table-collector"):
         yield
-
-
-def program_scalar(policy: Policy, program: Program) -> float:
-    """The service a program's calls are ranked by: its critical path under ATLAS, its
-    attained service under every other policy."""
-    return program.critical_path if policy.name == "atlas" else program.service
 
 
 async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -183,8 +150,6 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
     if not addresses:
         yield
         return
-    from proxy.backends.vllm_control import ControlChannel
-
     channels = [ControlChannel(address) for address in addresses.values()]
     policy = state.scheduler.policy
 
@@ -246,8 +211,6 @@ async def _poll(state: ProxyState) -> None:
 def create_app(config: ProxyConfig) -> web.Application:
     """Build a proxy for ``config.engines``. (The embedded simulated engine, used when the
     list is empty, is started by ``proxy.server``, which then passes it in as an engine.)"""
-    from proxy import routes  # late: routes import this module for STATE
-
     metrics = Metrics()
     ids = IdGen()
     keys = KeyTable(load_keys(config))
@@ -265,7 +228,7 @@ def create_app(config: ProxyConfig) -> web.Application:
         GateConfig(**config.gate.model_dump()),
         scheduler.clock,
     )
-    metrics.gate_waiting.set_function(lambda: len(gate.waiting))
+    metrics.gate_waiting.set_function(lambda: gate.queued)
     metrics.programs.set_function(lambda: len(scheduler.table))
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
@@ -275,5 +238,5 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_control_ctx)
     app.cleanup_ctx.append(_trace_ctx)
     app.router.add_routes(admin_routes(TABLE, viewer_of))  # before the catch-all /v1 route
-    routes.add_routes(app)
+    add_routes(app)
     return app

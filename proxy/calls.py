@@ -1,13 +1,29 @@
 """Serving one generation call: through the gate to an engine, relayed back, preempted and
-resumed as the gate decides, and accounted in the process table whatever happens."""
+resumed as the gate decides, and accounted in the process table whatever happens.
+
+``serve_call`` runs the steps in turn, once per attempt (a failover to another engine, or a
+resumption after a preemption, is a new attempt):
+
+1. ``engine_slot``: acquire a slot from the gate (the gate chooses the engine), given back
+   however the attempt ends;
+2. ``connect``: open the upstream request, or mark the engine failed and let the call try
+   another (``may_fail_over``);
+3. ``relay_answer``: relay the engine's answer to the client;
+4. ``resume_later``: the gate cut the stream: abort the engine's request and prepare the body
+   that resumes the answer where the client's stream stopped;
+5. ``account``: the process table (and so the policy) learns how the call ended, and
+   ``observe`` updates the metrics.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -16,13 +32,12 @@ from proxy.errors import BadGateway, GatewayTimeout, ProxyError
 from proxy.faults import retry_elsewhere, settle
 from proxy.gate import Ticket
 from proxy.intercept.identify import Identity
-from proxy.kvhints.pool import EngineState
+from proxy.kvhints.pool import EnginePool, EngineState
+from proxy.metrics import Metrics
 from proxy.records import Call, Program
 from proxy.relay import Outcome, StreamRelay, open_upstream, relay_whole
 from proxy.resume import Continuation, continuation_body, resumable
-
-if TYPE_CHECKING:
-    from proxy.app import ProxyState
+from proxy.state import ProxyState
 
 # Client headers worth passing on to an engine besides the ones the proxy sets itself.
 FORWARD_HEADERS = ("Accept", "Accept-Language", "traceparent", "tracestate", "OpenAI-Organization")
@@ -79,11 +94,189 @@ async def _abort_quietly(ctx: CallContext, engine: EngineState, request_id: str)
             await engine.backend.abort(ctx.state.client(), request_id)
 
 
+@dataclass(slots=True)
+class Attempts:
+    """What a call has done so far, over its attempts: the body the next one sends, how the
+    last one ended, and the answer once there is one."""
+
+    body: dict[str, Any]
+    outcome: Outcome = field(default_factory=Outcome)
+    segment: int = 0  # resumptions so far (each after a preemption)
+    tries: int = 0  # connections that failed
+    engine: EngineState | None = None  # the engine of the latest attempt
+    response: web.StreamResponse | None = None
+    ok: bool = False
+
+    def request_id(self, first: str) -> str:
+        """Each segment of a resumed call is a new request at the engine, with its own id."""
+        return first if self.segment == 0 else f"{first}-r{self.segment}"
+
+
+class Slots(Protocol):
+    """The part of the gate a call's attempts use."""
+
+    async def acquire(self, ticket: Ticket) -> EngineState: ...
+
+    def release(self, ticket: Ticket) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def engine_slot(gate: Slots, ticket: Ticket) -> AsyncIterator[EngineState]:
+    """Step 1: a slot on an engine, held for one attempt and given back however it ends."""
+    engine = await gate.acquire(ticket)
+    try:
+        yield engine
+    finally:
+        gate.release(ticket)
+
+
+def may_fail_over(
+    pool: EnginePool,
+    metrics: Metrics,
+    engine: EngineState,
+    err: BadGateway,
+    *,
+    tries: int,
+    model: str | None,
+) -> bool:
+    """After ``engine`` could not be reached on try number ``tries``: may the call try
+    another engine? Only if nothing reached the engine, the tries are not spent and a healthy
+    engine for ``model`` is left; the unreachable engine is marked failed, so the gate does
+    not grant it again until a health check passes."""
+    if err.code != "engine_unreachable" or tries >= MAX_CONNECT_TRIES:
+        return False
+    pool.mark_failed(engine, err.message)
+    metrics.engine_healthy.labels(engine.name).set(0)
+    return pool.healthy_for(model)
+
+
+async def connect(
+    ctx: CallContext, engine: EngineState, run: Attempts
+) -> aiohttp.ClientResponse | None:
+    """Step 2: send this attempt's body to ``engine``. None when it could not be reached and
+    the call may try another engine; the error when it may not."""
+    state = ctx.state
+    rid = run.request_id(ctx.request_id)
+    ctx.headers["X-Autellix-Engine"] = engine.name
+    state.scheduler.started(ctx.call, engine.name)
+    data = orjson.dumps(engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx)))
+    try:
+        return await open_upstream(
+            state.client(), engine, "POST", ctx.request.path, data=data,
+            headers=upstream_headers(ctx.request, state, engine, rid),
+            connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+        )  # fmt: skip
+    except (BadGateway, GatewayTimeout) as err:
+        run.tries += 1
+        pool, metrics = state.pool, state.metrics
+        if retry_elsewhere(
+            err, engine, model=ctx.model, pool=pool, metrics=metrics, tries=run.tries
+        ):
+            return None  # failed before answering: once more, on another engine
+        if isinstance(err, BadGateway) and may_fail_over(
+            pool, metrics, engine, err, tries=run.tries, model=ctx.model
+        ):
+            return None
+        raise
+
+
+@contextlib.asynccontextmanager
+async def engine_busy(metrics: Metrics, engine: EngineState) -> AsyncIterator[None]:
+    """Count the call at its engine while the engine works on it."""
+    engine.inflight += 1
+    metrics.inflight.labels(engine.name).inc()
+    try:
+        yield
+    finally:
+        engine.inflight -= 1
+        metrics.inflight.labels(engine.name).dec()
+
+
+async def relay_answer(
+    ctx: CallContext,
+    upstream: aiohttp.ClientResponse,
+    relay: StreamRelay | None,
+    ticket: Ticket,
+    run: Attempts,
+    *,
+    preemptible: bool,
+) -> bool:
+    """Step 3: relay the engine's answer. True when the call has its answer
+    (``run.response``), False when the gate cut the stream to preempt the call (which it
+    may only if ``preemptible``: the call can be resumed on this engine)."""
+    if relay is not None and upstream.status == 200:
+        ticket.preemptible = preemptible
+        ticket.on_preempt = relay.cut
+        if not await relay.relay(upstream, run.outcome, run.engine):
+            return False
+        run.response = relay.response
+    elif relay is not None and relay.response is not None:
+        # A continuation failed: the client's stream is open, end it there.
+        text = (await upstream.read()).decode(errors="replace")[:500]
+        await relay.fail(BadGateway(f"resuming the call failed: {upstream.status} {text}"))
+        run.outcome.upstream_failed = True
+        run.response = relay.response
+    else:
+        run.response = await relay_whole(
+            ctx.request, upstream, ctx.headers, run.outcome, engine=run.engine, expect_json=True
+        )
+        if run.engine is not None:
+            settle(run.engine, run.outcome)
+    return True
+
+
+def resume_later(ctx: CallContext, engine: EngineState, relay: StreamRelay, run: Attempts) -> None:
+    """Step 4: the gate cut this segment. Count the preemption, abort the request at the
+    engine, and make the next attempt's body: the answer so far as a final assistant message
+    to continue, its stream rewritten to read as the rest of the same answer."""
+    state = ctx.state
+    state.metrics.preemptions.labels(engine.name).inc()
+    state.scheduler.preempted(ctx.call)
+    state.spawn(_abort_quietly(ctx, engine, run.request_id(ctx.request_id)))
+    reply = run.outcome.reply
+    if relay.response is not None and reply.id is not None:
+        relay.watcher.rewrite = Continuation(reply.id, reply.created, relay.tokens)
+        run.body = continuation_body(ctx.body, chat=ctx.chat, text=reply.text, tokens=relay.tokens)
+    run.segment += 1
+    state.metrics.resumes.inc()
+
+
+def account(ctx: CallContext, run: Attempts) -> None:
+    """Step 5: the call ended, answered, failed or abandoned: the process table hands it to
+    the policy with the usage the engine reported (none if it never said)."""
+    usage = run.outcome.reply.usage
+    ctx.state.scheduler.finish(
+        ctx.call,
+        ctx.identity,
+        ok=run.ok,
+        usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
+        reply=run.outcome.reply.assistant_message() if run.ok and ctx.chat else None,
+        preemptions=run.segment,
+    )
+    # The program's records changed: its (and, by the policy's scope, its tenant's) waiting
+    # calls are ranked again.
+    ctx.state.gate.program_changed(ctx.program)
+
+
+def observe(ctx: CallContext, run: Attempts) -> None:
+    """Time to first byte of an answered call, and the tokens its (last) engine reported."""
+    metrics, outcome = ctx.state.metrics, run.outcome
+    if outcome.first_byte_at is not None and outcome.status == 200:
+        metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
+    usage = outcome.reply.usage
+    if usage is not None and run.engine is not None:
+        metrics.tokens.labels(run.engine.name, "prompt").inc(usage.prompt_tokens)
+        metrics.tokens.labels(run.engine.name, "completion").inc(usage.completion_tokens)
+
+
 async def serve_call(ctx: CallContext) -> web.StreamResponse:
-    state, call = ctx.state, ctx.call
-    scheduler, gate, metrics = state.scheduler, state.gate, state.metrics
-    ticket = Ticket(call=call, program=ctx.program, model=ctx.model)
-    can_resume = state.config.gate.preempt and resumable(ctx.body, chat=ctx.chat, stream=ctx.stream)
+    """Serve the call: attempts until one answers (the steps above), accounted however it
+    ends. An error before the client got a byte goes to the error edge; after, it ends the
+    client's open stream."""
+    ticket = Ticket(call=ctx.call, program=ctx.program, model=ctx.model)
+    can_resume = ctx.state.config.gate.preempt and resumable(
+        ctx.body, chat=ctx.chat, stream=ctx.stream
+    )
     relay = None
     if ctx.stream:
         relay = StreamRelay(
@@ -93,111 +286,35 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             whole_events=can_resume,  # never forward half an event that a preemption could cut
             on_tokens=lambda n: _served(ctx, ticket, n),
         )
-    outcome = Outcome()
-    body, segment, tries = ctx.body, 0, 0
-    response: web.StreamResponse | None = None
-    ok = False
-    engine: EngineState | None = None
+    run = Attempts(body=ctx.body)
     try:
-        while response is None:
-            engine = await gate.acquire(ticket)
-            rid = ctx.request_id if segment == 0 else f"{ctx.request_id}-r{segment}"
-            try:
-                ctx.headers["X-Autellix-Engine"] = engine.name
-                scheduler.started(call, engine.name)
-                data = orjson.dumps(
-                    engine.backend.prepare_body(body, request_id=rid, hints=_hints(ctx))
-                )
-                try:
-                    upstream = await open_upstream(
-                        state.client(), engine, "POST", ctx.request.path, data=data,
-                        headers=upstream_headers(ctx.request, state, engine, rid),
-                        connect_timeout_s=state.config.connect_timeout_s, metrics=metrics,
-                    )  # fmt: skip
-                except (BadGateway, GatewayTimeout) as err:
-                    tries += 1
-                    if retry_elsewhere(
-                        err, engine, model=ctx.model, pool=state.pool, metrics=metrics, tries=tries
-                    ):
-                        continue  # failed before answering: once more, on another engine
-                    if err.code != "engine_unreachable" or tries >= MAX_CONNECT_TRIES:
-                        raise
-                    state.pool.mark_failed(engine, err.message)
-                    metrics.engine_healthy.labels(engine.name).set(0)
-                    if not state.pool.healthy_for(ctx.model):
-                        raise
+        while run.response is None:
+            async with engine_slot(ctx.state.gate, ticket) as engine:
+                run.engine = engine
+                upstream = await connect(ctx, engine, run)
+                if upstream is None:
                     continue  # nothing reached the engine: try another
-                engine.inflight += 1
-                metrics.inflight.labels(engine.name).inc()
-                try:
-                    async with upstream:
-                        if relay is not None and upstream.status == 200:
-                            ticket.preemptible = can_resume and engine.backend.capabilities.resume
-                            ticket.on_preempt = relay.cut
-                            if await relay.relay(upstream, outcome, engine):
-                                response = relay.response
-                            else:
-                                metrics.preemptions.labels(engine.name).inc()
-                                scheduler.preempted(call)
-                                state.spawn(_abort_quietly(ctx, engine, rid))
-                                if relay.response is not None and outcome.reply.id is not None:
-                                    relay.watcher.rewrite = Continuation(
-                                        outcome.reply.id, outcome.reply.created, relay.tokens
-                                    )
-                                    body = continuation_body(
-                                        ctx.body,
-                                        chat=ctx.chat,
-                                        text=outcome.reply.text,
-                                        tokens=relay.tokens,
-                                    )
-                                segment += 1
-                                metrics.resumes.inc()
-                        elif relay is not None and relay.response is not None:
-                            # A continuation failed: the client's stream is open, end it there.
-                            text = (await upstream.read()).decode(errors="replace")[:500]
-                            await relay.fail(
-                                BadGateway(f"resuming the call failed: {upstream.status} {text}")
-                            )
-                            outcome.upstream_failed = True
-                            response = relay.response
-                        else:
-                            response = await relay_whole(
-                                ctx.request, upstream, ctx.headers, outcome,
-                                engine=engine, expect_json=True,
-                            )  # fmt: skip
-                            settle(engine, outcome)
-                finally:
-                    engine.inflight -= 1
-                    metrics.inflight.labels(engine.name).dec()
-            finally:
-                gate.release(ticket)
-        ok = outcome.status == 200 and not outcome.upstream_failed
+                async with engine_busy(ctx.state.metrics, engine), upstream:
+                    preemptible = can_resume and engine.backend.capabilities.resume
+                    answered = await relay_answer(
+                        ctx, upstream, relay, ticket, run, preemptible=preemptible
+                    )
+                    if not answered and relay is not None:
+                        resume_later(ctx, engine, relay, run)
+        run.ok = run.outcome.status == 200 and not run.outcome.upstream_failed
     except (asyncio.CancelledError, ConnectionResetError):
-        metrics.client_disconnects.labels(ctx.route).inc()
+        ctx.state.metrics.client_disconnects.labels(ctx.route).inc()
         raise
     except ProxyError as err:
         if relay is None or relay.response is None:
             raise  # nothing sent yet: the error middleware answers
         # A resumption could not be had (no engine left): the client's stream is open.
         await relay.fail(err)
-        response = relay.response
+        run.response = relay.response
     finally:
-        usage = outcome.reply.usage
-        scheduler.finish(
-            call,
-            ctx.identity,
-            ok=ok,
-            usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens),
-            reply=outcome.reply.assistant_message() if ok and ctx.chat else None,
-            preemptions=segment,
-        )
-    assert response is not None  # the loop ends only with an answer
-    if outcome.first_byte_at is not None and outcome.status == 200:
-        metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
-    if usage is not None and engine is not None:
-        metrics.tokens.labels(engine.name, "prompt").inc(usage.prompt_tokens)
-        metrics.tokens.labels(engine.name, "completion").inc(usage.completion_tokens)
-    return response
+        account(ctx, run)
+    observe(ctx, run)
+    return run.response
 
 
 def _served(ctx: CallContext, ticket: Ticket, tokens: int) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 from proxy.config import ProxyConfig, load_config, parse_engine_flag
 from proxy.errors import ConfigError
 from proxy.serve import install_uvloop, start_app
+from proxy.server import resolve, sim_engine_config, start_proxy
+from proxy.sim.server import create_sim_app
 
 log = logging.getLogger("autellix")
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
     sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
     # The benchmark's own flags are parsed by proxy.sim.bench, imported only when it runs, so
-    # that serving never depends on the simulator's modules.
+    # that serving never loads the simulator's event loop, sweep and plotting.
     sub.add_parser(
         "bench",
         add_help=False,
@@ -100,7 +102,6 @@ async def _wait_for_signal() -> None:
 
 async def _serve(config: ProxyConfig) -> None:
     from proxy.drain import drain
-    from proxy.server import start_proxy
 
     proxy = await start_proxy(config)
     engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
@@ -114,12 +115,9 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 async def _sim_engine(config: ProxyConfig) -> None:
-    from proxy.sim.server import create_sim_app
-
-    runner, port = await start_app(create_sim_app(config.sim), config.host, config.port)
-    log.info(
-        "simulated engine (model %s) listening on http://%s:%d", config.sim.model, config.host, port
-    )
+    sim = sim_engine_config(config)
+    runner, port = await start_app(create_sim_app(sim), config.host, config.port)
+    log.info("simulated engine (model %s) listening on http://%s:%d", sim.model, config.host, port)
     try:
         await _wait_for_signal()
     finally:
@@ -144,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, overrides=_overrides(args))
+        config = resolve(load_config(args.config, overrides=_overrides(args)))
     except ConfigError as exc:
         print(f"autellix: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from proxy.errors import ConfigError
 from proxy.keyconfig import DEFAULT_PASSTHROUGH, ApiKeyConfig
-from proxy.sim.config import SimEngineConfig
 
 ENV_PREFIX = "AUTELLIX_"
 
@@ -167,12 +166,13 @@ class ProgramsConfig(BaseModel):
         default=None,
         gt=0,
         description="Service of one generated token (None: one decode step of the simulated "
-        "engine's cost model at a batch of 32).",
+        "engine's cost model at a batch of 32, filled in when the proxy starts).",
     )
     prefill_token_s: float | None = Field(
         default=None,
         gt=0,
-        description="Service of one prompt token (None: from the simulated engine's cost model).",
+        description="Service of one prompt token (None: from the simulated engine's cost model, "
+        "filled in when the proxy starts).",
     )
     idle_ttl_s: float = Field(
         default=600.0, ge=0, description="Forget a program this long after its last call ended."
@@ -224,9 +224,13 @@ class ProxyConfig(BaseModel):
         default_factory=list,
         description="Engines behind the proxy. Empty: an embedded simulated engine is started.",
     )
-    sim: SimEngineConfig = Field(
-        default_factory=SimEngineConfig,
-        description="Settings of the embedded simulated engine (used only when engines is empty).",
+    # A plain mapping so that the proxy does not import the simulator to read its config: the
+    # embedded engine's starter (proxy.server) checks it against SimEngineConfig.
+    sim: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the embedded simulated engine (SimEngineConfig's fields, "
+        "docs/sim-engine.md; used only when engines is empty, and by the default service "
+        "weights).",
     )
     policy: str = Field(
         default="plas",
@@ -283,6 +287,14 @@ class ProxyConfig(BaseModel):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("sim", mode="before")
+    @classmethod
+    def _sim_settings(cls, value: Any) -> Any:
+        # Callers may pass a SimEngineConfig; keep only what they set, as a file would.
+        if isinstance(value, BaseModel):
+            return value.model_dump(exclude_unset=True)
+        return value
+
     @field_validator("engines")
     @classmethod
     def _unique_names(cls, engines: list[EngineConfig]) -> list[EngineConfig]:
@@ -293,10 +305,13 @@ class ProxyConfig(BaseModel):
         return engines
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, *, within: tuple[str, ...] = ()
+) -> str:
+    """One line per bad value, each naming the dotted path of its field (under ``within``)."""
     lines = []
     for item in err.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(root)"
+        where = ".".join(str(part) for part in (*within, *item["loc"])) or "(root)"
         lines.append(f"  {where}: {item['msg']}")
     return f"invalid configuration ({source}):\n" + "\n".join(lines)
 
@@ -378,7 +393,7 @@ def load_config(
         return ProxyConfig.model_validate(data)
     except ValidationError as exc:
         source = f"file {path}, environment and flags" if path else "environment and flags"
-        raise ConfigError(_format_validation_error(exc, source)) from exc
+        raise ConfigError(format_validation_error(exc, source)) from exc
 
 
 def parse_engine_flag(value: str) -> dict[str, Any]:

@@ -10,16 +10,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.auth import OPEN_PATHS
 from proxy.errors import ServiceUnavailable
-
-if TYPE_CHECKING:
-    from proxy.server import RunningProxy
 
 log = logging.getLogger("autellix.drain")
 
@@ -29,6 +26,16 @@ _CUT_WAIT_S = 2.0
 
 class Endable(Protocol):
     def end_with(self, err: ServiceUnavailable) -> None: ...
+
+
+class Serving(Protocol):
+    """A running proxy (``proxy.server.RunningProxy`` is one): its app, its runners (its own
+    last) and how to stop them."""
+
+    app: web.Application
+    runners: list[web.AppRunner]
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -67,7 +74,7 @@ def shutting_down(app: web.Application) -> bool:
     return drain is not None and drain.draining
 
 
-async def drain(proxy: RunningProxy, grace_s: float) -> None:
+async def drain(proxy: Serving, grace_s: float) -> None:
     """Drain ``proxy`` (its own listener only; an embedded engine keeps serving the calls
     still running), then stop it."""
     state = proxy.app[DRAIN]

@@ -47,6 +47,16 @@ class NotFound(ProxyError):
     type = "not_found_error"
 
 
+class ModelNotFound(NotFound):
+    """A model no engine serves. OpenAI types it as a bad request (404, code
+    ``model_not_found``), and its SDKs and clients match on that type, not on the status."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model", code="model_not_found")
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 
 from proxy.errors import ProxyError
 from proxy.kvhints.pool import EnginePool, EngineState
 from proxy.metrics import Metrics
-
-if TYPE_CHECKING:
-    from proxy.relay import Outcome
 
 log = logging.getLogger("autellix.faults")
 
@@ -93,7 +90,15 @@ def retry_elsewhere(
     return True
 
 
-def settle(engine: EngineState, outcome: Outcome) -> None:
+class Ended(Protocol):
+    """How an engine call ended (``proxy.relay.Outcome`` is one)."""
+
+    status: int
+    upstream_failed: bool
+    failure: str | None
+
+
+def settle(engine: EngineState, outcome: Ended) -> None:
     """Count a finished engine call toward the engine's passive health."""
     if outcome.upstream_failed:
         engine.failed(outcome.failure or "its answer broke off")

@@ -9,17 +9,19 @@ one by ``preempt_margin`` levels and the running one has held its slot for ``min
 the running call is preempted: the gate asks its owner to give the slot back, and the owner
 (the request handler) aborts it at the engine and queues again to resume later.
 
-The decisions (``rank``, ``pick_victim``) are pure functions of the records and ``now``;
-the class around them only keeps futures and counters.
+Every decision is the scheduling core's (``proxy.core.admission``); this module only keeps
+the asyncio futures that wait on those decisions and mirrors the engines' state into it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy.core.admission import Admission, EngineSlots, Grant
+from proxy.core.preempt import PreemptRule
+from proxy.core.queue import Waiting
 from proxy.kvhints.pool import EnginePool, EngineState
 from proxy.policies.base import Policy, Priority
 from proxy.records import Call, Program
@@ -38,6 +40,10 @@ class GateConfig:
     min_quantum_s: float = 0.5
     adaptive: bool = False
 
+    @property
+    def rule(self) -> PreemptRule:
+        return PreemptRule(self.preempt, self.preempt_margin, self.min_quantum_s)
+
 
 @dataclass(slots=True, eq=False)
 class Ticket:
@@ -47,35 +53,16 @@ class Ticket:
     program: Program
     model: str | None
     preemptible: bool = False
-    seq: int = 0
     priority: Priority = field(default_factory=lambda: Priority(0))
     engine: EngineState | None = None
-    granted_at: float | None = None
     preempt_requested: bool = False
     on_preempt: Callable[[], None] | None = None  # set by the owner while it holds a slot
     future: asyncio.Future[EngineState] | None = None
+    entry: Waiting[Ticket] | None = None  # its place in the core, made on first acquire
 
-
-def rank(ticket: Ticket) -> tuple[Priority, int]:
-    return ticket.priority, ticket.seq
-
-
-def pick_victim(
-    waiting: Ticket, running: Iterable[Ticket], *, now: float, margin: int, min_quantum_s: float
-) -> Ticket | None:
-    """The running call to preempt for ``waiting``, if any: the worst-ranked preemptible call
-    that ``waiting`` outranks by ``margin`` levels and that has had its minimum quantum."""
-    best: Ticket | None = None
-    for other in running:
-        if not other.preemptible or other.preempt_requested or other.granted_at is None:
-            continue
-        if now - other.granted_at < min_quantum_s:
-            continue
-        if other.priority.level - waiting.priority.level < margin:
-            continue
-        if best is None or rank(other) > rank(best):
-            best = other
-    return best
+    @property
+    def granted_at(self) -> float | None:
+        return None if self.entry is None else self.entry.admitted_at
 
 
 class Gate:
@@ -92,155 +79,171 @@ class Gate:
         self.policy = policy
         self.config = config
         self.clock = clock
-        self.waiting: list[Ticket] = []
-        self.running: dict[str, set[Ticket]] = {}
-        self._seq = itertools.count(1)  # 0 marks a ticket that has not queued yet
+        self.core: Admission[Ticket] = Admission(policy, config.rule, pick=self._pick)
         self._on_preempt = on_preempt
+        self._degraded = False
+        self._dispatch_pending = False
         self.preemptions = 0
 
-    # -- capacity ------------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """How many calls wait here (O(1))."""
+        return len(self.core.queue)
 
-    def _has_room(self, engine: EngineState) -> bool:
-        if not engine.healthy:
-            return False
-        held = len(self.running.get(engine.name, ()))
-        cap = engine.backend.config.max_inflight
-        if cap is not None and held >= cap:
-            return False
-        # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
-        return not (self.config.adaptive and held > 0 and (engine.load.waiting or 0) > 0)
+    @property
+    def waiting(self) -> list[Ticket]:
+        """The waiting tickets, best first (O(n log n): for listings and tests)."""
+        return [w.item for w in self.core.queue]
 
-    def _engine_for(self, model: str | None) -> EngineState | None:
-        """The least busy engine with room that serves ``model``; None if all are full.
-        Unknown models and unhealthy pools raise, as ``EnginePool.choose`` does."""
-        self.pool.choose(model)  # raises NotFound / ServiceUnavailable with a clear message
-        candidates = [
-            s
-            for s in self.pool.engines.values()
-            if (model is None or (s.models is not None and model in s.models)) and self._has_room(s)
-        ]
-        if not candidates:
-            return None
-        return min(
-            candidates, key=lambda s: (len(self.running.get(s.name, ())), s.load.waiting or 0)
-        )
+    def running(self, engine: str) -> int:
+        return self.core.held(engine)
 
     # -- the life of a ticket ----------------------------------------------------------------
 
     async def acquire(self, ticket: Ticket) -> EngineState:
-        """Wait for a slot; returns the engine. Cancelling the wait leaves the queue cleanly."""
+        """Wait for a slot; returns the engine. Cancelling the wait leaves the queue cleanly.
+        Unknown models and pools with no healthy engine for the model raise at once."""
+        self.pool.choose(ticket.model)  # raises NotFound / ServiceUnavailable with a clear message
         now = self.clock()
-        ticket.seq = next(self._seq) if ticket.seq == 0 else ticket.seq
-        ticket.priority = self.policy.priority(call=ticket.call, program=ticket.program, now=now)
+        entry = ticket.entry
+        if entry is None:
+            entry = ticket.entry = self.core.queue.entry(
+                ticket.call, ticket.program, ticket, lane=ticket.model
+            )
         ticket.preempt_requested = False
-        engine = self._engine_for(ticket.model)
-        if engine is not None and not self._better_waiting(ticket, engine):
-            return self._grant(ticket, engine, now)
-        loop = asyncio.get_running_loop()
-        ticket.future = loop.create_future()
-        self.waiting.append(ticket)
-        self._consider_preemption(ticket, now)
+        self._sync()
+        # The future exists before the call can queue, so any grant reaches it.
+        ticket.future = asyncio.get_running_loop().create_future()
+        grant = self.core.offer(entry, now)
+        ticket.priority = entry.rank
+        if grant is not None:
+            ticket.future = None
+            return self._apply(grant)
+        self._consider_preemption(entry, now)
         try:
             return await ticket.future
         except asyncio.CancelledError:
-            if ticket in self.waiting:
-                self.waiting.remove(ticket)
-            elif ticket.future.done() and not ticket.future.cancelled():
-                self.release(ticket)  # granted just as it was cancelled: give it back
+            self.core.cancel(entry)
+            if ticket.engine is not None:  # granted just as it was cancelled: give it back
+                self.release(ticket)
             raise
         finally:
             ticket.future = None
 
     def release(self, ticket: Ticket) -> None:
-        """The ticket's call left its engine (finished, failed or preempted)."""
-        engine = ticket.engine
-        if engine is not None:
-            held = self.running.get(engine.name)
-            if held is not None:
-                held.discard(ticket)
+        """The ticket's call left its engine (finished, failed or preempted). The slot is
+        handed on once the releasing task yields: a finished call is accounted first (its
+        program's new service and wait), so the next decision sees them, as in the simulator
+        and the engine plug-in, where a call finishes before the next step admits."""
+        if ticket.entry is not None:
+            self.core.release(ticket.entry)
         ticket.engine = None
-        ticket.granted_at = None
         ticket.on_preempt = None
+        if not self._dispatch_pending:
+            self._dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch_soon)
+
+    def _dispatch_soon(self) -> None:
+        self._dispatch_pending = False
         self.dispatch()
 
     def reprioritized(self, ticket: Ticket, priority: Priority) -> None:
         """A running call's priority changed (demotion as it is served): a waiting call may
         now outrank it."""
         ticket.priority = priority
-        if self.waiting and self.config.preempt:
+        entry = ticket.entry
+        if entry is None:
+            return
+        self.core.rerank_running(entry, priority)
+        self.core.queue.touch(ticket.program, self.clock())
+        if self.config.preempt and entry.engine is not None and len(self.core.queue):
             now = self.clock()
-            for waiting in sorted(self.waiting, key=rank)[:1]:
-                self._consider_preemption(waiting, now)
+            best = self.core.best_waiting_for(entry.engine, now)
+            if best is not None:
+                self._consider_preemption(best, now)
+
+    def program_changed(self, program: Program) -> None:
+        """``program``'s records changed (a call of it finished): its waiting calls, and with
+        a tenant-scoped policy its tenant's, are ranked again."""
+        if len(self.core.queue):
+            self.core.queue.touch(program, self.clock())
 
     def dispatch(self) -> None:
         """Give free slots to the best waiting calls."""
-        if not self.waiting:
+        if not len(self.core.queue):
             return
+        self._sync()
         now = self.clock()
-        for ticket in self.waiting:
-            ticket.priority = self.policy.priority(
-                call=ticket.call, program=ticket.program, now=now
-            )
-        self.waiting.sort(key=rank)
-        granted: list[Ticket] = []
-        for ticket in self.waiting:
-            try:
-                engine = self._engine_for(ticket.model)
-            except Exception as exc:  # the model vanished or every engine died: fail the wait
-                if ticket.future is not None and not ticket.future.done():
-                    ticket.future.set_exception(exc)
-                granted.append(ticket)
-                continue
-            if engine is None:
-                continue
-            self._grant(ticket, engine, now)
-            granted.append(ticket)
-        for ticket in granted:
-            self.waiting.remove(ticket)
+        for grant in self.core.dispatch(now, alive=_alive):
+            self._apply(grant)
+        if self._degraded:
+            self._fail_stranded()
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _grant(self, ticket: Ticket, engine: EngineState, now: float) -> EngineState:
+    def _sync(self) -> None:
+        """Mirror the pool's engines (health, models, cap, own queue) into the core."""
+        adaptive = self.config.adaptive
+        degraded = False
+        for state in self.pool.engines.values():
+            degraded = degraded or not state.healthy or state.models is None
+            slots = self.core.engine(state.name)
+            slots.cap = state.backend.config.max_inflight
+            slots.models = state.models
+            # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
+            held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0
+            slots.open = state.healthy and not held_back
+        # With every engine healthy and its models known, no waiting call can be stranded.
+        self._degraded = degraded
+
+    def _pick(
+        self, slots: list[EngineSlots[Ticket]], entry: Waiting[Ticket]
+    ) -> EngineSlots[Ticket]:
+        engines = self.pool.engines
+        return min(slots, key=lambda s: (len(s.running), engines[s.name].load.waiting or 0))
+
+    def _apply(self, grant: Grant[Ticket]) -> EngineState:
+        ticket = grant.entry.item
+        engine = self.pool.engines[grant.engine]
         ticket.engine = engine
-        ticket.granted_at = now
-        self.running.setdefault(engine.name, set()).add(ticket)
+        ticket.priority = grant.entry.rank
         if ticket.future is not None and not ticket.future.done():
             ticket.future.set_result(engine)
         return engine
 
-    def _better_waiting(self, ticket: Ticket, engine: EngineState) -> bool:
-        """Is a better call already waiting for this engine? Then a newcomer must not jump it."""
-        return any(
-            rank(w) < rank(ticket)
-            for w in self.waiting
-            if w.model is None or (engine.models is not None and w.model in engine.models)
-        )
+    def _fail_stranded(self) -> None:
+        """Calls waiting for a model that no healthy engine serves any more fail now, with the
+        pool's own error, rather than wait for an engine that may never come back."""
+        queue = self.core.queue
+        for lane in queue.lanes():
+            try:
+                self.pool.choose(lane if isinstance(lane, str) else None)
+            except Exception as exc:
+                now = self.clock()
+                while (w := queue.head(lane, now)) is not None:
+                    queue.remove(w)
+                    future = w.item.future
+                    if future is not None and not future.done():
+                        future.set_exception(exc)
 
-    def _consider_preemption(self, waiting: Ticket, now: float) -> None:
+    def _consider_preemption(self, entry: Waiting[Ticket], now: float) -> None:
         if not self.config.preempt:
             return
-        running = [
-            t
-            for name, held in self.running.items()
-            for t in held
-            if waiting.model is None
-            or (
-                t.engine is not None
-                and t.engine.models is not None
-                and waiting.model in t.engine.models
-            )
-        ]
-        victim = pick_victim(
-            waiting,
-            running,
-            now=now,
-            margin=self.config.preempt_margin,
-            min_quantum_s=self.config.min_quantum_s,
-        )
-        if victim is None or victim.on_preempt is None:
+        victim = self.core.victim(entry, now, _preemptible)
+        if victim is None:
             return
-        victim.preempt_requested = True
+        ticket = victim.item
+        ticket.preempt_requested = True
         self.preemptions += 1
         if self._on_preempt is not None:
-            self._on_preempt(victim)
-        victim.on_preempt()
+            self._on_preempt(ticket)
+        assert ticket.on_preempt is not None  # _preemptible checked it
+        ticket.on_preempt()
+
+
+def _alive(ticket: Ticket) -> bool:
+    return ticket.future is None or not ticket.future.done()
+
+
+def _preemptible(ticket: Ticket) -> bool:
+    return ticket.preemptible and not ticket.preempt_requested and ticket.on_preempt is not None

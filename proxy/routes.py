@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from proxy.app import STATE, ProxyState
 from proxy.auth import principal_of
 from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.drain import shutting_down
-from proxy.errors import BadGateway, BadRequest, ServiceUnavailable
+from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.faults import settle
 from proxy.ids import upstream_id, valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.scrub import strip_engine_fields
+from proxy.intercept.tokens import prompt_tokens
 from proxy.intercept.wire import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -29,7 +28,7 @@ from proxy.middleware import REQUEST_ID, route_label
 from proxy.pathguard import checked_path
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
 from proxy.security import PASSTHROUGH
-from proxy.sim.text import chat_prompt_tokens, estimate_tokens
+from proxy.state import STATE, ProxyState
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
@@ -90,18 +89,6 @@ async def send_raw(
                 raise
 
 
-def prompt_tokens_estimate(body: dict[str, Any], *, chat: bool) -> int:
-    """The prompt's size before the engine says: the same heuristic as the simulated engine."""
-    if chat:
-        return chat_prompt_tokens(body["messages"], tools=body.get("tools"))
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return estimate_tokens(prompt)
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-        return len(prompt)  # token ids
-    return sum(estimate_tokens(p) if isinstance(p, str) else len(p) for p in prompt or ())
-
-
 async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     arrived = time.perf_counter()
     state = request.app[STATE]
@@ -116,7 +103,8 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     body = strip_program(body)
     if principal is None or not principal.engine_control:
         body = strip_engine_fields(body)
-    state.pool.choose(wire.model)  # an unknown model fails here, before the call is recorded
+    # An unknown model fails here, before the call is recorded; the gate chooses the engine.
+    state.pool.serving(wire.model)
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
@@ -126,7 +114,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         }
         drop_usage = True
     program, call, priority = scheduler.arrive(
-        identity, prompt_tokens=prompt_tokens_estimate(body, chat=chat)
+        identity, prompt_tokens=prompt_tokens(body, chat=chat)
     )
     headers = {
         "X-Request-Id": request_id,
@@ -150,15 +138,26 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await generation(request, chat=False)
 
 
+def _model_card(model: str, engines: list[str]) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+
+
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
-        for model, engines in sorted(state.pool.models().items())
-    ]
+    data = [_model_card(model, engines) for model, engines in sorted(state.pool.models().items())]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
     )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's ``GET /v1/models/{model}``, from the engines' lists (404 if none serves it)."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    engines = state.pool.models().get(name)
+    if engines is None:
+        raise ModelNotFound(f"model {name!r} does not exist")
+    return web.json_response(_model_card(name, engines), dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -225,6 +224,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

@@ -15,8 +15,8 @@ from proxy.intercept.identify import Identifier, Identity
 from proxy.metrics import Metrics
 from proxy.policies.base import Policy, Priority
 from proxy.records import Call, Program
-from proxy.sim.trace import TraceRecorder
 from proxy.table import ProcessTable
+from proxy.trace import TraceRecorder
 
 
 class Scheduler:

@@ -1,5 +1,10 @@
 """Starting a whole proxy: the embedded simulated engine when no engine is configured, then
-the proxy itself. Used by the CLI and by the end-to-end tests, so both start it the same way."""
+the proxy itself. Used by the CLI and by the end-to-end tests, so both start it the same way.
+
+This is the one module of the live proxy that imports the simulator (``proxy.sim``): it reads
+the ``sim`` settings, starts the embedded engine, and derives the default service weights from
+the simulated engine's cost model. The app, the routes and the request path never import it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from proxy.app import create_app
-from proxy.config import EngineConfig, ProxyConfig
+from proxy.config import EngineConfig, ProxyConfig, format_validation_error
+from proxy.errors import ConfigError
 from proxy.serve import start_app
+from proxy.sim.config import SimEngineConfig
+from proxy.sim.server import create_sim_app
 
 log = logging.getLogger("autellix")
 
@@ -31,22 +40,47 @@ class RunningProxy:
         self.runners.clear()
 
 
+def sim_engine_config(config: ProxyConfig) -> SimEngineConfig:
+    """The simulated engine's settings (``config.sim``), checked; a bad one is a
+    ``ConfigError`` naming its field (``sim.time_scale``)."""
+    try:
+        return SimEngineConfig.model_validate(config.sim)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "sim settings", within=("sim",))) from exc
+
+
+def resolve(config: ProxyConfig) -> ProxyConfig:
+    """``config`` with what it leaves to the simulated engine filled in: the service weights
+    that are unset come from its cost model (docs/identification.md, "Service"). Checks the
+    ``sim`` settings whether or not an embedded engine will run."""
+    sim = sim_engine_config(config)
+    programs = config.programs
+    if programs.decode_token_s is not None and programs.prefill_token_s is not None:
+        return config
+    prefill, decode = sim.cost_model().service_weights()
+    weights = {
+        "decode_token_s": programs.decode_token_s or decode,
+        "prefill_token_s": programs.prefill_token_s or prefill,
+    }
+    return config.model_copy(update={"programs": programs.model_copy(update=weights)})
+
+
 async def start_proxy(config: ProxyConfig) -> RunningProxy:
+    config = resolve(config)
     runners: list[web.AppRunner] = []
     sim_url = None
     if not config.engines:
-        from proxy.sim.server import create_sim_app
-
-        sim_runner, sim_port = await start_app(create_sim_app(config.sim), "127.0.0.1", 0)
+        sim = sim_engine_config(config)
+        sim_runner, sim_port = await start_app(create_sim_app(sim), "127.0.0.1", 0)
         runners.append(sim_runner)
         sim_url = f"http://127.0.0.1:{sim_port}"
         log.info(
             "no engine configured: serving an embedded simulated engine (model %s, time scale %g) at %s",
-            config.sim.model,
-            config.sim.time_scale,
+            sim.model,
+            sim.time_scale,
             sim_url,
         )
-        engine = EngineConfig(name="sim", url=sim_url, kind="sim", models=config.sim.served_names())
+        engine = EngineConfig(name="sim", url=sim_url, kind="sim", models=sim.served_names())
         config = config.model_copy(update={"engines": [engine]})
     app = create_app(config)
     try:

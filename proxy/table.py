@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from proxy.core import lifecycle
+from proxy.core.cost import DEFAULT_DECODE_TOKEN_S, DEFAULT_PREFILL_TOKEN_S, ServiceCost
+from proxy.core.lifecycle import ENDED, FinishHook
 from proxy.ids import IdGen
 from proxy.intercept.tenant import DEFAULT_TENANT
 from proxy.records import Call, CallState, Program
+from proxy.shards import ShardedDict, ShardedLru
 
 ServiceUnit = Literal["tokens-cost", "wall"]
 SortKey = Literal["service", "last_arrival", "calls"]
-FinishHook = Callable[[Call, Program, float], None]
 
 _SORT_KEYS: dict[str, Callable[[Program], tuple[float, str]]] = {
     "service": lambda p: (p.service, p.id),
     "last_arrival": lambda p: (p.last_arrival, p.id),
     "calls": lambda p: (p.calls, p.id),
 }
-_ENDED = (CallState.DONE, CallState.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +59,21 @@ class TableConfig:
     """
 
     service_unit: ServiceUnit = "tokens-cost"
-    decode_token_s: float = 0.015
-    prefill_token_s: float = 0.015 / 40
+    decode_token_s: float = DEFAULT_DECODE_TOKEN_S
+    prefill_token_s: float = DEFAULT_PREFILL_TOKEN_S
     idle_ttl_s: float = 600.0
     max_programs: int = 1_000_000
+
+    @property
+    def cost(self) -> ServiceCost:
+        return ServiceCost(self.decode_token_s, self.prefill_token_s)
 
 
 class ProcessTable:
     """Programs by id, their active calls, and the idle ones in order of last activity."""
 
     __slots__ = (
+        "_cost",
         "_idle",
         "_ids",
         "_last_token",
@@ -91,11 +97,13 @@ class ProcessTable:
         if self.config.max_programs < 1 or self.config.idle_ttl_s < 0:
             raise ValueError("max_programs must be >= 1 and idle_ttl_s >= 0")
         self._on_finish = on_finish
+        self._cost = self.config.cost
         self._ids = ids or IdGen()
-        self._programs: dict[str, Program] = {}
-        # Idle programs by the time their last call completed, oldest first: collecting and
-        # evicting pop from the front, so their cost is what they remove.
-        self._idle: OrderedDict[str, Program] = OrderedDict()
+        # Sharded: growing a million-entry dict would stall the event loop (proxy.shards).
+        self._programs: ShardedDict[str, Program] = ShardedDict()
+        # Idle programs by the time their last call completed, oldest first in each shard:
+        # collecting and evicting pop from the old ends, so their cost is what they remove.
+        self._idle: ShardedLru[str, Program] = ShardedLru()
         self._last_token: dict[str, float] = {}  # "wall" unit: call id -> last token time
         self.collected = 0  # forgotten after idle_ttl_s
         self.evicted = 0  # forgotten to make room
@@ -160,13 +168,10 @@ class ProcessTable:
 
     def start(self, call: Call, engine: str, now: float) -> None:
         """The call was sent to ``engine``: its wait stops; the program's KV now lives there."""
-        if call.state in _ENDED:
+        if call.state in ENDED:
             return
-        self._stop_waiting(call, now)
-        call.state = CallState.RUNNING
+        lifecycle.admitted(call, now)
         call.engine = engine
-        if call.started_at is None:
-            call.started_at = now
         program = self._programs.get(call.program_id)
         if program is not None:
             program.engine = engine
@@ -174,10 +179,10 @@ class ProcessTable:
     def tokens(self, call: Call, n: int, now: float) -> None:
         """``n`` more completion tokens streamed: the call's service grows at once, so a
         policy can demote a long call mid-stream."""
-        if call.state in _ENDED:
+        if call.state in ENDED:
             return
         if call.queued_since is not None:  # tokens without start(): it is running after all
-            self._stop_waiting(call, now)
+            lifecycle.stop_waiting(call, now)
             call.state = CallState.RUNNING
         call.completion_tokens += n
         if self.config.service_unit == "wall":
@@ -186,15 +191,16 @@ class ProcessTable:
                 call.service += max(0.0, now - last)
             self._last_token[call.id] = now
         else:
-            call.service = self._cost(call, done=False)
+            call.service = self._cost.of(
+                prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens
+            )
 
     def preempt(self, call: Call, now: float) -> None:
         """The call was taken off its engine and waits again until the next ``start``. The
         work redone on resumption (recompute) is the proxy's doing and is not charged."""
-        if call.state in _ENDED:
+        if call.state in ENDED:
             return
-        call.state = CallState.PREEMPTED
-        call.queued_since = now
+        lifecycle.preempted(call, now)
         self._last_token.pop(call.id, None)
 
     def finish(
@@ -212,27 +218,24 @@ class ProcessTable:
         program was released (it was marked ending and has no active call left).
 
         Calling it again for the same call does nothing and returns False."""
-        if call.state in _ENDED:
+        if call.state in ENDED:
             return False
-        self._stop_waiting(call, now)
+        lifecycle.closed(call, now, ok=ok)
         self._last_token.pop(call.id, None)
-        call.state = CallState.DONE if ok else CallState.FAILED
-        call.finished_at = now
         if prompt_tokens is not None:
             call.prompt_tokens = prompt_tokens
         if completion_tokens is not None:
             call.completion_tokens = completion_tokens
         if self.config.service_unit == "tokens-cost":
-            call.service = self._cost(call, done=ok)
+            call.service = self._cost.of(
+                prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens, done=ok
+            )
         program = self._programs.get(call.program_id)
-        if program is None or program.active.pop(call.id, None) is None:
+        if program is None or call.id not in program.active:
             return False
         program.prompt_tokens += call.prompt_tokens
         program.completion_tokens += call.completion_tokens
-        program.wait += call.wait
-        program.last_completion = now
-        if self._on_finish is not None:
-            self._on_finish(call, program, now)
+        lifecycle.finished(self._on_finish, call, program, now)
         if program.active:
             return False
         if program.ending:
@@ -244,19 +247,18 @@ class ProcessTable:
 
     # -- forgetting --------------------------------------------------------------------------
 
-    def collect(self, now: float) -> int:
-        """Forget programs idle for ``idle_ttl_s`` or more; return how many."""
+    def collect(self, now: float, *, limit: int | None = None) -> int:
+        """Forget programs idle for ``idle_ttl_s`` or more, at most ``limit`` of them (the
+        caller yields between batches, so expiring a million programs never blocks the event
+        loop for long); return how many."""
         horizon = now - self.config.idle_ttl_s
-        count = 0
-        while self._idle:
-            program_id, program = next(iter(self._idle.items()))
-            if program.last_completion is not None and program.last_completion > horizon:
-                break
-            del self._idle[program_id]
+        gone = self._idle.pop_while(
+            lambda p: p.last_completion is None or p.last_completion <= horizon, limit
+        )
+        for program_id in gone:
             del self._programs[program_id]
-            count += 1
-        self.collected += count
-        return count
+        self.collected += len(gone)
+        return len(gone)
 
     def delete(self, program_id: str) -> Literal["deleted", "ending"] | None:
         """Forget a program now ("deleted"); one with active calls is marked ending instead
@@ -293,8 +295,11 @@ class ProcessTable:
 
     def _create(self, program_id: str, now: float, tenant: str, source: str) -> Program:
         if len(self._programs) >= self.config.max_programs:
-            if self._idle:
-                old_id, _ = self._idle.popitem(last=False)
+            if len(self._idle):
+                shard, _, _ = min(
+                    self._idle.heads(), key=lambda head: head[2].last_completion or 0.0
+                )
+                old_id, _ = self._idle.pop_head(shard)
                 del self._programs[old_id]
                 self.evicted += 1
             else:
@@ -302,18 +307,3 @@ class ProcessTable:
         program = Program(id=program_id, created=now, tenant=tenant, identified_by=source)
         self._programs[program_id] = program
         return program
-
-    def _cost(self, call: Call, *, done: bool) -> float:
-        # Prefill is charged once the engine has done it: at the first token, or at a
-        # successful finish that produced none.
-        prefill = call.prompt_tokens if done or call.completion_tokens > 0 else 0
-        return (
-            prefill * self.config.prefill_token_s
-            + call.completion_tokens * self.config.decode_token_s
-        )
-
-    @staticmethod
-    def _stop_waiting(call: Call, now: float) -> None:
-        if call.queued_since is not None:
-            call.wait += max(0.0, now - call.queued_since)
-            call.queued_since = None

@@ -8,7 +8,7 @@ import pytest
 from proxy.backends.registry import make_backend
 from proxy.config import EngineConfig
 from proxy.errors import NotFound
-from proxy.gate import Gate, GateConfig, Ticket, pick_victim
+from proxy.gate import Gate, GateConfig, Ticket
 from proxy.kvhints.pool import EnginePool
 from proxy.policies.base import Priority
 from proxy.records import Call, Program
@@ -31,6 +31,13 @@ class LevelPolicy:
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         pass
+
+
+async def settle() -> None:
+    """Let the loop run what is ready: a release hands its slot on once the releasing task
+    yields, and the granted waiter resumes one turn later."""
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 class Clock:
@@ -79,12 +86,12 @@ async def test_release_order_follows_priority_not_arrival() -> None:
         _ticket("e", 0, 4.0),
     ]
     tasks = [asyncio.create_task(wait(t)) for t in tickets]
-    await asyncio.sleep(0)
+    await settle()
     assert len(gate.waiting) == 4
     current = holder
     for _ in tickets:
         gate.release(current)
-        await asyncio.sleep(0)
+        await settle()
         current = next(t for t in tickets if t.call.id == order[-1])
     await asyncio.gather(*tasks)
     assert order == ["c", "e", "d", "b"]  # level first, arrival inside a level
@@ -96,10 +103,10 @@ async def test_priorities_are_read_again_when_a_slot_frees() -> None:
     await gate.acquire(holder)
     low, high = _ticket("low", 3, 1.0), _ticket("high", 1, 2.0)
     waits = [asyncio.create_task(gate.acquire(t)) for t in (low, high)]
-    await asyncio.sleep(0)
+    await settle()
     low.call.level = 0  # e.g. promoted by anti-starvation while it waited
     gate.release(holder)
-    await asyncio.sleep(0)
+    await settle()
     assert waits[0].done()
     assert not waits[1].done()
     waits[1].cancel()
@@ -109,7 +116,7 @@ async def test_cancelled_wait_leaves_the_queue() -> None:
     gate, _ = _gate(max_inflight=1)
     await gate.acquire(_ticket("holder", 0))
     waiter = asyncio.create_task(gate.acquire(_ticket("w", 0)))
-    await asyncio.sleep(0)
+    await settle()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -122,12 +129,12 @@ async def test_newcomer_does_not_jump_a_better_waiting_call() -> None:
     await gate.acquire(a)
     await gate.acquire(_ticket("b", 0))
     best = asyncio.create_task(gate.acquire(_ticket("best", 0, 1.0)))
-    await asyncio.sleep(0)
+    await settle()
     gate.release(a)  # one slot frees: it goes to the waiting call, not to a newcomer
-    await asyncio.sleep(0)
+    await settle()
     assert best.done()
     late = asyncio.create_task(gate.acquire(_ticket("late", 5, 2.0)))
-    await asyncio.sleep(0)
+    await settle()
     assert not late.done()
     late.cancel()
 
@@ -147,20 +154,20 @@ async def test_waiting_call_preempts_a_worse_running_one_after_its_quantum() -> 
     running.on_preempt = lambda: cut.append("running")
     clock.now = 0.5
     early = asyncio.create_task(gate.acquire(_ticket("early", 0, 0.5)))
-    await asyncio.sleep(0)
+    await settle()
     assert cut == []  # within its quantum: not preempted yet
     early.cancel()
     clock.now = 2.0
     near = asyncio.create_task(gate.acquire(_ticket("near", 2, 2.0)))
-    await asyncio.sleep(0)
+    await settle()
     assert cut == []  # outranks it by 1 level only; the margin is 2
     near.cancel()
     urgent = asyncio.create_task(gate.acquire(_ticket("urgent", 0, 2.0)))
-    await asyncio.sleep(0)
+    await settle()
     assert cut == ["running"]
     assert gate.preemptions == 1
     gate.release(running)  # the owner gives the slot back
-    await asyncio.sleep(0)
+    await settle()
     assert urgent.done()
 
 
@@ -172,7 +179,7 @@ async def test_demotion_of_a_running_call_triggers_preemption() -> None:
     cut: list[bool] = []
     running.on_preempt = lambda: cut.append(True)
     waiter = asyncio.create_task(gate.acquire(_ticket("w", 1, 1.0)))
-    await asyncio.sleep(0)
+    await settle()
     assert cut == []  # the waiting call is worse
     running.call.level = 4
     gate.reprioritized(running, Priority(4, 0.0))
@@ -180,15 +187,43 @@ async def test_demotion_of_a_running_call_triggers_preemption() -> None:
     waiter.cancel()
 
 
-def test_pick_victim_takes_the_worst_preemptible() -> None:
-    w = _ticket("w", 0)
-    w.priority = Priority(0)
-    candidates = []
+async def test_victim_is_the_worst_preemptible_running_call_past_its_quantum() -> None:
+    gate, clock = _gate(max_inflight=3, preempt=True, min_quantum_s=1.0)
+    cut: list[str] = []
     for name, level, preemptible in (("a", 2, True), ("b", 5, False), ("c", 4, True)):
         t = _ticket(name, level)
-        t.priority, t.preemptible, t.granted_at = Priority(level), preemptible, 0.0
-        candidates.append(t)
-    victim = pick_victim(w, candidates, now=10.0, margin=1, min_quantum_s=1.0)
-    assert victim is not None
-    assert victim.call.id == "c"
-    assert pick_victim(w, candidates, now=0.5, margin=1, min_quantum_s=1.0) is None
+        t.preemptible = preemptible
+        await gate.acquire(t)
+        t.on_preempt = lambda name=name: cut.append(name)  # type: ignore[misc]
+    clock.now = 0.5
+    early = asyncio.create_task(gate.acquire(_ticket("early", 0, 0.5)))
+    await settle()
+    assert cut == []  # nobody has had the quantum yet
+    early.cancel()
+    clock.now = 10.0
+    urgent = asyncio.create_task(gate.acquire(_ticket("urgent", 0, 10.0)))
+    await settle()
+    assert cut == ["c"]  # b is worse but not preemptible
+    urgent.cancel()
+
+
+async def test_waiters_that_left_before_their_grant_take_no_slot_with_them() -> None:
+    gate, _ = _gate(max_inflight=16, preempt=False)
+    holders = [_ticket(f"h{i}", 0) for i in range(16)]
+    for holder in holders:
+        await gate.acquire(holder)
+    waiters = [asyncio.create_task(gate.acquire(_ticket(f"w{i}", 0, 1.0))) for i in range(64)]
+    await settle()
+    assert gate.queued == 64
+    for waiter in waiters:  # every client goes away at once...
+        waiter.cancel()
+    for holder in holders:  # ...and the slots free before their handlers have run
+        gate.release(holder)
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert gate.running("e") == 0
+    assert gate.queued == 0
+    late = asyncio.create_task(gate.acquire(_ticket("late", 0, 2.0)))
+    await settle()
+    assert late.done()
+    assert late.result().name == "e"

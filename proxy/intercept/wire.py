@@ -7,16 +7,39 @@ reaches the engine is the client's own dict, not a re-serialisation of these mod
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from proxy.errors import BadRequest
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+def _null_is_false(value: object) -> object:
+    # OpenAI's document declares ``stream`` a nullable boolean defaulting to false.
+    return False if value is None else value
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema's integers include 1.0, and so do OpenAI's and vLLM's servers.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
+"""An integer, written with or without a zero fraction (``3`` or ``3.0``); not a string."""
 
 
 class StreamOptions(_Open):
@@ -26,25 +49,24 @@ class StreamOptions(_Open):
 class ChatMessage(_Open):
     role: str = Field(min_length=1)
     content: str | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Generation(_Open):
-    model: str = Field(min_length=1)
-    stream: StrictBool = False
+    # Only the fields the proxy itself reads, each as OpenAI's document types it (nullable
+    # where it says so); the engine checks the rest (``max_tokens``, ``n``, ...).
+    model: StrictStr
+    stream: Annotated[StrictBool, BeforeValidator(_null_is_false)] = False
     stream_options: StreamOptions | None = None
-    max_tokens: StrictInt | None = Field(default=None, ge=0)
-    n: StrictInt | None = Field(default=None, ge=1)
 
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
-    max_completion_tokens: StrictInt | None = Field(default=None, ge=0)
 
 
 class CompletionRequest(_Generation):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    # Required, but nullable: the document's default for null is "<|endoftext|>".
+    prompt: str | list[str] | list[WholeInt] | list[list[WholeInt]] | None
 
 
 # orjson reads deeper JSON than it writes (254 levels); the proxy re-encodes bodies for

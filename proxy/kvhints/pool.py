@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from proxy.backends.base import Backend, EngineLoad
-from proxy.errors import NotFound, ServiceUnavailable
+from proxy.errors import ModelNotFound, ServiceUnavailable
 
 log = logging.getLogger("autellix.pool")
 
@@ -79,10 +79,16 @@ class EnginePool:
         )
 
     def choose(self, model: str | None) -> EngineState:
-        """The engine for a call to ``model`` (None: any engine): the least busy healthy one.
+        """The engine for a call to ``model`` (None: any engine): the least busy of
+        ``serving(model)``."""
+        return min(self.serving(model), key=lambda s: (s.inflight, s.load.waiting or 0))
+
+    def serving(self, model: str | None) -> list[EngineState]:
+        """The healthy engines that serve ``model`` (None: any engine); never empty.
 
         Unknown model -> NotFound, unless some engine's models are not known yet, in which
-        case the model may well exist and the answer is ServiceUnavailable.
+        case the model may well exist and the answer is ServiceUnavailable; no healthy engine
+        for it -> ServiceUnavailable.
         """
         if not self.engines:
             raise ServiceUnavailable("no engines are configured")
@@ -98,10 +104,8 @@ class EnginePool:
                         f"engine(s) {', '.join(unknown)} could not be asked (unreachable)",
                         code="engine_unavailable",
                     )
-                raise NotFound(
-                    f"model {model!r} does not exist; available: {', '.join(sorted(self.models())) or 'none'}",
-                    param="model",
-                    code="model_not_found",
+                raise ModelNotFound(
+                    f"model {model!r} does not exist; available: {', '.join(sorted(self.models())) or 'none'}"
                 )
         healthy = [s for s in candidates if s.healthy]
         if not healthy:
@@ -110,7 +114,7 @@ class EnginePool:
                 f"no healthy engine serves {model or 'this request'}: {details}",
                 code="engine_unavailable",
             )
-        return min(healthy, key=lambda s: (s.inflight, s.load.waiting or 0))
+        return healthy
 
     async def refresh_one(self, session: aiohttp.ClientSession, state: EngineState) -> None:
         backend = state.backend

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from proxy.policies.base import BasePolicy, Priority, assigned
+from proxy.policies.base import BasePolicy, Priority, RanksBy, assigned
 from proxy.policies.levels import Levels, LevelsConfig, StarvationGuard
 from proxy.policies.tenant import TenantFloor, TenantFloorConfig
 from proxy.records import Call, Program
@@ -40,6 +40,7 @@ class ATLAS(BasePolicy):
 
     name: ClassVar[str] = "atlas"
     Config: ClassVar[type] = ATLASConfig
+    ranks_by: ClassVar[RanksBy] = "critical_path"
 
     def __init__(self, config: ATLASConfig | None = None) -> None:
         self.config = config or ATLASConfig()
@@ -47,6 +48,9 @@ class ATLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
+        # Siblings' progress moves the program's path: a waiting call's rank reads its
+        # program's records, and with a floor its tenant's ledger.
+        self.rank_scope = "program" if self.floor is None else "tenant"
 
     def _floor(self, program: Program, now: float) -> float:
         return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)
@@ -91,6 +95,14 @@ class ATLAS(BasePolicy):
         if self.floor is not None:
             self.floor.serving(program.tenant, call.id, call.service)
         return self.priority(call=call, program=program, now=now)
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return self.guard.deadline(
+            call,
+            program_wait=self._program_wait(program, now),
+            program_service=max(program.critical_path, self._floor(program, now)),
+            now=now,
+        )
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         before = program.critical_path

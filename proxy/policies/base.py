@@ -10,7 +10,7 @@ the engine-side scheduler plug-ins.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 from proxy.records import Call, Program
 
@@ -46,8 +46,8 @@ class Policy(Protocol):
     3. ``on_service`` each time the mechanism has added to ``call.service`` (usage from the
        stream, or a simulator step); the answer may demote the call mid-run.
     4. ``on_finish`` exactly once when the call leaves, whether DONE, FAILED or cancelled
-       (after ``program.wait`` has the call's wait added; ``program.active`` may or may not
-       still hold it). The policy updates the program's scalar (``program.service``,
+       (after the call left ``program.active`` and ``program.wait`` has its wait added; every
+       mechanism applies that order through ``proxy.core.lifecycle.finished``). The policy updates the program's scalar (``program.service``,
        ``program.critical_path``) and forgets any per-call state, so a mechanism that skips
        it for failed calls leaks that state.
 
@@ -57,9 +57,30 @@ class Policy(Protocol):
     and ``call.oracle_remaining`` in the simulator. Policies read them and write only
     ``call.start_service``, ``call.level``, ``program.service`` and ``program.critical_path``.
 
+    Two optional members let the scheduling core (``proxy.core.queue``) re-rank a waiting
+    call only when its rank can change, instead of re-ranking every call before every decision:
+
+    - ``rank_scope``: "call" (a waiting call's rank depends only on the call and time),
+      "program" (also on its program's records: siblings' service, ``program.wait``, ...),
+      "tenant" (also on other programs of its tenant). The core re-ranks a program's (tenant's)
+      waiting calls when one of its calls is served or finishes.
+    - ``stable_until(*, call, program, now) -> float``: until when a *waiting* call's rank holds
+      if nothing in its scope changes (anti-starvation deadlines; ``math.inf`` if never).
+
+    A policy that declares neither is re-ranked in full before each decision (correct, O(n)).
+
     Every method takes keyword arguments only, so the contract can grow new keywords without
     breaking callers; a plug-in that wants to be forward compatible may also accept ``**_``.
     Every method returning a ``Priority`` also sets ``call.level`` to its level.
+
+    Optional attribute (read with ``getattr`` and a default, so a plug-in need not declare it;
+    not a Protocol member, so ``isinstance`` checks do not ask for it):
+
+    ``ranks_by``: ``"service"`` (the default) or ``"critical_path"``, the program field the
+    policy ranks a program's calls by (``program_scalar``). Mechanisms that rank outside the
+    policy read it: the live proxy pushes that field to engines running the scheduler
+    plug-in, so the engine orders queued calls as the policy would. ATLAS declares
+    ``"critical_path"``.
     """
 
     @property
@@ -92,6 +113,18 @@ class Policy(Protocol):
         ...
 
 
+RanksBy = Literal["service", "critical_path"]
+RANKS_BY: tuple[RanksBy, ...] = ("service", "critical_path")
+
+
+def program_scalar(policy: object, program: Program) -> float:
+    """The program's service as ``policy`` ranks its calls by it: the field its ``ranks_by``
+    names, ``program.service`` when it declares none."""
+    if getattr(policy, "ranks_by", "service") == "critical_path":
+        return program.critical_path
+    return program.service
+
+
 @dataclass(frozen=True, slots=True)
 class NoConfig:
     """The typed config of a policy that takes no settings."""
@@ -100,9 +133,11 @@ class NoConfig:
 def live_wait(call: Call, now: float) -> float:
     """The call's waiting time including the stretch still open at ``now``: the mechanism may
     update ``call.wait`` only when a stretch closes, but starvation must count the open one."""
-    if call.queued_since is None:
+    since = call.queued_since
+    if since is None:
         return call.wait
-    return call.wait + max(0.0, now - call.queued_since)
+    open_stretch = now - since
+    return call.wait + open_stretch if open_stretch > 0.0 else call.wait
 
 
 class BasePolicy:
@@ -116,6 +151,7 @@ class BasePolicy:
 
     name: ClassVar[str] = "base"
     live_ok: ClassVar[bool] = True
+    ranks_by: ClassVar[RanksBy] = "service"
     Config: ClassVar[type] = NoConfig
 
     def on_arrival(self, *, call: Call, program: Program, now: float) -> Priority:

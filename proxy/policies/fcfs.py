@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from proxy.policies.base import BasePolicy, NoConfig, Priority, assigned
@@ -13,9 +14,13 @@ class FCFS(BasePolicy):
 
     name: ClassVar[str] = "fcfs"
     Config: ClassVar[type] = NoConfig
+    rank_scope: ClassVar[str] = "call"
 
     def __init__(self, config: NoConfig | None = None) -> None:
         self.config = config or NoConfig()
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return math.inf  # a waiting call's rank never changes by itself
 
     def priority(self, *, call: Call, program: Program, now: float) -> Priority:
         return assigned(call, Priority(0, call.arrival))

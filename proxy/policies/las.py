@@ -6,6 +6,7 @@ each other, which on an engine means a preemption per overtaking (AUTELLIX.md).
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from proxy.policies.base import BasePolicy, NoConfig, Priority, assigned
@@ -17,9 +18,13 @@ class LAS(BasePolicy):
 
     name: ClassVar[str] = "las"
     Config: ClassVar[type] = NoConfig
+    rank_scope: ClassVar[str] = "call"
 
     def __init__(self, config: NoConfig | None = None) -> None:
         self.config = config or NoConfig()
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return math.inf  # a waiting call's rank never changes by itself
 
     def priority(self, *, call: Call, program: Program, now: float) -> Priority:
         return assigned(call, Priority(0, call.service))

@@ -134,6 +134,25 @@ class StarvationGuard:
             mark = self._marks[call.id] = _Promotion(wait, call.service)
         return None if mark is None else call.service - mark.service
 
+    def deadline(
+        self, call: Call, *, program_wait: float, program_service: float, now: float
+    ) -> float:
+        """When a waiting call's rank changes by itself: the time its W / T reaches beta
+        (``program_wait`` and ``program_service`` as in ``service_since_promotion``, both
+        constant until the program's records change, which the mechanism reports). inf for a
+        call that is not waiting, that cannot starve, or that sits at the top already."""
+        if self.beta is None or call.queued_since is None:
+            return math.inf
+        mark = self._marks.get(call.id)
+        if mark is not None and call.service == mark.service:
+            return math.inf  # promoted and not served since: a new promotion changes nothing
+        base_wait, base_service = (mark.wait, mark.service) if mark else (0.0, 0.0)
+        t = program_service + call.service - base_service
+        if t <= 0:
+            return math.inf
+        w = program_wait + live_wait(call, now) - base_wait
+        return now + (self.beta * t - w)
+
     def promoted(self, call_id: str) -> bool:
         return call_id in self._marks
 

@@ -20,6 +20,7 @@ class MLFQ(BasePolicy):
 
     name: ClassVar[str] = "mlfq"
     Config: ClassVar[type] = LevelsConfig
+    rank_scope: ClassVar[str] = "call"
 
     def __init__(self, config: LevelsConfig | None = None) -> None:
         self.config = config or LevelsConfig()
@@ -32,6 +33,9 @@ class MLFQ(BasePolicy):
         )
         service = call.service if since is None else since
         return assigned(call, Priority(self.levels.level_of(service), call.arrival))
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return self.guard.deadline(call, program_wait=0.0, program_service=0.0, now=now)
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         super().on_finish(call=call, program=program, now=now)

@@ -43,6 +43,8 @@ class PLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
+        # A waiting call's rank reads its program's wait, and with a floor its tenant's ledger.
+        self.rank_scope = "program" if self.floor is None else "tenant"
 
     def _program_service(self, call: Call, program: Program, now: float) -> float:
         if self.floor is None:
@@ -80,6 +82,14 @@ class PLAS(BasePolicy):
         if self.floor is not None:
             self.floor.serving(program.tenant, call.id, call.service)
         return self.priority(call=call, program=program, now=now)
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return self.guard.deadline(
+            call,
+            program_wait=self._program_wait(program, now),
+            program_service=self._program_service(call, program, now),
+            now=now,
+        )
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         before = program.service

@@ -17,7 +17,7 @@ from typing import Any
 from proxy.errors import ConfigError
 from proxy.plugins import import_class
 from proxy.policies.atlas import ATLAS
-from proxy.policies.base import Policy
+from proxy.policies.base import RANKS_BY, Policy
 from proxy.policies.fcfs import FCFS
 from proxy.policies.las import LAS
 from proxy.policies.mlfq import MLFQ
@@ -136,7 +136,7 @@ def _where(cls: type) -> str:
 
 def check_policy_class(cls: type, ref: str) -> None:
     """Raise ConfigError unless ``cls`` has the Policy shape: a ``name`` string, a ``live_ok``
-    bool, the four hooks taking ``call``, ``program`` and ``now`` by keyword and nothing else
+    bool, a known ``ranks_by`` if it declares one, the four hooks taking ``call``, ``program`` and ``now`` by keyword and nothing else
     required, and a usable ``Config`` (a dataclass) if it declares one."""
     problems: list[str] = []
     name = getattr(cls, "name", None)
@@ -144,6 +144,8 @@ def check_policy_class(cls: type, ref: str) -> None:
         problems.append("it has no 'name' string attribute")
     if not isinstance(getattr(cls, "live_ok", None), bool):
         problems.append("it has no 'live_ok' bool attribute")
+    if getattr(cls, "ranks_by", "service") not in RANKS_BY:
+        problems.append(f"its 'ranks_by' is not one of {', '.join(map(repr, RANKS_BY))}")
     for hook in _HOOKS:
         problems.extend(_hook_problems(cls, hook))
     config_cls = getattr(cls, "Config", None)

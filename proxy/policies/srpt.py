@@ -4,6 +4,7 @@ leaves to SRPT, never a live policy (``live_ok = False``)."""
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from proxy.errors import ConfigError
@@ -18,9 +19,13 @@ class SRPT(BasePolicy):
     name: ClassVar[str] = "srpt"
     live_ok: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
+    rank_scope: ClassVar[str] = "call"
 
     def __init__(self, config: NoConfig | None = None) -> None:
         self.config = config or NoConfig()
+
+    def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        return math.inf  # a waiting call's rank never changes by itself
 
     def priority(self, *, call: Call, program: Program, now: float) -> Priority:
         remaining = call.oracle_remaining

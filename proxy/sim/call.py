@@ -1,7 +1,8 @@
-"""``SimCall``: one generation request as the simulated model sees it, once validated.
+"""``SimCall``: one generation request as the simulated model sees it, once validated, and
+``SimBatch``: the calls one HTTP request asks for (``n`` choices of each of its prompts).
 
-``wire`` builds it from a request body; the server adds its ``engine_request`` to the engine
-model and turns the tokens the model generates into text (``token_text``) or a tool call.
+``wire`` builds them from a request body; the server adds each call's ``engine_request`` to the
+engine model and turns the tokens the model generates into text (``token_text``) or a tool call.
 """
 
 from __future__ import annotations
@@ -32,10 +33,19 @@ class SimCall:
     continuous_usage: bool
     tool_call: ToolCall | None = None
     """The function call the model answers with instead of text, if it calls one."""
+    index: int = 0
+    """Its choice's index in the response."""
+    solo: bool = True
+    """The only call of its request: the engine knows it by the request id itself (else by
+    ``<request id>-<index>``, as vLLM names the prompts of a batch)."""
 
     @property
     def response_id(self) -> str:
         return ("chatcmpl-" if self.chat else "cmpl-") + self.request_id
+
+    @property
+    def engine_id(self) -> str:
+        return self.request_id if self.solo else f"{self.request_id}-{self.index}"
 
     @property
     def target_tokens(self) -> int | None:
@@ -63,10 +73,29 @@ class SimCall:
 
     def engine_request(self, *, arrival: float) -> EngineRequest:
         return EngineRequest(
-            id=self.request_id,
+            id=self.engine_id,
             prompt_tokens=self.prompt_tokens,
             target_tokens=self.target_tokens,
             max_tokens=self.max_tokens,
             priority=self.priority,
             arrival=arrival,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SimBatch:
+    """The calls of one request, in choice order: ``n`` per prompt (chat has one prompt; a
+    completions batch has several, or none for an empty prompt array)."""
+
+    chat: bool
+    request_id: str
+    model: str
+    stream: bool
+    include_usage: bool
+    calls: tuple[SimCall, ...]
+    prompt_tokens: int
+    """Of all its prompts, each counted once however many choices it has (as vLLM counts)."""
+
+    @property
+    def response_id(self) -> str:
+        return ("chatcmpl-" if self.chat else "cmpl-") + self.request_id

@@ -128,6 +128,18 @@ class CostModel:
         attention span is half the prompt; the base is paid by the decodes it rides with)."""
         return self.prefill_per_token_s + self.prefill_attn_per_pair_s * context_tokens / 2
 
+    def service_weights(self) -> tuple[float, float]:
+        """(prefill_token_s, decode_token_s): the proxy's default service unit on an engine of
+        this speed. A generated token costs one decode step of a moderately loaded engine (32
+        sequences at 1,024 tokens of context), a prompt token its share of a prefill."""
+        decode = self.step_time(
+            num_decodes=32,
+            decode_context_tokens=32 * 1024,
+            num_prefill_tokens=0,
+            prefill_attn_pairs=0,
+        )
+        return self.prefill_token_cost(context_tokens=1024), decode
+
     def prefill_decode_ratio(self, *, batch_size: int = 32, context_tokens: int = 1024) -> float:
         """Cost of one prefilled token relative to one decode step of one sequence.
 

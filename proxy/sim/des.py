@@ -34,16 +34,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from proxy.core import lifecycle
+from proxy.core.cost import ServiceCost
 from proxy.policies.base import Policy
-from proxy.records import Call, CallState, Program
+from proxy.records import Call, Program
 from proxy.sim.balancer import Balancer, make_balancer
 from proxy.sim.bookkeeping import CallRun, EngineSlot, ProgramRun
 from proxy.sim.engine import EngineModel, EngineRequest, StepResult
-from proxy.sim.policy_queue import PolicyQueue, PrefixCache, Tracked, service_of
+from proxy.sim.policy_queue import PolicyQueue, PrefixCache, Tracked
 from proxy.sim.results import CallResult, ProgramResult, SimResult
 from proxy.sim.simconfig import SimConfig
-from proxy.sim.trace import TraceRecorder
 from proxy.sim.workloads import ProgramSpec
+from proxy.trace import TraceRecorder
 
 _RELEASE, _RESUME, _KICK, _STEP_END = 0, 1, 2, 3
 
@@ -66,11 +68,13 @@ class Simulator:
         self.balancer = balancer if balancer is not None else make_balancer(config.balancer)
         self.recorder = recorder
         self.prefill_s, self.decode_s = config.service_weights()
+        self._cost = ServiceCost(decode_token_s=self.decode_s, prefill_token_s=self.prefill_s)
+        self._on_finish = lifecycle.policy_hook(policy)
         self._program_oracle = config.oracle == "program"
         shape = config.shape
         self.engines: list[EngineSlot] = []
         for i in range(config.engines):
-            queue = PolicyQueue(on_head=self._on_head)
+            queue = PolicyQueue(policy, on_head=self._on_head)
             model = EngineModel(
                 cost=shape.cost,
                 max_num_seqs=shape.max_num_seqs,
@@ -228,10 +232,11 @@ class Simulator:
         if self.config.decode_stretches:
             # Steps that only decode run as one stretch, up to the next event (which could
             # add or resume a call) or, with calls waiting, the next re-ranking (which could
-            # preempt one): the same schedule at a cost per stretch, not per step.
+            # preempt one) or anti-starvation deadline (which could change the head): the
+            # same schedule at a cost per stretch, not per step.
             until = self._events[0][0] if self._events else math.inf
             if len(queue) or engine.full or model.num_running >= model.max_num_batched_tokens:
-                until = min(until, engine.next_rerank)
+                until = min(until, engine.next_rerank, queue.next_due())
             step = model.decode_stretch(now, until)
         if step is None:
             step = model.step(now)
@@ -277,12 +282,7 @@ class Simulator:
         return grew
 
     def _service(self, prompt_tokens: int, output_tokens: int) -> float:
-        return service_of(
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            prefill_token_s=self.prefill_s,
-            decode_token_s=self.decode_s,
-        )
+        return self._cost.of(prompt_tokens=prompt_tokens, output_tokens=output_tokens)
 
     def _on_head(self, tracked: Tracked) -> None:
         run: CallRun = tracked.extra  # type: ignore[assignment]
@@ -316,8 +316,7 @@ class Simulator:
         )
         tracked.request = request
         tracked.preemptions += 1
-        tracked.call.queued_since = now
-        tracked.call.state = CallState.PREEMPTED
+        lifecycle.preempted(tracked.call, now)
         self._result.priority_preemptions += 1
         shape = self.config.shape
         kept = min(old.num_computed, request.prompt_tokens - 1)
@@ -355,12 +354,10 @@ class Simulator:
         run: CallRun = tracked.extra  # type: ignore[assignment]
         prog, spec, call, program = run.prog, run.spec, tracked.call, tracked.program
         self._refresh(tracked)
-        call.finished_at = now
-        call.state = CallState.DONE
-        self.policy.on_finish(call=call, program=program, now=now)
-        del program.active[call.id]
-        program.wait += call.wait
-        program.last_completion = now
+        lifecycle.closed(call, now, ok=True)
+        lifecycle.finished(self._on_finish, call, program, now)
+        for slot in self.engines:  # its siblings may wait on any engine
+            slot.queue.touch(program, now)
         program.completion_tokens += spec.output_tokens
         program.prompt_tokens += spec.prompt_tokens
         first = run.first_token if run.first_token is not None else request.first_token_time

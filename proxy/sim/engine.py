@@ -38,14 +38,17 @@ counted, not materialised.
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.sim.cost import CostModel
 from proxy.sim.queues import FCFSQueue, WaitingQueue
+
+# Re-exported: the request is the engine model's unit of work, and its users import it here.
+from proxy.sim.request import EngineRequest as EngineRequest
+from proxy.sim.request import RequestStatus as RequestStatus
 
 BLOCK_SIZE = 16
 # What an A100-80GB leaves for KV under vLLM's default gpu_memory_utilization=0.9: 80 GiB x 0.9
@@ -53,47 +56,6 @@ BLOCK_SIZE = 16
 # (Activations and CUDA graphs, which vLLM also subtracts, are ignored: a real server reports
 # a few percent less.)
 DEFAULT_KV_CAPACITY_TOKENS = (int(80 * 2**30 * 0.9 - 16.06e9) // (128 * 2**10)) // 16 * 16
-
-
-class RequestStatus(enum.Enum):
-    WAITING = "waiting"  # queued, never run or preempted
-    RUNNING = "running"
-    FINISHED = "finished"
-    ABORTED = "aborted"
-
-
-@dataclass(slots=True, eq=False)
-class EngineRequest:
-    """One generation request inside the engine model.
-
-    The first six fields are the caller's; the rest are the model's bookkeeping, readable by
-    the caller between steps. Requests compare by identity.
-    """
-
-    id: str
-    prompt_tokens: int
-    target_tokens: int | None
-    """Tokens it generates before stopping on its own (EOS); None: never (``ignore_eos``)."""
-    max_tokens: int
-    priority: int = 0
-    """Lower is served sooner (vLLM's convention); only the priority policy reads it."""
-    arrival: float = 0.0
-
-    status: RequestStatus = RequestStatus.WAITING
-    num_output: int = 0
-    """Tokens generated so far (kept across preemptions)."""
-    num_computed: int = 0
-    """Tokens whose KV is in the cache (reset to 0 by a preemption)."""
-    num_blocks: int = 0
-    num_preemptions: int = 0
-    finish_reason: str | None = None
-    """"stop" or "length" once finished; "abort" once aborted."""
-    first_token_time: float | None = None
-    finish_time: float | None = None
-    seq: int = 0
-    """Order of ``add`` calls, the final tie-break of queue order."""
-    limit: int = field(default=0, repr=False)
-    limit_reason: str = field(default="length", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

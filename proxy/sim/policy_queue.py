@@ -1,57 +1,38 @@
-"""A waiting queue for ``EngineModel`` ordered by a scheduling policy, and the preemption rule.
+"""A waiting queue for ``EngineModel`` ordered by a scheduling policy, over the scheduling core.
 
-The queue is the mechanism's half of the Policy contract on one simulated engine: it keeps each
-request's ``Call`` and ``Program`` records and their measurements (``call.wait``,
-``call.queued_since``, admission times) and orders waiting requests by the ``Priority`` the
-policy gave them: ``(level, key, group)``, then the order calls reached this engine. The policy
-is asked again (``rerank``) once per scheduling interval, so demotions and anti-starvation
-promotions take effect then; between reranks, arrivals and requeued requests are inserted at the
-place their last priority gives them.
+The queue is the simulated engine's side of the core (``proxy.core``): it keeps each request's
+``Call`` and ``Program`` records, applies their measurements through ``proxy.core.lifecycle``
+and queues waiting requests in a ``RankedQueue``, so waiting calls are re-ranked exactly when
+their rank can change (an anti-starvation deadline, a sibling served or finished), as in the
+live gate. Running calls report their service once per scheduling interval (``rerank``): the
+policy then hears ``on_service`` and may demote them, and their programs' waiting calls are
+ranked again.
 
 When KV blocks run out the engine asks the queue for a victim: the worst-ranked running request.
-Preempting running requests for better waiting ones is also decided here (``victims``), the same
-way the proxy's gate and the vLLM plug-in decide it: a waiting call that cannot be admitted for
-want of a slot or of KV takes the place of the worst running call if it ranks at least
-``margin`` levels better (``margin`` 0: any better priority at all) and that call has run for
-``min_quantum_s`` since its admission. Within a level calls run FCFS, so preempting for a small
-difference, the thrashing that discretizing into levels avoids, never happens with margin >= 1.
-The caller applies the decisions (the queue changes no engine state itself).
+Preempting running requests for better waiting ones (``victims``) follows the core's
+``PreemptRule`` and ``plan``, the same rule as the proxy's gate and the vLLM plug-in, here with
+room counted in sequence slots and KV blocks. The caller applies the decisions.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import attrgetter
 
+from proxy.core import lifecycle
+from proxy.core.preempt import PreemptRule, plan
+from proxy.core.queue import RankedQueue, Waiting
 from proxy.policies.base import BasePolicy, Policy, Priority
-from proxy.records import Call, CallState, Program
+from proxy.records import Call, Program
 from proxy.sim.engine import EngineModel, EngineRequest
 
 # (level, key, group, order of arrival at this engine): smaller is served sooner.
 SortKey = tuple[int, float, str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class PreemptConfig:
-    """When a running call gives its place to a waiting one (see the module docstring).
-
-    preempt: False leaves priority to the waiting queue alone (vLLM's own priority policy).
-    margin: levels by which the waiting call must outrank the running one; 0 compares whole
-        priorities (then LAS and SRPT are preemptive, and LAS thrashes, as its docstring says).
-    min_quantum_s: least time a call runs after each admission before it can be preempted for
-        priority (each preemption costs a re-prefill; this bounds the waste).
-    """
-
-    preempt: bool = True
-    margin: int = 1
-    min_quantum_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.margin < 0 or self.min_quantum_s < 0:
-            raise ValueError("margin and min_quantum_s must not be negative")
+# The simulator's name for the core's rule (its config field is ``preempt``).
+PreemptConfig = PreemptRule
 
 
 @dataclass(slots=True, eq=False)
@@ -74,6 +55,7 @@ class Tracked:
     it preempted as a new request that re-prefills them)."""
     extra: object = field(default=None, repr=False)
     """The caller's own per-call object."""
+    entry: Waiting[Tracked] | None = field(default=None, repr=False)
 
     def set_rank(self, rank: Priority) -> None:
         self.rank = rank
@@ -86,12 +68,11 @@ class PolicyQueue:
     about to be admitted, before the engine sizes its first chunk (the simulator looks up its
     prefix cache there)."""
 
-    def __init__(self, *, on_head: Callable[[Tracked], None] | None = None) -> None:
+    def __init__(self, policy: Policy, *, on_head: Callable[[Tracked], None] | None = None) -> None:
         self.now = 0.0
         self.on_head = on_head
-        self._heap: list[tuple[SortKey, Tracked]] = []
+        self._queue: RankedQueue[Tracked] = RankedQueue(policy)
         self._tracked: dict[str, Tracked] = {}
-        self._order = 0
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -99,8 +80,9 @@ class PolicyQueue:
         self, request: EngineRequest, call: Call, program: Program, rank: Priority
     ) -> Tracked:
         """Register a call before its request is added to the engine."""
-        self._order += 1
-        tracked = Tracked(request, call, program, rank, self._order)
+        tracked = Tracked(request, call, program, rank, 0)
+        entry = tracked.entry = self._queue.entry(call, program, tracked)
+        tracked.order = entry.seq
         tracked.set_rank(rank)
         self._tracked[request.id] = tracked
         return tracked
@@ -120,6 +102,18 @@ class PolicyQueue:
     def tracked(self) -> int:
         return len(self._tracked)
 
+    @property
+    def reranks(self) -> int:
+        return self._queue.reranks
+
+    def next_due(self) -> float:
+        """When a waiting call's rank next changes by itself (an anti-starvation deadline)."""
+        return self._queue.next_due()
+
+    def touch(self, program: Program, now: float) -> None:
+        """``program``'s records changed (a call of it finished): rank its waiting calls again."""
+        self._queue.touch(program, now)
+
     def rerank(
         self,
         policy: Policy,
@@ -127,89 +121,92 @@ class PolicyQueue:
         running: Sequence[EngineRequest],
         refresh: Callable[[Tracked], bool],
     ) -> None:
-        """Ask the policy for every call's priority at ``now`` and reorder. ``refresh`` updates
-        a running call's measurements (service, oracle) and says whether its service grew: the
-        policy then hears ``on_service``, otherwise ``priority``. Waiting calls are not served,
-        so they are only asked ``priority`` (their waits grow: anti-starvation)."""
+        """The running calls report their service: ``refresh`` updates a running call's
+        measurements (service, oracle) and says whether its service grew; the policy then
+        hears ``on_service``, otherwise ``priority``. The programs of calls that were served
+        have their waiting calls ranked again; other waiting calls keep their rank (the core
+        re-ranks them when their own deadlines pass)."""
         tracked = self._tracked
-        # This runs for every call on the engine once per interval, so: the hooks are bound
-        # once; a call whose policy answers the Priority it has keeps its key and, in the heap,
-        # its entry; the heap is re-heapified only if some key changed.
         priority = policy.priority
         on_service = policy.on_service
         if getattr(on_service, "__func__", None) is BasePolicy.on_service:
             on_service = priority  # the default only forwards to priority: skip its frame
+        served: dict[str, Program] = {}
         for request in running:
             t = tracked[request.id]
-            hook = on_service if refresh(t) else priority
-            rank = hook(call=t.call, program=t.program, now=now)
+            if refresh(t):
+                served[t.program.id] = t.program
+                rank = on_service(call=t.call, program=t.program, now=now)
+            else:
+                rank = priority(call=t.call, program=t.program, now=now)
             if rank != t.rank:
                 t.set_rank(rank)
-        heap = self._heap
-        changed = False
-        for i, (_, t) in enumerate(heap):
-            rank = priority(call=t.call, program=t.program, now=now)
-            if rank != t.rank:
-                t.set_rank(rank)
-                heap[i] = (t.key, t)
-                changed = True
-        if changed:
-            heapq.heapify(heap)
+        for program in served.values():
+            self._queue.touch(program, now)
 
-    def victims(self, engine: EngineModel, config: PreemptConfig, now: float) -> list[Tracked]:
+    def victims(self, engine: EngineModel, config: PreemptRule, now: float) -> list[Tracked]:
         """Running calls to preempt now for better waiting ones (module docstring)."""
-        if not config.preempt or not self._heap:
+        queue = self._queue
+        if not config.preempt or not len(queue):
             return []
-        # Nothing to do if the best waiting call does not outrank even the worst running one
-        # (``_outranks`` only weakens down the queue). Checked first because the search below
-        # walks every waiting call that fits, which under a full token budget is hundreds.
         running = engine.running
         if not running:
             return []
-        worst = max(map(_key_of, map(self._tracked.__getitem__, map(_id_of, running))))
-        if not _outranks(self._heap[0][0], worst, config.margin):
+        # Nothing to do if the best waiting call does not outrank even the worst running one
+        # (outranking only weakens down the queue). Checked first because the walk below
+        # visits every waiting call that fits, which under a full token budget is hundreds.
+        head = queue.peek(now)
+        worst = max(map(self._tracked.__getitem__, map(_id_of, running)), key=_key_of)
+        if head is None or not config.outranks(head.rank, worst.rank):
             return []
-        free_slots = engine.max_num_seqs - engine.num_running
-        free_blocks = round((1.0 - engine.kv_usage) * engine.num_blocks)
+        room = [engine.max_num_seqs - engine.num_running, 0]
+        room[1] = round((1.0 - engine.kv_usage) * engine.num_blocks)
         block, budget = engine.block_size, engine.max_num_batched_tokens
-        candidates: list[Tracked] | None = None  # sorted best first, built when first needed
-        out: list[Tracked] = []
-        for _, waiting in heapq.nsmallest(engine.num_running + max(free_slots, 0) + 1, self._heap):
-            r = waiting.request
+
+        def need(t: Tracked) -> int:
+            r = t.request
             first = min(r.prompt_tokens + r.num_output - r.num_computed, budget)
-            need = -(-(r.num_computed + first) // block)
-            while free_slots < 1 or free_blocks < need:
-                if candidates is None:
-                    ready = now - config.min_quantum_s
-                    candidates = sorted(
-                        (
-                            t
-                            for q in engine.running
-                            if (t := self._tracked[q.id]).admitted_at is not None
-                            and t.admitted_at <= ready
-                        ),
-                        key=_key_of,
-                    )
-                if not candidates or not _outranks(waiting.key, candidates[-1].key, config.margin):
-                    return out
-                victim = candidates.pop()
-                out.append(victim)
-                free_slots += 1
-                free_blocks += victim.request.num_blocks
-            free_slots -= 1
-            free_blocks -= need
-        return out
+            return -(-(r.num_computed + first) // block)
+
+        def fits(w: Waiting[Tracked]) -> bool:
+            return room[0] >= 1 and room[1] >= need(w.item)
+
+        def take(w: Waiting[Tracked]) -> None:
+            room[0] -= 1
+            room[1] -= need(w.item)
+
+        def free(t: Tracked) -> None:
+            room[0] += 1
+            room[1] += t.request.num_blocks
+
+        ready = now - config.min_quantum_s
+        candidates = sorted(
+            (
+                t
+                for q in running
+                if (t := self._tracked[q.id]).admitted_at is not None and t.admitted_at <= ready
+            ),
+            key=_key_of,
+        )
+        walk = islice(queue.best(now), engine.num_running + max(room[0], 0) + 1)
+        pairs = plan(
+            list(walk),
+            candidates,
+            outranks=lambda w, t: config.outranks(w.rank, t.rank),
+            fits=fits,
+            take=take,
+            free=free,
+        )
+        return [victim for victim, _ in pairs]
 
     # -- the engine's side (WaitingQueue) --------------------------------------------------
 
     def push(self, request: EngineRequest) -> None:
         tracked = self._tracked[request.id]
-        call = tracked.call
-        if call.queued_since is None:  # a resumed call has been waiting since its preemption
-            call.queued_since = self.now
-        call.state = CallState.PREEMPTED if tracked.preemptions else CallState.QUEUED
+        lifecycle.requeued(tracked.call, self.now, preempted_before=tracked.preemptions > 0)
         tracked.admitted_at = None
-        heapq.heappush(self._heap, (tracked.key, tracked))
+        assert tracked.entry is not None
+        self._queue.push(tracked.entry, self.now, rank=tracked.rank)
 
     def prepend(self, request: EngineRequest) -> None:
         # A preemption by KV: the request goes back to the place its priority gives it.
@@ -217,7 +214,12 @@ class PolicyQueue:
         self.push(request)
 
     def peek(self) -> EngineRequest:
-        tracked = self._heap[0][1]
+        entry = self._queue.peek(self.now)
+        if entry is None:
+            raise IndexError("peek from an empty queue")
+        tracked = entry.item
+        if entry.rank != tracked.rank:
+            tracked.set_rank(entry.rank)
         if not tracked.resolved:
             tracked.resolved = True
             if self.on_head is not None:
@@ -225,55 +227,35 @@ class PolicyQueue:
         return tracked.request
 
     def pop(self) -> EngineRequest:
-        tracked = heapq.heappop(self._heap)[1]
-        call = tracked.call
-        if call.queued_since is not None:
-            call.wait += max(0.0, self.now - call.queued_since)
-            call.queued_since = None
-        if call.started_at is None:
-            call.started_at = self.now
-        call.state = CallState.RUNNING
+        entry = self._queue.pop(self.now)
+        if entry is None:
+            raise IndexError("pop from an empty queue")
+        tracked = entry.item
+        if entry.rank != tracked.rank:
+            tracked.set_rank(entry.rank)
+        lifecycle.admitted(tracked.call, self.now)
         tracked.admitted_at = self.now
         return tracked.request
 
     def remove(self, request: EngineRequest) -> bool:
-        for i, (_, tracked) in enumerate(self._heap):
-            if tracked.request is request:
-                self._heap[i] = self._heap[-1]
-                self._heap.pop()
-                heapq.heapify(self._heap)
-                return True
-        return False
+        tracked = self._tracked.get(request.id)
+        return (
+            tracked is not None and tracked.entry is not None and self._queue.remove(tracked.entry)
+        )
 
     def victim(self, running: Sequence[EngineRequest]) -> EngineRequest:
         tracked = self._tracked
         return max(running, key=lambda r: tracked[r.id].key)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._queue)
 
     def __iter__(self) -> Iterator[EngineRequest]:
-        return (t.request for _, t in sorted(self._heap, key=lambda e: e[0]))
+        return (w.item.request for w in self._queue)
 
 
 _key_of = attrgetter("key")
 _id_of = attrgetter("id")
-
-
-def _outranks(waiting: SortKey, running: SortKey, margin: int) -> bool:
-    if margin == 0:
-        return waiting[:3] < running[:3]
-    return running[0] - waiting[0] >= margin
-
-
-def service_of(
-    *, prompt_tokens: int, output_tokens: int, prefill_token_s: float, decode_token_s: float
-) -> float:
-    """The proxy's default service unit, estimated engine seconds: the prompt is charged once
-    its prefill is done (at the first output token), each output token one decode step.
-    Recomputation after a preemption is the engine's waste, not service the call attained."""
-    prefill = prompt_tokens if output_tokens > 0 else 0
-    return prefill * prefill_token_s + output_tokens * decode_token_s
 
 
 class PrefixCache:

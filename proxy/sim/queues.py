@@ -11,10 +11,9 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from proxy.sim.engine import EngineRequest
+from proxy.sim.request import EngineRequest
 
 SchedulingPolicy = Literal["fcfs", "priority"]
 

@@ -18,8 +18,8 @@ from proxy.sim.des import Simulator
 from proxy.sim.results import metrics
 from proxy.sim.simconfig import SimConfig
 from proxy.sim.sweep import make_policy
-from proxy.sim.trace import read_trace
 from proxy.sim.workloads import ProgramSpec, from_trace
+from proxy.trace import read_trace
 
 WORKLOAD = "trace"
 LATENCY_COLUMNS = ("latency_mean", "latency_p50", "latency_p95", "latency_p99")

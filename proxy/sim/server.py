@@ -20,15 +20,16 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.errors import BadRequest, ProxyError, ServiceUnavailable
+from proxy.errors import BadRequest, ModelNotFound, ProxyError, ServiceUnavailable
 from proxy.middleware import error_response, from_http_exception
 from proxy.serve import background
-from proxy.sim.call import SimCall
+from proxy.sim.call import SimBatch
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.engine import RequestStatus
 from proxy.sim.metrics import metrics_handler
-from proxy.sim.state import SIM, SimClock, SimState, Stream
-from proxy.sim.wire import chat_call, completion_call, stream_end, stream_event, whole_body
+from proxy.sim.respond import stream_end, stream_event, whole_body
+from proxy.sim.state import SIM, Event, SimClock, SimState, Stream
+from proxy.sim.wire import chat_batch, completion_batch
 
 log = logging.getLogger("autellix.sim")
 
@@ -59,7 +60,7 @@ async def _run_engine(state: SimState) -> None:
             if stream is None or stream.request is not request:
                 continue  # aborted while the step ran
             reason = request.finish_reason if request.status is RequestStatus.FINISHED else None
-            stream.events.put_nowait((1, reason))
+            stream.events.put_nowait((stream.index, 1, reason))
             if reason is not None:
                 stream.ended = True
                 del state.streams[request.id]
@@ -74,7 +75,7 @@ async def _engine_loop(state: SimState) -> None:
         state.failed = exc
         for stream in state.streams.values():
             stream.ended = True
-            stream.events.put_nowait((0, "abort"))
+            stream.events.put_nowait((stream.index, 0, "abort"))
         state.streams.clear()
 
 
@@ -99,86 +100,110 @@ def _request_id(request: web.Request, state: SimState) -> str:
     return given
 
 
-async def _stream(request: web.Request, call: SimCall, stream: Stream) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, batch: SimBatch, events: asyncio.Queue[Event]
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
-            "X-Request-Id": call.request_id,
+            "X-Request-Id": batch.request_id,
         }
     )
     await response.prepare(request)
     created = int(time.time())
-    sent = 0
-    reason: str | None = None
+    sent = [0] * len(batch.calls)
+    running = len(batch.calls)
     try:
-        while reason is None:
-            events = [await stream.events.get()]
-            while not stream.events.empty():
-                events.append(stream.events.get_nowait())
+        while running:
+            batched = [await events.get()]
+            while not events.empty():
+                batched.append(events.get_nowait())
             out = bytearray()
-            for tokens, reason in events:
-                out += stream_event(call, created, sent, tokens, reason)
-                sent += tokens
+            for index, tokens, reason in batched:
+                out += stream_event(batch.calls[index], created, sent[index], tokens, reason)
+                sent[index] += tokens
+                running -= reason is not None
             await response.write(bytes(out))
-        await response.write(stream_end(call, created, sent))
+        await response.write(stream_end(batch, created, sent))
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-write: _generate aborts the request
     return response
 
 
-async def _whole(call: SimCall, stream: Stream) -> web.Response:
-    sent = 0
-    reason: str | None = None
-    while reason is None:
-        tokens, reason = await stream.events.get()
-        sent += tokens
+async def _whole(batch: SimBatch, events: asyncio.Queue[Event]) -> web.Response:
+    sent = [0] * len(batch.calls)
+    reasons: list[str | None] = [None] * len(batch.calls)
+    running = len(batch.calls)
+    while running:
+        index, tokens, reason = await events.get()
+        sent[index] += tokens
+        reasons[index] = reason
+        running -= reason is not None
+    finished = [r or "abort" for r in reasons]
     return web.Response(
-        body=orjson.dumps(whole_body(call, int(time.time()), sent, reason)),
+        body=orjson.dumps(whole_body(batch, int(time.time()), sent, finished)),
         content_type="application/json",
-        headers={"X-Request-Id": call.request_id},
+        headers={"X-Request-Id": batch.request_id},
     )
 
 
-async def _generate(request: web.Request, call: SimCall) -> web.StreamResponse:
+def _admit(state: SimState, batch: SimBatch, events: asyncio.Queue[Event]) -> list[Stream]:
+    """Add the batch's calls to the engine model, all or none."""
+    streams: list[Stream] = []
+    now = state.clock.now()
+    try:
+        for call in batch.calls:
+            engine_request = call.engine_request(arrival=now)
+            state.model.add(engine_request, engine_request.arrival)
+            streams.append(Stream(engine_request, events, index=call.index, group=call.request_id))
+    except ValueError as exc:
+        for stream in streams:
+            state.model.abort(stream.request.id, now)
+        raise BadRequest(str(exc)) from exc
+    for stream in streams:
+        state.streams[stream.request.id] = stream
+    return streams
+
+
+async def _generate(request: web.Request, batch: SimBatch) -> web.StreamResponse:
     state = request.app[SIM]
     if state.failed is not None:
         raise ServiceUnavailable("the simulated engine has failed; see its log")
-    if call.request_id in state.streams:
+    if any(call.engine_id in state.streams for call in batch.calls):
         raise BadRequest(
-            f"request id {call.request_id!r} is already in flight", code="duplicate_request_id"
+            f"request id {batch.request_id!r} is already in flight", code="duplicate_request_id"
         )
-    engine_request = call.engine_request(arrival=state.clock.now())
-    try:
-        state.model.add(engine_request, engine_request.arrival)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    stream = Stream(engine_request)
-    state.streams[call.request_id] = stream
-    state.prompt_tokens += call.prompt_tokens
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    streams = _admit(state, batch, events)
+    state.prompt_tokens += batch.prompt_tokens
     state.wake.set()
     try:
-        return await (_stream(request, call, stream) if call.stream else _whole(call, stream))
+        return await (_stream(request, batch, events) if batch.stream else _whole(batch, events))
     finally:
-        if not stream.ended:  # the client went away (handler cancelled) before the end
-            if state.streams.get(call.request_id) is stream:
-                del state.streams[call.request_id]
-            if state.model.get(call.request_id) is engine_request:
-                state.model.abort(call.request_id, state.clock.now())
+        for stream in streams:
+            if stream.ended:
+                continue
+            # The client went away (handler cancelled) before the end.
+            engine_id = stream.request.id
+            if state.streams.get(engine_id) is stream:
+                del state.streams[engine_id]
+            if state.model.get(engine_id) is stream.request:
+                state.model.abort(engine_id, state.clock.now())
                 state.aborted["disconnect"] += 1
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM]
-    call = chat_call(state.config, await request.read(), _request_id(request, state))
-    return await _generate(request, call)
+    batch = chat_batch(state.config, await request.read(), _request_id(request, state))
+    return await _generate(request, batch)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM]
-    call = completion_call(state.config, await request.read(), _request_id(request, state))
-    return await _generate(request, call)
+    batch = completion_batch(state.config, await request.read(), _request_id(request, state))
+    return await _generate(request, batch)
 
 
 # -- control and introspection --------------------------------------------------------------
@@ -191,14 +216,17 @@ def _abort_one(state: SimState, given: str) -> str | None:
             bare = given[len(prefix) :]
             candidates += [bare, bare.removesuffix("-0")]  # vLLM's completions id: cmpl-<id>-0
     for request_id in candidates:
-        stream = state.streams.pop(request_id, None)
-        if stream is None:
-            continue
-        state.model.abort(request_id, state.clock.now())
-        stream.ended = True
-        stream.events.put_nowait((0, "abort"))
-        state.aborted["abort_request"] += 1
-        return request_id
+        # One choice by its engine id, or every choice of a request by the request's id.
+        ids = [request_id] if request_id in state.streams else []
+        ids = ids or [k for k, s in state.streams.items() if s.group == request_id]
+        for engine_id in ids:
+            stream = state.streams.pop(engine_id)
+            state.model.abort(engine_id, state.clock.now())
+            stream.ended = True
+            stream.events.put_nowait((stream.index, 0, "abort"))
+            state.aborted["abort_request"] += 1
+        if ids:
+            return request_id
     return None
 
 
@@ -216,22 +244,32 @@ async def abort_requests(request: web.Request) -> web.Response:
     return web.json_response({"aborted": aborted}, dumps=lambda v: orjson.dumps(v).decode())
 
 
+def _model_card(config: SimEngineConfig, name: str, created: int) -> dict[str, object]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": config.model,
+        "parent": None,
+        "max_model_len": config.max_model_len,
+    }
+
+
 async def list_models(request: web.Request) -> web.Response:
     config = request.app[SIM].config
     created = int(time.time())
-    data = [
-        {
-            "id": name,
-            "object": "model",
-            "created": created,
-            "owned_by": "vllm",
-            "root": config.model,
-            "parent": None,
-            "max_model_len": config.max_model_len,
-        }
-        for name in config.served_names()
-    ]
+    data = [_model_card(config, name, created) for name in config.served_names()]
     return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's ``GET /v1/models/{model}``: one model card, or 404 ``model_not_found``."""
+    config = request.app[SIM].config
+    name = request.match_info["model"]
+    if name not in config.served_names():
+        raise ModelNotFound(f"The model `{name}` does not exist.")
+    return web.json_response(_model_card(config, name, int(time.time())))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -281,6 +319,7 @@ def create_sim_app(config: SimEngineConfig) -> web.Application:
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/abort_requests", abort_requests)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler(state))
     app.router.add_get("/sim/state", sim_state)

@@ -69,16 +69,10 @@ class SimConfig:
     decode_stretches: bool = True
 
     def service_weights(self) -> tuple[float, float]:
-        """(prefill_token_s, decode_token_s), as ``proxy.app.table_config`` derives them."""
-        cost = self.shape.cost
-        decode = self.decode_token_s or cost.step_time(
-            num_decodes=32,
-            decode_context_tokens=32 * 1024,
-            num_prefill_tokens=0,
-            prefill_attn_pairs=0,
-        )
-        prefill = self.prefill_token_s or cost.prefill_token_cost(context_tokens=1024)
-        return prefill, decode
+        """(prefill_token_s, decode_token_s), the unset ones as the proxy derives them
+        (``CostModel.service_weights``)."""
+        prefill, decode = self.shape.cost.service_weights()
+        return self.prefill_token_s or prefill, self.decode_token_s or decode
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:

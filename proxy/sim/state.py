@@ -18,8 +18,8 @@ from aiohttp import web
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.engine import EngineModel, EngineRequest
 
-Event = tuple[int, str | None]
-"""What a handler receives per step: (new tokens, finish reason or None)."""
+Event = tuple[int, int, str | None]
+"""What a handler receives per step: (choice index, new tokens, finish reason or None)."""
 
 
 class SimClock:
@@ -44,8 +44,11 @@ class SimClock:
 @dataclass(slots=True, eq=False)
 class Stream:
     request: EngineRequest
+    # The choices of one HTTP request share their handler's queue.
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     ended: bool = False  # the final event was queued; the model no longer holds the request
+    index: int = 0  # the choice it generates
+    group: str = ""  # the id of the HTTP request it belongs to
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
-"""What the simulated model reads and says: token counts and deterministic answers.
+"""What the simulated model says: deterministic answers.
 
-There is no tokenizer. Prompts are counted by a cheap heuristic (about four characters per
-token, the usual figure for English under Llama-3's 128k BPE vocabulary). Answers are made of
+There is no tokenizer. Prompts are counted as the live proxy estimates them
+(``proxy.intercept.tokens``: about four characters per token). Answers are made of
 pseudo-words, one per token, each a space and three letters (four characters: the heuristic
 counts them exactly). Token ``i`` of an answer depends only on the answer's key and ``i``, so
 any suffix of an answer can be produced without the prefix; that is what makes an aborted call
@@ -14,18 +14,11 @@ Turning a request body into a call is ``wire``'s business; what the model does w
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-CHARS_PER_TOKEN = 4
-# Llama-3 chat template: <|begin_of_text|> once; per message <|start_header_id|>, the role,
-# <|end_header_id|>, "\n\n" and <|eot_id|>; and the same header again as the generation prompt.
-BEGIN_TOKENS = 1
-MESSAGE_OVERHEAD_TOKENS = 4
-GENERATION_PROMPT_TOKENS = 4
+from proxy.intercept.tokens import canonical_json, content_text
 
 _CONSONANTS = "bcdfghjklmnprstvz"
 _VOWELS = "aeiou"
@@ -44,64 +37,9 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def estimate_tokens(text: str) -> int:
-    """Tokens in ``text``: one per four characters, rounded up; 0 only for empty text."""
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
 def count_words(text: str) -> int:
     """Tokens of a text the simulated model wrote itself: one per whitespace-separated word."""
     return len(text.split())
-
-
-def content_text(content: Any) -> str:
-    """The text of a message ``content``: a string, or the text of a list of content parts
-    (other parts, e.g. images, are counted by their JSON size)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        pieces = []
-        for part in content:
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                pieces.append(part["text"])
-            else:
-                pieces.append(canonical_json(part).decode())
-        return "".join(pieces)
-    return canonical_json(content).decode()
-
-
-def message_tokens(message: Mapping[str, Any]) -> int:
-    """Tokens one chat message adds to the prompt: its text, tool calls, name and framing."""
-    tokens = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(content_text(message.get("content")))
-    if message.get("tool_calls"):
-        tokens += estimate_tokens(canonical_json(message["tool_calls"]).decode())
-    for key in ("name", "tool_call_id"):
-        value = message.get(key)
-        if isinstance(value, str):
-            tokens += estimate_tokens(value)
-    return tokens
-
-
-def chat_prompt_tokens(
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    tools: Iterable[Any] | None = None,
-    add_generation_prompt: bool = True,
-) -> int:
-    """Prompt tokens of a chat request as the Llama-3 template would lay it out."""
-    tokens = BEGIN_TOKENS + sum(message_tokens(m) for m in messages)
-    if tools:
-        tokens += estimate_tokens(canonical_json(list(tools)).decode())
-    if add_generation_prompt:
-        tokens += GENERATION_PROMPT_TOKENS
-    return tokens
-
-
-def canonical_json(value: Any) -> bytes:
-    """JSON with sorted keys: equal values give equal bytes, whatever the client's key order."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,26 +3,30 @@ and with what arguments.
 
 Real agent loops (LangChain's ``bind_tools``, the OpenAI SDK with ``tools=``) need a model that
 calls a tool when asked something and answers in text once the tool's result is back. The
-simulated model does exactly that, deterministically: the call's id and argument values come
-from the answer (so from the answer key), like the words of a text answer.
+simulated model does exactly that, deterministically: it calls the function whose name and
+description share the most words with the user's request (ties drawn from the answer), and the
+call's id and argument values come from the answer (so from the answer key), like the words of
+a text answer.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from proxy.errors import BadRequest
-from proxy.sim.text import Answer, estimate_tokens
+from proxy.intercept.tokens import estimate_tokens
+from proxy.sim.text import Answer
 
 ToolChoiceMode = Literal["none", "auto", "required"]
 _MODES: dict[str, ToolChoiceMode] = {"none": "none", "auto": "auto", "required": "required"}
 
 _ID_SALT = 0xCA11
 _NUMBER_SALT = 0x4E0
+_PICK_SALT = 0x71C4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +54,17 @@ class ToolCall:
         return self.arguments_upto(i + 1)[len(self.arguments_upto(i)) :]
 
 
+def _named(choice: Mapping[str, Any], kind: str) -> str | None:
+    inner = choice.get(kind)
+    name = inner.get("name") if isinstance(inner, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
 def tool_choice(choice: object, names: Sequence[str]) -> tuple[ToolChoiceMode, str | None]:
-    """A request's ``tool_choice`` (a mode, a named function or ``None``) as (mode, named
-    function), checked against the names of the ``tools`` offered as vLLM does; ``BadRequest``
-    for a bad shape, a forced call with no tools, or a function not offered."""
+    """A request's ``tool_choice`` (a mode, a named function, OpenAI's ``allowed_tools`` or
+    ``None``) as (mode, named function), checked against the names of the function ``tools``
+    offered as vLLM does; ``BadRequest`` for a bad shape, a forced call with no tools, a
+    function not offered, or a named custom tool (the simulated model calls functions only)."""
     named: str | None = None
     if choice is None:
         return "auto", None
@@ -65,14 +76,25 @@ def tool_choice(choice: object, names: Sequence[str]) -> tuple[ToolChoiceMode, s
                 param="tool_choice",
             )
         mode = _MODES[choice]
+    elif isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        given = allowed.get("mode") if isinstance(allowed, Mapping) else None
+        if given not in ("auto", "required"):
+            raise BadRequest(
+                "allowed_tools needs a mode of 'auto' or 'required'", param="tool_choice"
+            )
+        mode = _MODES[given]
+    elif (
+        isinstance(choice, Mapping) and choice.get("type") == "custom" and _named(choice, "custom")
+    ):
+        raise BadRequest(
+            "the simulated engine calls function tools only; a custom tool cannot be forced",
+            param="tool_choice",
+            code="unsupported_tool_choice",
+        )
     else:
-        function = choice.get("function") if isinstance(choice, Mapping) else None
-        name = function.get("name") if isinstance(function, Mapping) else None
-        if (
-            not isinstance(name, str)
-            or not isinstance(choice, Mapping)
-            or choice.get("type") != "function"
-        ):
+        name = _named(choice, "function") if isinstance(choice, Mapping) else None
+        if name is None or not isinstance(choice, Mapping) or choice.get("type") != "function":
             raise BadRequest(
                 'a named tool_choice must be {"type": "function", "function": {"name": ...}}',
                 param="tool_choice",
@@ -85,6 +107,72 @@ def tool_choice(choice: object, names: Sequence[str]) -> tuple[ToolChoiceMode, s
     return mode, named
 
 
+def allowed_functions(choice: object, names: Sequence[str]) -> list[str]:
+    """The functions ``tool_choice`` lets the model call: those its ``allowed_tools`` list
+    names (OpenAI's way to narrow the offer without changing ``tools``), else all."""
+    if not isinstance(choice, Mapping) or choice.get("type") != "allowed_tools":
+        return list(names)
+    allowed = choice.get("allowed_tools")
+    listed = allowed.get("tools") if isinstance(allowed, Mapping) else None
+    if not isinstance(listed, list):
+        return list(names)
+    wanted = {_named(t, "function") for t in listed if isinstance(t, Mapping)}
+    return [n for n in names if n in wanted]
+
+
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+# Words that say nothing about which tool fits: question words and the usual verb prefixes.
+_STOP = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "what",
+        "which",
+        "from",
+        "this",
+        "that",
+        "you",
+        "your",
+        "are",
+        "was",
+        "get",
+        "set",
+        "fetch",
+        "list",
+        "find",
+        "how",
+        "when",
+        "where",
+        "who",
+        "why",
+        "can",
+        "please",
+        "tell",
+    ]
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) > 2} - _STOP
+
+
+def rank_functions(functions: Sequence[tuple[str, str]], request: str, answer: Answer) -> list[str]:
+    """Function names, most plausible first, for a request that says ``request``: by the
+    words a function's name and description share with it, ties (and a request that shares
+    none) in an order drawn from the answer, so the same conversation picks the same tool and
+    different ones spread over the tools offered."""
+    asked = _words(request)
+
+    def key(item: tuple[int, tuple[str, str]]) -> tuple[int, int]:
+        i, (name, description) = item
+        shared = len(asked & _words(f"{name} {description}"))
+        return -shared, answer.draw(_PICK_SALT + i) & 0xFFFF
+
+    return [name for _, (name, _) in sorted(enumerate(functions), key=key)]
+
+
 def called_function(
     names: Sequence[str],
     *,
@@ -93,7 +181,8 @@ def called_function(
     last_role: str,
     continuing: bool = False,
 ) -> str | None:
-    """The function the model calls, or ``None`` for a text answer.
+    """The function the model calls, or ``None`` for a text answer. ``names`` come most
+    plausible first (``rank_functions``).
 
     With tools offered and ``tool_choice`` not "none", the model calls one when the user spoke
     last, and answers in text after a tool's result (or anything else). "required" and a named
@@ -140,7 +229,8 @@ def example_arguments(parameters: Mapping[str, Any] | None, answer: Answer) -> s
     required = (parameters or {}).get("required")
     names = [n for n in properties if not isinstance(required, list) or n in required]
     values = {name: example_value(properties[name], answer, i) for i, name in enumerate(names)}
-    return orjson.dumps(values).decode()
+    # The standard library's encoder: an enum value may be an integer past 64 bits.
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
 def make_tool_call(answer: Answer, name: str, parameters: Mapping[str, Any] | None) -> ToolCall:

@@ -1,10 +1,10 @@
-"""The simulated engine's OpenAI wire format: request bodies in, response bodies out.
+"""The simulated engine's requests on the wire: a body becomes a ``SimBatch`` of ``SimCall``s.
 
-A request body becomes a ``SimCall``: the prompt's token count, the answer (text, or a tool
-call), the limits, and vLLM's validation errors (``BadRequest`` and ``NotFound``, which the
-server's one error edge turns into OpenAI-shaped JSON). Responses are laid out here as vLLM
-sends them: SSE chunks for a stream, a whole ``chat.completion`` or ``text_completion`` object
-otherwise. Nothing here does I/O.
+A call is one choice of one prompt: its prompt's token count, its answer (text, or a tool call),
+its limits. A chat request has ``n`` calls; a completions request ``n`` per prompt of its batch.
+vLLM's validation errors are raised as ``BadRequest`` and ``ModelNotFound``, which the server's
+one error edge turns into OpenAI-shaped JSON. Response shapes live in ``respond``. Nothing here
+does I/O.
 """
 
 from __future__ import annotations
@@ -17,25 +17,28 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StrictStr,
     ValidationError,
 )
 
-from proxy.errors import BadRequest, NotFound
-from proxy.sim.call import SimCall
+from proxy.errors import BadRequest, ModelNotFound
+from proxy.intercept.tokens import canonical_json, chat_prompt_tokens, content_text, estimate_tokens
+from proxy.intercept.wire import WholeInt
+from proxy.sim.call import SimBatch, SimCall
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.text import (
-    Answer,
-    answer_for,
-    canonical_json,
-    chat_answer_key,
-    chat_prompt_tokens,
-    estimate_tokens,
+from proxy.sim.text import Answer, answer_for, chat_answer_key
+from proxy.sim.tools import (
+    ToolCall,
+    allowed_functions,
+    called_function,
+    make_tool_call,
+    rank_functions,
+    tool_choice,
 )
-from proxy.sim.tools import ToolCall, called_function, make_tool_call, tool_choice
 
-DONE = b"data: [DONE]\n\n"
+# What OpenAI's document says a null prompt means.
+DEFAULT_PROMPT = "<|endoftext|>"
+MAX_CHOICES = 128  # OpenAI's limit on n
 
 # -- requests: what a call asks of the simulated model ------------------------------------
 
@@ -53,7 +56,6 @@ class _StreamOptions(_Open):
 class _Message(_Open):
     role: StrictStr
     content: StrictStr | list[dict[str, Any]] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Function(_Open):
@@ -63,24 +65,28 @@ class _Function(_Open):
 
 
 class _Tool(_Open):
-    type: Literal["function"]
-    function: _Function
+    # OpenAI's custom tools (free-form input) are offered to the model but never called by it.
+    type: Literal["function", "custom"]
+    function: _Function | None = None
+    custom: dict[str, Any] | None = None
 
 
 class _Generation(_Open):
     model: StrictStr
     stream: StrictBool | None = None
     stream_options: _StreamOptions | None = None
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
-    n: StrictInt | None = None
-    priority: StrictInt | None = None
+    max_tokens: WholeInt | None = Field(default=None, ge=1)
+    n: WholeInt | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    temperature: float | None = None
+    seed: WholeInt | None = None
+    priority: WholeInt | None = None
     ignore_eos: StrictBool | None = None
     vllm_xargs: dict[str, Any] | None = None
 
 
 class _ChatBody(_Generation):
     messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: WholeInt | None = Field(default=None, ge=1)
     continue_final_message: StrictBool | None = None
     add_generation_prompt: StrictBool | None = None
     tools: list[_Tool] | None = None
@@ -88,7 +94,7 @@ class _ChatBody(_Generation):
 
 
 class _CompletionBody(_Generation):
-    prompt: StrictStr | list[StrictInt] | list[StrictStr] | list[list[StrictInt]]
+    prompt: StrictStr | list[WholeInt] | list[StrictStr] | list[list[WholeInt]] | None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -115,11 +121,7 @@ def _parse(model: type[M], raw: bytes) -> tuple[M, dict[str, Any]]:
 
 def _common(config: SimEngineConfig, body: _Generation) -> None:
     if body.model not in config.served_names():
-        raise NotFound(
-            f"The model `{body.model}` does not exist.", param="model", code="model_not_found"
-        )
-    if body.n not in (None, 1):
-        raise BadRequest("only n=1 is supported by the simulated engine", param="n")
+        raise ModelNotFound(f"The model `{body.model}` does not exist.")
     if body.priority and config.scheduling_policy != "priority":
         raise BadRequest(
             f"Got priority {body.priority} but Priority scheduling is not enabled.",
@@ -152,12 +154,32 @@ def _max_tokens(config: SimEngineConfig, prompt_tokens: int, requested: int | No
     return requested
 
 
+def _check_tools(tools: list[_Tool]) -> None:
+    for i, tool in enumerate(tools):
+        if tool.type == "function" and tool.function is None:
+            raise BadRequest(
+                f"invalid request: tools.{i}.function: a function tool needs a function object",
+                param=f"tools.{i}.function",
+            )
+        if tool.type == "custom" and not isinstance((tool.custom or {}).get("name"), str):
+            raise BadRequest(
+                f"invalid request: tools.{i}.custom.name: a custom tool needs a name",
+                param=f"tools.{i}.custom.name",
+            )
+
+
 def _tool_call(body: _ChatBody, answer: Answer) -> ToolCall | None:
-    functions = [t.function for t in body.tools or ()]
-    names = [f.name for f in functions]
-    mode, named = tool_choice(body.tool_choice, names)
+    functions = {t.function.name: t.function for t in body.tools or () if t.function is not None}
+    mode, named = tool_choice(body.tool_choice, list(functions))
+    offered = allowed_functions(body.tool_choice, list(functions))
+    asked = next((m for m in reversed(body.messages) if m.role == "user"), None)
+    ranked = rank_functions(
+        [(name, functions[name].description or "") for name in offered],
+        content_text(asked.content) if asked is not None else "",
+        answer,
+    )
     name = called_function(
-        names,
+        ranked,
         mode=mode,
         named=named,
         last_role=body.messages[-1].role,
@@ -165,14 +187,25 @@ def _tool_call(body: _ChatBody, answer: Answer) -> ToolCall | None:
     )
     if name is None:
         return None
-    function = next(f for f in functions if f.name == name)
-    return make_tool_call(answer, name, function.parameters)
+    return make_tool_call(answer, name, functions[name].parameters)
 
 
 def _answer(config: SimEngineConfig, key: bytes) -> Answer:
     return answer_for(
         key, seed=config.seed, length_range=(config.output_len_min, config.output_len_max)
     )
+
+
+def _sampling(body: _Generation, request_id: str, index: int) -> bytes:
+    """What the answer key adds for choice ``index``: nothing when decoding is greedy
+    (temperature 0, or none given: every request and choice of a conversation gets the same
+    answer), else the request's ``seed`` (or, without one, its id) and the choice's index, so
+    requests and choices differ as sampled ones do, and a request repeated with its seed
+    does not."""
+    if not body.temperature or body.temperature <= 0:
+        return b""
+    source = f"seed:{body.seed}" if body.seed is not None else f"id:{request_id}"
+    return f"\x00{source}:{index}".encode()
 
 
 def _call(
@@ -185,6 +218,8 @@ def _call(
     answer: Answer,
     offset: int,
     max_tokens: int | None,
+    index: int,
+    solo: bool,
     tool_call: ToolCall | None = None,
 ) -> SimCall:
     options = body.stream_options
@@ -202,13 +237,32 @@ def _call(
         include_usage=bool(options and options.include_usage),
         continuous_usage=bool(options and options.continuous_usage_stats),
         tool_call=tool_call,
+        index=index,
+        solo=solo,
     )
 
 
-def chat_call(config: SimEngineConfig, raw: bytes, request_id: str) -> SimCall:
-    """Validate a ``/v1/chat/completions`` body; raises ``BadRequest`` or ``NotFound``."""
+def _batch(
+    body: _Generation, *, chat: bool, request_id: str, calls: list[SimCall], prompt_tokens: int
+) -> SimBatch:
+    options = body.stream_options
+    return SimBatch(
+        chat=chat,
+        request_id=request_id,
+        model=body.model,
+        stream=bool(body.stream),
+        include_usage=bool(options and options.include_usage),
+        calls=tuple(calls),
+        prompt_tokens=prompt_tokens,
+    )
+
+
+def chat_batch(config: SimEngineConfig, raw: bytes, request_id: str) -> SimBatch:
+    """Validate a ``/v1/chat/completions`` body into its ``n`` calls; raises ``BadRequest``
+    or ``ModelNotFound``."""
     body, data = _parse(_ChatBody, raw)
     _common(config, body)
+    _check_tools(body.tools or [])
     add_generation_prompt = body.add_generation_prompt is not False
     if body.continue_final_message:
         if add_generation_prompt:
@@ -225,153 +279,70 @@ def chat_call(config: SimEngineConfig, raw: bytes, request_id: str) -> SimCall:
     key, offset = chat_answer_key(
         messages, continue_final_message=bool(body.continue_final_message)
     )
-    answer = _answer(config, key)
-    tool_call = _tool_call(body, answer)
     prompt_tokens = chat_prompt_tokens(
         messages, tools=data.get("tools"), add_generation_prompt=add_generation_prompt
     )
-    return _call(
-        config,
-        body,
-        chat=True,
-        request_id=request_id,
-        prompt_tokens=prompt_tokens,
-        answer=answer,
-        offset=offset,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        tool_call=tool_call,
-    )
-
-
-def completion_call(config: SimEngineConfig, raw: bytes, request_id: str) -> SimCall:
-    """Validate a ``/v1/completions`` body. The prompt is a string or a list of token ids (or
-    a list holding one of those); a batch of several prompts is rejected with 400."""
-    body, data = _parse(_CompletionBody, raw)
-    _common(config, body)
-    prompt: Any = data["prompt"]
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-        if len(prompt) != 1:
-            raise BadRequest(
-                "batched prompts are not supported by the simulated engine", param="prompt"
+    n = body.n or 1
+    calls = []
+    for index in range(n):
+        answer = _answer(config, key + _sampling(body, request_id, index))
+        calls.append(
+            _call(
+                config,
+                body,
+                chat=True,
+                request_id=request_id,
+                prompt_tokens=prompt_tokens,
+                answer=answer,
+                offset=offset,
+                max_tokens=body.max_completion_tokens or body.max_tokens,
+                index=index,
+                solo=n == 1,
+                tool_call=_tool_call(body, answer),
             )
-        prompt = prompt[0]
-    tokens = estimate_tokens(prompt) if isinstance(prompt, str) else len(prompt)
-    if tokens == 0:
-        raise BadRequest("the prompt cannot be empty", param="prompt")
-    return _call(
-        config,
-        body,
-        chat=False,
-        request_id=request_id,
-        prompt_tokens=tokens,
-        answer=_answer(config, canonical_json(prompt)),
-        offset=0,
-        max_tokens=body.max_tokens,
-    )
+        )
+    return _batch(body, chat=True, request_id=request_id, calls=calls, prompt_tokens=prompt_tokens)
 
 
-# -- responses: what the engine sends back ------------------------------------------------
+def _prompts(prompt: Any) -> list[str | list[int]]:
+    # As vLLM: a string or a list of token ids is one prompt, any other list a batch of them
+    # (an empty list an empty batch); null is the document's default prompt.
+    if prompt is None:
+        return [DEFAULT_PROMPT]
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    return list(prompt)
 
 
-def usage(call: SimCall, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": call.prompt_tokens + completion,
-    }
-
-
-def chunk(call: SimCall, created: int, choices: list[Any], usage: Any = None) -> bytes:
-    """One SSE event of a stream."""
-    body: dict[str, Any] = {
-        "id": call.response_id,
-        "object": "chat.completion.chunk" if call.chat else "text_completion",
-        "created": created,
-        "model": call.model,
-        "choices": choices,
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-def _choice(call: SimCall, content: dict[str, Any] | str, reason: str | None) -> dict[str, Any]:
-    # ``content`` is a chat delta, or a completion's text.
-    choice: dict[str, Any] = {"index": 0, "delta" if call.chat else "text": content}
-    choice["logprobs"] = None
-    choice["finish_reason"] = reason
-    if reason is not None:
-        choice["stop_reason"] = None
-    return choice
-
-
-def _tool_chunks(
-    call: SimCall, tool: ToolCall, created: int, sent: int, done: int, reason: str | None
-) -> bytes:
-    # OpenAI's layout: a delta naming the call (id, type, name, empty arguments), then deltas
-    # carrying pieces of the arguments, then a finish chunk with an empty delta.
-    out = bytearray()
-    use = usage(call, done) if call.continuous_usage else None
-    if sent == 0 < done:
-        function = {"name": tool.name, "arguments": ""}
-        opening = {"index": 0, "id": tool.id, "type": "function", "function": function}
-        out += chunk(call, created, [_choice(call, {"tool_calls": [opening]}, None)], use)
-    piece = "".join(tool.piece(i) for i in range(sent, done))
-    if piece:
-        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-        out += chunk(call, created, [_choice(call, delta, None)], use)
-    if reason is not None:
-        out += chunk(call, created, [_choice(call, {}, call.finish_reason(reason))], use)
-    return bytes(out)
-
-
-def stream_event(call: SimCall, created: int, sent: int, tokens: int, reason: str | None) -> bytes:
-    """The SSE chunks for one event of the engine: ``tokens`` new tokens after the ``sent``
-    ones, and the finish reason if the request has ended (``None`` while it runs)."""
-    if not tokens and reason is None:
-        return b""
-    out = bytearray()
-    if call.chat and sent == 0:  # vLLM sends the role first, with the first token
-        out += chunk(call, created, [_choice(call, {"role": "assistant", "content": ""}, None)])
-    done = sent + tokens
-    if call.tool_call is not None:
-        return bytes(out) + _tool_chunks(call, call.tool_call, created, sent, done, reason)
-    text = "".join(call.token_text(i) for i in range(sent, done))
-    use = usage(call, done) if call.continuous_usage else None
-    content = {"content": text} if call.chat else text
-    out += chunk(call, created, [_choice(call, content, reason)], use)
-    return bytes(out)
-
-
-def stream_end(call: SimCall, created: int, sent: int) -> bytes:
-    """What follows the finish: the usage chunk if the client asked for it, then ``[DONE]``."""
-    tail = chunk(call, created, [], usage(call, sent)) if call.include_usage else b""
-    return tail + DONE
-
-
-def whole_body(call: SimCall, created: int, sent: int, reason: str) -> dict[str, Any]:
-    """The ``chat.completion`` or ``text_completion`` object of a call that generated ``sent``
-    tokens and finished for ``reason``."""
-    choice: dict[str, Any] = {"index": 0}
-    tool = call.tool_call
-    if not call.chat:
-        choice["text"] = call.answer_text(sent)
-    elif tool is not None and sent:
-        function = {"name": tool.name, "arguments": tool.arguments_upto(sent)}
-        choice["message"] = {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [{"id": tool.id, "type": "function", "function": function}],
-        }
-    else:
-        text = call.answer_text(sent)
-        choice["message"] = {"role": "assistant", "content": text, "tool_calls": []}
-    choice.update(logprobs=None, finish_reason=call.finish_reason(reason), stop_reason=None)
-    return {
-        "id": call.response_id,
-        "object": "chat.completion" if call.chat else "text_completion",
-        "created": created,
-        "model": call.model,
-        "choices": [choice],
-        "usage": usage(call, sent),
-    }
+def completion_batch(config: SimEngineConfig, raw: bytes, request_id: str) -> SimBatch:
+    """Validate a ``/v1/completions`` body into ``n`` calls per prompt, in vLLM's choice
+    order (prompt by prompt); raises ``BadRequest`` or ``ModelNotFound``."""
+    body, _ = _parse(_CompletionBody, raw)
+    _common(config, body)
+    prompts = _prompts(body.prompt)
+    n = body.n or 1
+    solo = n * len(prompts) == 1
+    calls, total = [], 0
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, list) and not prompt:
+            raise BadRequest("a prompt of token ids cannot be empty", param=f"prompt.{i}")
+        # Text is at least the begin-of-text token the tokenizer adds, even when empty.
+        tokens = max(1, estimate_tokens(prompt)) if isinstance(prompt, str) else len(prompt)
+        total += tokens
+        for j in range(n):
+            key = canonical_json(prompt) + _sampling(body, request_id, j)
+            calls.append(
+                _call(
+                    config,
+                    body,
+                    chat=False,
+                    request_id=request_id,
+                    prompt_tokens=tokens,
+                    answer=_answer(config, key),
+                    offset=0,
+                    max_tokens=body.max_tokens,
+                    index=i * n + j,
+                    solo=solo,
+                )
+            )
+    return _batch(body, chat=False, request_id=request_id, calls=calls, prompt_tokens=total)

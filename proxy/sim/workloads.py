@@ -29,7 +29,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.sim.trace import TraceRecord
+from proxy.trace import TraceRecord
 
 MAX_CONTEXT = 32768
 """Tokens a context may reach (prompt + answer) before it is cut to its most recent ones."""

@@ -28,10 +28,10 @@ from proxy.backends.vllm_plugin.queue import (
     CallBook,
     CallTags,
     PolicyQueue,
-    ServiceCost,
     SortKey,
     choose_victims,
 )
+from proxy.core.cost import ServiceCost
 from proxy.errors import ConfigError
 from proxy.policies.atlas import ATLAS, ATLASConfig
 from proxy.policies.base import Policy
@@ -213,23 +213,23 @@ def test_program_service_update_reranks_all_its_calls_and_drops_pins() -> None:
     arrive(book, "a", program="p", service=0.0)
     arrive(book, "b", program="p", service=0.0, level=0)
     arrive(book, "x", program="q", service=0.0)
-    touched = book.set_program_service("p", 5.0)
+    touched = book.set_program_service("p", 5.0, now=0.0)
     assert touched == ["a", "b"]
     for request_id in ("a", "b"):
         book.refresh(request_id, prompt_tokens=10, output_tokens=0, now=1.0)
     assert (level(book, "a"), level(book, "b"), level(book, "x")) == (3, 3, 0)
-    assert book.set_program_service("nobody", 1.0) == []
+    assert book.set_program_service("nobody", 1.0, now=0.0) == []
 
 
 def test_call_level_update_pins_the_call() -> None:
     book = plas_book()
     arrive(book, "r", service=8.0)
     assert level(book, "r") == 4
-    assert book.set_call_level("c-r", 0) == ["r"]
+    assert book.set_call_level("c-r", 0, now=0.0) == ["r"]
     assert level(book, "r") == 0
-    assert book.set_call_level("c-r", 99) == ["r"]  # clamped to the bottom
+    assert book.set_call_level("c-r", 99, now=0.0) == ["r"]  # clamped to the bottom
     assert level(book, "r") == 4
-    assert book.set_call_level("no-such-call", 0) == []
+    assert book.set_call_level("no-such-call", 0, now=0.0) == []
 
 
 def test_admission_preemption_and_quantum_accounting() -> None:
@@ -300,15 +300,19 @@ def test_atlas_keeps_a_programs_parallel_calls_together() -> None:
 @dataclass(eq=False)
 class Req:
     request_id: str
-    key: SortKey
+    priority: int = 0
 
 
-def keyed(*items: tuple[str, int]) -> tuple[PolicyQueue[Req], dict[str, Req]]:
-    reqs = {name: Req(name, (lvl, 0.0, "", i)) for i, (name, lvl) in enumerate(items)}
-    queue: PolicyQueue[Req] = PolicyQueue(lambda r: r.key)
-    for req in reqs.values():
-        queue.add_request(req)
-    return queue, reqs
+def keyed(*items: tuple[str, int]) -> tuple[PolicyQueue[Req], dict[str, Req], CallBook]:
+    """A queue over a book whose calls enter the given levels (pinned by the proxy)."""
+    book = plas_book()
+    queue: PolicyQueue[Req] = PolicyQueue(book)
+    reqs = {}
+    for name, lvl in items:
+        arrive(book, name, program=name, level=lvl)
+        reqs[name] = Req(name)
+        queue.add_request(reqs[name])
+    return queue, reqs, book
 
 
 def names(queue: PolicyQueue[Req]) -> list[str]:
@@ -316,26 +320,36 @@ def names(queue: PolicyQueue[Req]) -> list[str]:
 
 
 def test_queue_orders_by_key_not_arrival() -> None:
-    queue, reqs = keyed(("a", 3), ("b", 1), ("c", 2), ("d", 1))
+    queue, reqs, _ = keyed(("a", 3), ("b", 1), ("c", 2), ("d", 1))
     assert names(queue) == ["b", "d", "c", "a"]
     assert queue.peek_request() is reqs["b"]
     assert len(queue) == 4
     assert queue
     assert queue.pop_request() is reqs["b"]
-    queue.prepend_request(reqs["b"])  # back by key, as in vLLM's priority queue
+    assert reqs["b"].priority == 1  # vLLM's KV-pressure victim choice reads the level
+    queue.prepend_request(reqs["b"])  # back by rank, as in vLLM's priority queue
     assert names(queue) == ["b", "d", "c", "a"]
 
 
-def test_queue_resorts_when_keys_change() -> None:
-    queue, reqs = keyed(("a", 3), ("b", 1))
-    reqs["a"].key = (0, 0.0, "", 0)
-    assert names(queue) == ["b", "a"]  # stale until the step's resort
-    queue.resort()
-    assert names(queue) == ["a", "b"]
+def test_queue_reranks_a_waiting_call_when_the_proxy_pins_it() -> None:
+    queue, _, book = keyed(("a", 3), ("b", 1))
+    assert names(queue) == ["b", "a"]
+    book.set_call_level(book.get("a").call.id, 0, now=1.0)  # type: ignore[union-attr]
+    assert names(queue) == ["a", "b"]  # no resort needed: the core re-ranked it
+
+
+def test_queue_puts_requests_the_book_does_not_know_last() -> None:
+    queue, reqs, _ = keyed(("a", 3))
+    stranger = Req("stranger")
+    queue.add_request(stranger)
+    assert names(queue) == ["a", "stranger"]
+    queue.remove_request(reqs["a"])
+    assert queue.pop_request() is stranger
+    assert not queue
 
 
 def test_queue_removal_and_empty_errors() -> None:
-    queue, reqs = keyed(("a", 1), ("b", 2), ("c", 3))
+    queue, reqs, _ = keyed(("a", 1), ("b", 2), ("c", 3))
     queue.remove_request(reqs["b"])
     assert names(queue) == ["a", "c"]
     with pytest.raises(ValueError, match="not queued"):

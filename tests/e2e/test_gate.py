@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -17,6 +17,7 @@ from proxy.serve import serving
 from proxy.server import running_proxy
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.server import create_sim_app
+from proxy.state import STATE
 
 pytestmark = pytest.mark.e2e
 
@@ -152,8 +153,6 @@ async def test_concurrent_preemptions_lose_and_duplicate_nothing(sim_url: str) -
 async def test_a_resumption_that_finds_no_engine_ends_the_stream_with_an_error(
     sim_url: str,
 ) -> None:
-    from proxy.app import STATE
-
     config = _config(sim_url, 1, preempt=True, min_quantum_s=0.0)
     async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
         state = proxy.app[STATE]
@@ -178,3 +177,35 @@ async def test_a_resumption_that_finds_no_engine_ends_the_stream_with_an_error(
     events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
     assert "error" in events[-1]
     assert events[-1]["error"]["code"] == "engine_unavailable"
+
+
+async def test_clients_that_all_leave_at_once_leave_every_slot_free(sim_url: str) -> None:
+    """64 clients queue behind a cap of 16 and all disconnect together: the slots they were
+    about to get go back, so the next call is served (it used to hang forever)."""
+    async with (
+        running_proxy(_config(sim_url, 16, preempt=False)) as proxy,
+        aiohttp.ClientSession() as http,
+    ):
+        url = proxy.url + "/v1/chat/completions"
+
+        async def call(i: int) -> None:
+            async with http.post(url, json=_body(f"leaver {i}", 400, True)) as resp:
+                await resp.content.read()
+
+        leavers = [asyncio.create_task(call(i)) for i in range(64)]
+        gate = proxy.app[STATE].gate
+        await _until(lambda: gate.queued >= 48)  # 16 running, 48 waiting
+        for task in leavers:
+            task.cancel()
+        await asyncio.gather(*leavers, return_exceptions=True)
+        await _until(lambda: not gate.queued and not gate.running("sim"))
+        async with asyncio.timeout(30):
+            async with http.post(url, json=_body("after", 4, False)) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["usage"]["completion_tokens"] == 4
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not condition():  # noqa: ASYNC110 - polling the proxy's own state, no event
+            await asyncio.sleep(0.01)

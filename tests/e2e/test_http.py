@@ -14,6 +14,7 @@ from proxy.config import EngineConfig, ProxyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
 from proxy.sim.config import SimEngineConfig
+from proxy.state import STATE
 from tests.e2e.fakes import Script, fake_engine, sse
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +68,7 @@ async def test_unknown_model_404_and_unknown_route_404(
         assert resp.status == 404
         err = _assert_openai_error(await resp.json(), "model")
         assert "gpt-x" in err["message"]
-        assert err["code"] == "model_not_found"
+        assert (err["type"], err["code"]) == ("invalid_request_error", "model_not_found")
     async with http.get(proxy.url + "/nowhere") as resp:
         assert resp.status == 404
         _assert_openai_error(await resp.json())
@@ -116,7 +117,7 @@ async def test_unreachable_engine_is_502_naming_it_then_503(http: aiohttp.Client
         async with http.get(proxy.url + "/ready") as resp:
             assert resp.status == 503
         # Were it believed healthy, the failed connection itself names the engine (502).
-        proxy.app[__import__("proxy.app").app.STATE].pool.engines["gone"].healthy = True
+        proxy.app[STATE].pool.engines["gone"].healthy = True
         async with http.post(
             proxy.url + "/v1/chat/completions", json={**CHAT, "model": "m"}
         ) as resp:
@@ -134,8 +135,6 @@ async def test_failover_to_a_healthy_engine(http: aiohttp.ClientSession) -> None
             EngineConfig(name="live", url=engine_url, models=["m"]),
         ]
         async with running_proxy(ProxyConfig(port=0, engines=engines)) as proxy:
-            from proxy.app import STATE
-
             proxy.app[STATE].pool.engines["dead"].healthy = True  # as if it died a moment ago
             proxy.app[STATE].pool.engines["live"].inflight = 5  # so "dead" is chosen first
             async with http.post(
@@ -302,7 +301,10 @@ async def test_health_ready_metrics(proxy: RunningProxy, http: aiohttp.ClientSes
         text = await resp.text()
     assert 'autellix_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
     assert 'autellix_requests_total{route="/v1/chat/completions",status="404"} 1.0' in text
-    assert 'autellix_errors_total{route="/v1/chat/completions",type="not_found_error"} 1.0' in text
+    assert (
+        'autellix_errors_total{route="/v1/chat/completions",type="invalid_request_error"} 1.0'
+        in text
+    )
     assert 'autellix_time_to_first_token_seconds_count{route="/v1/chat/completions"} 1.0' in text
     assert 'autellix_tokens_total{engine="sim",kind="completion"}' in text
     assert 'autellix_inflight_calls{engine="sim"} 0.0' in text

@@ -11,11 +11,11 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.app import STATE
 from proxy.config import EngineConfig, ProgramsConfig, ProxyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
 from proxy.sim.config import SimEngineConfig
+from proxy.state import STATE
 from tests.e2e.fakes import Script, fake_engine
 
 pytestmark = pytest.mark.e2e
@@ -202,3 +202,25 @@ def test_bad_policy_stops_start_up_with_a_clear_error(
 
     with pytest.raises(ConfigError, match=message):
         create_app(ProxyConfig(port=0, policy=policy, policy_config=settings))
+
+
+@pytest.mark.parametrize(("temperature", "programs"), [(0.7, 2), (0, 1)])
+async def test_identical_runs_stay_apart_when_sampled(
+    proxy: RunningProxy, http: aiohttp.ClientSession, temperature: float, programs: int
+) -> None:
+    # Two agent runs that start alike: sampled answers differ, so each run's next turn follows
+    # its own reply and stays its own program; greedy answers are the same, and the two runs
+    # cannot be told apart (the later one takes the conversation over).
+    question = [{"role": "user", "content": "Plan a trip to Lisbon."}]
+    seconds = []
+    for _ in range(2):
+        _, first = await _post(http, proxy, _chat(question, temperature=temperature))
+        reply = first["choices"][0]["message"]
+        turn = [*question, {"role": "assistant", "content": reply["content"]},
+                {"role": "user", "content": "And then?"}]  # fmt: skip
+        seconds.append(turn)
+    ids = set()
+    for turn in seconds:
+        resp, _ = await _post(http, proxy, _chat(turn, temperature=temperature))
+        ids.add(resp.headers["X-Program-Id"])
+    assert len(ids) == programs

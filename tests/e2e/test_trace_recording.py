@@ -10,8 +10,8 @@ import pytest
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.trace import read_trace
 from proxy.sim.workloads import from_trace
+from proxy.trace import read_trace
 
 pytestmark = pytest.mark.e2e
 

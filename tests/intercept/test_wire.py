@@ -31,8 +31,6 @@ def test_valid_chat_keeps_vendor_fields() -> None:
         ({"model": "m", "messages": []}, "messages"),
         ({"model": "m", "messages": [{"content": "x"}]}, "messages.0.role"),
         ({"model": "m", "messages": [{"role": "user"}], "stream": "yes"}, "stream"),
-        ({"model": "m", "messages": [{"role": "user"}], "max_tokens": "10"}, "max_tokens"),
-        ({"model": "m", "messages": [{"role": "user"}], "max_tokens": -1}, "max_tokens"),
         (
             {"model": "m", "messages": [{"role": "user"}], "stream_options": {"include_usage": 1}},
             "stream_options.include_usage",
@@ -53,3 +51,22 @@ def test_completion_prompt_forms() -> None:
         validate(CompletionRequest, {"model": "m", "prompt": {"x": 1}})
     assert info.value.param is not None
     assert info.value.param.startswith("prompt")
+
+
+def test_nullable_fields_take_their_documented_defaults() -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": None}
+    assert validate(ChatCompletionRequest, chat).stream is False
+    assert validate(ChatCompletionRequest, {**chat, "stream_options": None}).stream_options is None
+    completion = validate(CompletionRequest, {"model": "m", "prompt": None, "stream": None})
+    assert completion.prompt is None
+    assert completion.stream is False
+
+
+def test_fields_the_proxy_does_not_read_are_left_to_the_engine() -> None:
+    # The engine checks these; the proxy forwards them as sent, even when they are odd.
+    body = {"model": "", "messages": [{"role": "user"}], "max_tokens": -1, "n": "2"}
+    req = validate(ChatCompletionRequest, body)
+    assert req.model_extra == {"max_tokens": -1, "n": "2"}
+    with pytest.raises(BadRequest) as info:
+        validate(CompletionRequest, {"model": "m"})
+    assert info.value.param == "prompt"

@@ -23,6 +23,19 @@ def test_least_busy_healthy_engine_serving_the_model() -> None:
     assert pool.models() == {"m": ["a"], "n": ["c"]}
 
 
+def test_serving_lists_the_candidates_without_choosing() -> None:
+    pool = _pool(
+        EngineConfig(name="a", url="http://a", models=["m"]),
+        EngineConfig(name="b", url="http://b", models=["m", "n"]),
+        EngineConfig(name="c", url="http://c", models=["n"]),
+    )
+    pool.engines["a"].healthy = False
+    assert [s.name for s in pool.serving("m")] == ["b"]
+    assert [s.name for s in pool.serving(None)] == ["b", "c"]
+    with pytest.raises(NotFound):
+        pool.serving("x")
+
+
 def test_unknown_model_is_not_found_when_all_lists_are_known() -> None:
     pool = _pool(EngineConfig(name="a", url="http://a", models=["m"]))
     with pytest.raises(NotFound) as info:

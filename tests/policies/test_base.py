@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from proxy.policies import BUILTIN
-from proxy.policies.base import BasePolicy, Policy, Priority, assigned, live_wait
+from proxy.policies.base import (
+    BasePolicy,
+    Policy,
+    Priority,
+    assigned,
+    live_wait,
+    program_scalar,
+)
+from proxy.policies.registry import PolicyRegistry
 from proxy.records import Call, Program
 
 
@@ -77,3 +85,17 @@ def test_every_builtin_satisfies_the_protocol(name: str) -> None:
     assert isinstance(policy, Policy)
     assert policy.name == name
     assert policy.live_ok is (name != "srpt")
+
+
+def test_the_program_scalar_is_the_field_the_policy_declares() -> None:
+    program = Program(id="p", created=0.0)
+    program.service, program.critical_path = 5.0, 2.0
+    registry = PolicyRegistry()
+    ranked = {name: program_scalar(registry.create(name), program) for name in BUILTIN}
+    assert ranked.pop("atlas") == 2.0  # parallel calls: the longest thread, not their sum
+    assert set(ranked.values()) == {5.0}
+
+    class Undeclared:  # a plug-in that does not subclass BasePolicy or say what it ranks by
+        pass
+
+    assert program_scalar(Undeclared(), program) == 5.0

@@ -158,6 +158,10 @@ class BadConfig(Good):
     Config: ClassVar[type] = dict
 
 
+class UnknownScalar(Good):
+    ranks_by = "tokens"
+
+
 def test_a_well_shaped_plain_class_passes() -> None:
     reg = registry()
     reg.register("good", Good)
@@ -177,6 +181,7 @@ def test_a_well_shaped_plain_class_passes() -> None:
             r"on_finish\(\) requires arguments the contract does not pass: \['engine'\]",
         ),
         (BadConfig, "its 'Config' is not a dataclass"),
+        (UnknownScalar, "its 'ranks_by' is not one of 'service', 'critical_path'"),
     ],
 )
 def test_misshapen_plugins_are_named_with_what_is_wrong(cls: type, problem: str) -> None:

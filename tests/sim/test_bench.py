@@ -17,7 +17,7 @@ from proxy.policies.fcfs import FCFS
 from proxy.records import Call, Program
 from proxy.sim.bench import add_bench_arguments, run_bench
 from proxy.sim.sweep import CSV_COLUMNS
-from proxy.sim.trace import TraceRecord, write_trace
+from proxy.trace import TraceRecord, write_trace
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -18,7 +18,6 @@ from proxy.sim.engine import EngineModel, StepResult
 from proxy.sim.policy_queue import PreemptConfig
 from proxy.sim.results import metrics
 from proxy.sim.simconfig import EngineShape, SimConfig
-from proxy.sim.trace import TraceRecorder, read_trace
 from proxy.sim.workloads import (
     CallSpec,
     LengthDist,
@@ -27,6 +26,7 @@ from proxy.sim.workloads import (
     from_trace,
     generate,
 )
+from proxy.trace import TraceRecorder, read_trace
 
 # Round numbers: 1 s per step, 0.1 s per decoding sequence, 0.01 s per prefilled token.
 SIMPLE = CostModel(

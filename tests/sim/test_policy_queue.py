@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from proxy.policies.base import Priority
+from proxy.policies.fcfs import FCFS
 from proxy.policies.plas import PLAS
 from proxy.records import Call, CallState, Program
 from proxy.sim.engine import EngineModel, EngineRequest
-from proxy.sim.policy_queue import PolicyQueue, PreemptConfig, PrefixCache, Tracked, service_of
+from proxy.sim.policy_queue import PolicyQueue, PreemptConfig, PrefixCache, Tracked
 
 
 def track(
@@ -32,7 +33,7 @@ def engine(queue: PolicyQueue, **kwargs: int) -> EngineModel:
 
 
 def test_orders_by_priority_then_arrival_and_names_the_worst_victim() -> None:
-    queue = PolicyQueue()
+    queue = PolicyQueue(FCFS())
     a = track(queue, "a", Priority(1, 0.0))
     b = track(queue, "b", Priority(0, 5.0))
     c = track(queue, "c", Priority(1, 0.0))  # ties with a: a came first
@@ -48,7 +49,7 @@ def test_orders_by_priority_then_arrival_and_names_the_worst_victim() -> None:
 
 
 def test_waits_are_measured_from_the_queue_side() -> None:
-    queue = PolicyQueue()
+    queue = PolicyQueue(FCFS())
     queue.now = 1.0
     t = track(queue, "a", Priority(0))
     queue.push(t.request)
@@ -68,7 +69,7 @@ def test_waits_are_measured_from_the_queue_side() -> None:
 
 def test_on_head_runs_once_per_call() -> None:
     seen: list[str] = []
-    queue = PolicyQueue(on_head=lambda t: seen.append(t.request.id))
+    queue = PolicyQueue(FCFS(), on_head=lambda t: seen.append(t.request.id))
     t = track(queue, "a", Priority(0))
     queue.push(t.request)
     queue.peek()
@@ -77,7 +78,7 @@ def test_on_head_runs_once_per_call() -> None:
 
 
 def test_rerank_asks_on_service_for_running_calls_that_grew() -> None:
-    queue = PolicyQueue()
+    queue = PolicyQueue(FCFS())
     model = engine(queue)
     policy = PLAS()
     t = track(queue, "a", Priority(0))
@@ -108,7 +109,7 @@ def test_rerank_asks_on_service_for_running_calls_that_grew() -> None:
 def test_victims_follow_margin_and_quantum(
     margin: int, quantum: float, waiting_level: int, expect: list[str]
 ) -> None:
-    queue = PolicyQueue()
+    queue = PolicyQueue(FCFS())
     model = engine(queue)
     high = track(queue, "high", Priority(0, 0.0))
     low = track(queue, "low", Priority(1, 2.0))
@@ -124,22 +125,13 @@ def test_victims_follow_margin_and_quantum(
 
 
 def test_no_victim_when_there_is_room() -> None:
-    queue = PolicyQueue()
+    queue = PolicyQueue(FCFS())
     model = engine(queue, max_num_seqs=4)
     low = track(queue, "low", Priority(5))
     model.add(low.request, 0.0)
     model.step(0.0)
     model.add(track(queue, "new", Priority(0)).request, 1.0)
     assert queue.victims(model, PreemptConfig(min_quantum_s=0), 1.0) == []
-
-
-def test_service_charges_the_prompt_once_the_first_token_is_out() -> None:
-    assert (
-        service_of(prompt_tokens=100, output_tokens=0, prefill_token_s=0.01, decode_token_s=1) == 0
-    )
-    assert (
-        service_of(prompt_tokens=100, output_tokens=2, prefill_token_s=0.01, decode_token_s=1) == 3
-    )
 
 
 def test_prefix_cache_keeps_whole_blocks_and_drops_the_least_recent() -> None:

@@ -20,8 +20,8 @@ from proxy.sim.replay import (
 )
 from proxy.sim.results import metrics
 from proxy.sim.simconfig import SimConfig
-from proxy.sim.trace import TraceRecorder, read_trace
 from proxy.sim.workloads import from_trace, generate
+from proxy.trace import TraceRecorder, read_trace
 
 
 @pytest.fixture

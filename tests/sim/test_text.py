@@ -1,31 +1,13 @@
-"""Token estimates and the deterministic answers of the simulated model."""
+"""The deterministic answers of the simulated model."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.sim.text import (
-    VOCABULARY,
-    answer_for,
-    canonical_json,
-    chat_answer_key,
-    chat_prompt_tokens,
-    count_words,
-    estimate_tokens,
-)
+from proxy.intercept.tokens import canonical_json, estimate_tokens
+from proxy.sim.text import VOCABULARY, answer_for, chat_answer_key, count_words
 
 USER = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
-
-
-def test_token_estimates_and_prompt_counts() -> None:
-    assert [estimate_tokens(t) for t in ("", "a", "abcd", "abcde")] == [0, 1, 1, 2]
-    parts = [{"role": "user", "content": [{"type": "text", "text": "abcdefgh"}]}]
-    # begin + (4 framing + 2 text) + generation prompt
-    assert chat_prompt_tokens(parts) == 1 + 6 + 4
-    assert chat_prompt_tokens(parts, add_generation_prompt=False) == 7
-    calls = [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "x"}]}]
-    assert chat_prompt_tokens(calls) > chat_prompt_tokens([{"role": "assistant"}])
-    assert chat_prompt_tokens(parts, tools=[{"type": "function"}]) > chat_prompt_tokens(parts)
 
 
 def test_answers_are_deterministic_and_positional() -> None:

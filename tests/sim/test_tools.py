@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from proxy.errors import BadRequest
-from proxy.sim.text import answer_for, estimate_tokens
+from proxy.intercept.tokens import estimate_tokens
+from proxy.sim.text import answer_for
 from proxy.sim.tools import (
     ToolCall,
     called_function,

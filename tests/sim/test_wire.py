@@ -1,4 +1,4 @@
-"""The wire format: request bodies validated into calls as vLLM does, and response shapes."""
+"""Requests on the wire: bodies validated into batches of calls as vLLM does."""
 
 from __future__ import annotations
 
@@ -8,17 +8,10 @@ import orjson
 import pytest
 
 from proxy.errors import BadRequest, ProxyError
-from proxy.sim.call import SimCall
+from proxy.intercept.tokens import chat_prompt_tokens
+from proxy.sim.call import SimBatch, SimCall
 from proxy.sim.config import SimEngineConfig
-from proxy.sim.text import chat_prompt_tokens, count_words
-from proxy.sim.wire import (
-    DONE,
-    chat_call,
-    completion_call,
-    stream_end,
-    stream_event,
-    whole_body,
-)
+from proxy.sim.wire import chat_batch, completion_batch
 
 MODEL = "sim-llama-3.1-8b"
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -44,33 +37,13 @@ SMALL = SimEngineConfig(max_model_len=64)
 
 
 def chat(body: dict[str, Any], config: SimEngineConfig = CONFIG) -> SimCall:
-    return chat_call(config, orjson.dumps(body), "r1")
+    (call,) = chat_batch(config, orjson.dumps(body), "r1").calls
+    return call
 
 
-def events(raw: bytes) -> list[Any]:
-    """SSE bytes as a list of JSON chunks (and "[DONE]")."""
-    assert raw.endswith(b"\n\n")
-    out: list[Any] = []
-    for event in raw.split(b"\n\n")[:-1]:
-        assert event.startswith(b"data: ")
-        payload = event[len(b"data: ") :]
-        out.append("[DONE]" if payload == b"[DONE]" else orjson.loads(payload))
-    return out
-
-
-def run_stream(call: SimCall, steps: list[tuple[int, str | None]]) -> list[Any]:
-    """The chunks a stream sends for these engine events, then its end."""
-    raw, sent = b"", 0
-    for tokens, reason in steps:
-        raw += stream_event(call, 1, sent, tokens, reason)
-        sent += tokens
-    return events(raw + stream_end(call, 1, sent))
-
-
-def generated(call: SimCall, reason: str = "stop") -> list[tuple[int, str | None]]:
-    """The engine events of a call that generates all its target tokens."""
-    assert call.target_tokens is not None
-    return [(1, None)] * (call.target_tokens - 1) + [(1, reason)]
+def batch(body: dict[str, Any], config: SimEngineConfig = CONFIG, rid: str = "r1") -> SimBatch:
+    parse = chat_batch if "messages" in body else completion_batch
+    return parse(config, orjson.dumps(body), rid)
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -87,14 +60,15 @@ def generated(call: SimCall, reason: str = "stop") -> list[tuple[int, str | None
         (True, {"model": MODEL, "messages": []}, 400, "messages"),
         (True, {"model": MODEL, "messages": [{"content": "x"}]}, 400, None),
         (True, {**CHAT, "model": "gpt-4"}, 404, "model"),
-        (True, {**CHAT, "n": 2}, 400, "n"),
+        (True, {**CHAT, "n": 0}, 400, "n"),
+        (True, {**CHAT, "n": 129}, 400, "n"),
         (True, {**CHAT, "stream_options": {"include_usage": True}}, 400, None),
         (True, {**CHAT, "continue_final_message": True}, 400, None),
         (True, {**CHAT, "continue_final_message": True, "add_generation_prompt": False}, 400, None),
         (True, {**CHAT, "max_tokens": 60}, 400, "max_tokens"),
         (True, {**CHAT, "messages": [{"role": "user", "content": "x" * 300}]}, 400, None),
-        (False, {"model": MODEL, "prompt": ["a", "b"]}, 400, "prompt"),
-        (False, {"model": MODEL, "prompt": ""}, 400, "prompt"),
+        (False, {"model": MODEL, "prompt": [[1], []]}, 400, "prompt.1"),
+        (False, {"model": MODEL}, 400, "prompt"),
         (False, {"model": MODEL, "prompt": 7}, 400, "prompt"),
     ],
 )
@@ -102,7 +76,7 @@ def test_bad_requests_are_refused_as_vllm_does(
     chat_body: bool, body: Any, status: int, param: str | None
 ) -> None:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    parse = chat_call if chat_body else completion_call
+    parse = chat_batch if chat_body else completion_batch
     with pytest.raises(ProxyError) as caught:
         parse(SMALL, raw, "r1")
     assert caught.value.status == status
@@ -184,140 +158,109 @@ def test_a_tool_result_gets_text_unless_a_call_is_required() -> None:
 
 def test_completions_never_call_tools() -> None:
     body = {"model": MODEL, "prompt": "hi", "tools": [WEATHER]}
-    assert completion_call(CONFIG, orjson.dumps(body), "r1").tool_call is None
+    assert batch(body).calls[0].tool_call is None
 
 
-# -- responses -----------------------------------------------------------------------------
+# -- choices, batches, sampling ---------------------------------------------------------------
 
 
-def test_a_text_stream_sends_the_role_then_a_chunk_per_token() -> None:
-    call = chat({**CHAT, "max_tokens": 3, "stream": True})
-    chunks = run_stream(call, [(1, None), (1, None), (1, "length")])
-    assert chunks[-1] == "[DONE]"
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    deltas = [c["choices"][0]["delta"]["content"] for c in chunks[1:-1]]
-    assert "".join(deltas) == call.answer_text(3)
-    assert [count_words(d) for d in deltas] == [1, 1, 1]
-    last = chunks[-2]["choices"][0]
-    assert (last["finish_reason"], last["stop_reason"]) == ("length", None)
-    assert stream_event(call, 1, 0, 0, None) == b""
+def test_n_choices_are_calls_of_their_own_sharing_the_prompt() -> None:
+    many = batch({**CHAT, "n": 3})
+    assert [c.index for c in many.calls] == [0, 1, 2]
+    assert [c.engine_id for c in many.calls] == ["r1-0", "r1-1", "r1-2"]
+    assert many.prompt_tokens == chat(CHAT).prompt_tokens  # counted once, as vLLM does
+    # Greedy (no temperature, or 0): every choice is the same answer.
+    assert len({c.answer for c in many.calls}) == 1
+    assert batch({**CHAT, "n": 2, "temperature": 0}).calls[1].answer == chat(CHAT).answer
+    assert chat(CHAT).engine_id == "r1"  # a lone call keeps the request's id
 
 
-def test_a_tool_call_streams_in_openai_deltas() -> None:
-    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    call = chat({**body, "tools": [WEATHER]})
-    tool = call.tool_call
-    assert tool is not None
-    chunks = run_stream(call, generated(call))
-    assert chunks[-1] == "[DONE]"
-    assert chunks[-2]["choices"] == []
-    assert chunks[-2]["usage"]["completion_tokens"] == tool.tokens
-    choices = [c["choices"][0] for c in chunks[:-2]]
-    assert all(c["object"] == "chat.completion.chunk" for c in chunks[:-1])
-    assert choices[0]["delta"] == {"role": "assistant", "content": ""}
-    assert choices[1]["delta"] == {
-        "tool_calls": [
-            {
-                "index": 0,
-                "id": tool.id,
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": ""},
-            }
-        ]
-    }
-    pieces = choices[2:-1]
-    assert 1 < len(pieces) <= tool.tokens
-    for piece in pieces:
-        assert piece["finish_reason"] is None
-        assert list(piece["delta"]) == ["tool_calls"]
-        (delta,) = piece["delta"]["tool_calls"]
-        assert list(delta) == ["index", "function"]
-        assert list(delta["function"]) == ["arguments"]
-    arguments = "".join(p["delta"]["tool_calls"][0]["function"]["arguments"] for p in pieces)
-    assert arguments == tool.arguments
-    assert orjson.loads(arguments)["city"]
-    assert choices[-1] == {
-        "index": 0,
-        "delta": {},
-        "logprobs": None,
-        "finish_reason": "tool_calls",
-        "stop_reason": None,
-    }
+def test_temperature_varies_answers_by_request_and_choice_unless_seeded() -> None:
+    hot = {**CHAT, "temperature": 0.8}
+    assert batch(hot, rid="a").calls[0].answer != batch(hot, rid="b").calls[0].answer
+    assert batch(hot, rid="a").calls[0].answer == batch(hot, rid="a").calls[0].answer
+    seeded = {**hot, "seed": 7, "n": 2}
+    first, second = batch(seeded, rid="a").calls
+    assert first.answer != second.answer
+    assert [c.answer for c in batch(seeded, rid="b").calls] == [first.answer, second.answer]
+    cold = {**CHAT, "temperature": 0}
+    assert batch(cold, rid="a").calls[0].answer == batch(cold, rid="b").calls[0].answer
 
 
-def test_a_tool_call_cut_short_keeps_its_reason_and_partial_arguments() -> None:
-    call = chat({**CHAT, "tools": [WEATHER], "max_tokens": 2, "stream": True})
-    chunks = run_stream(call, [(1, None), (1, "length")])
+def test_a_batch_of_prompts_has_n_choices_per_prompt_in_vllms_order() -> None:
+    many = batch({"model": MODEL, "prompt": ["one", "two two two"], "n": 2})
+    assert [c.index for c in many.calls] == list(range(4))
+    assert [c.engine_id for c in many.calls] == ["r1-0", "r1-1", "r1-2", "r1-3"]
+    assert [c.prompt_tokens for c in many.calls] == [1, 1, 3, 3]
+    assert many.prompt_tokens == 1 + 3
+    assert many.calls[0].answer == many.calls[1].answer != many.calls[2].answer
+    ids = batch({"model": MODEL, "prompt": [[5, 6], [7]]})
+    assert [c.prompt_tokens for c in ids.calls] == [2, 1]
+    assert batch({"model": MODEL, "prompt": [[1, 2]]}).calls[0].solo
+
+
+def test_empty_null_and_empty_text_prompts_are_answered() -> None:
+    empty = batch({"model": MODEL, "prompt": []})
+    assert (empty.calls, empty.prompt_tokens) == ((), 0)  # an empty batch, as vLLM reads it
+    (default,) = batch({"model": MODEL, "prompt": None}).calls
+    assert default.answer == batch({"model": MODEL, "prompt": "<|endoftext|>"}).calls[0].answer
+    (blank,) = batch({"model": MODEL, "prompt": ""}).calls
+    assert blank.prompt_tokens == 1  # the begin-of-text token
+
+
+CUSTOM = {"type": "custom", "custom": {"name": "shell", "format": {"type": "text"}}}
+
+
+def test_custom_tools_are_offered_but_only_functions_are_called() -> None:
+    call = chat({**CHAT, "tools": [CUSTOM, WEATHER]})
     assert call.tool_call is not None
-    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
-    pieces = [c["choices"][0]["delta"]["tool_calls"][0]["function"] for c in chunks[2:-2]]
-    assert "".join(p["arguments"] for p in pieces) == call.tool_call.arguments_upto(2)
-    whole = whole_body(call, 1, 2, "length")["choices"][0]
-    assert whole["finish_reason"] == "length"
-    written = whole["message"]["tool_calls"][0]["function"]["arguments"]
-    assert written == pieces[0]["arguments"] + pieces[1]["arguments"]
+    assert call.tool_call.name == "get_weather"
+    assert call.prompt_tokens == chat_prompt_tokens(USER, tools=[CUSTOM, WEATHER])
+    assert chat({**CHAT, "tools": [CUSTOM]}).tool_call is None
+    forced = {"type": "custom", "custom": {"name": "shell"}}
+    with pytest.raises(BadRequest) as caught:
+        chat({**CHAT, "tools": [CUSTOM], "tool_choice": forced})
+    assert caught.value.code == "unsupported_tool_choice"
+    with pytest.raises(BadRequest) as caught:
+        chat({**CHAT, "tools": [{"type": "custom", "custom": {}}]})
+    assert caught.value.param == "tools.0.custom.name"
 
 
-def test_continuous_usage_is_on_every_chunk_of_a_tool_call_but_the_role() -> None:
-    options = {"continuous_usage_stats": True}
-    call = chat({**CHAT, "tools": [WEATHER], "stream": True, "stream_options": options})
-    chunks = run_stream(call, generated(call))[:-1]
-    assert "usage" not in chunks[0]
-    counts = [c["usage"]["completion_tokens"] for c in chunks[1:]]
-    assert counts[0] == 1
-    assert counts == sorted(counts)
-    assert counts[-1] == call.target_tokens
+def test_allowed_tools_narrow_the_choice() -> None:
+    allowed = {"mode": "required", "tools": [{"type": "function", "function": {"name": "search"}}]}
+    choice = {"type": "allowed_tools", "allowed_tools": allowed}
+    call = chat({**CHAT, "tools": [WEATHER, SEARCH], "tool_choice": choice})
+    assert call.tool_call is not None
+    assert call.tool_call.name == "search"
 
 
-def test_an_abort_before_the_first_token_ends_a_tool_stream_cleanly() -> None:
-    call = chat({**CHAT, "tools": [WEATHER], "stream": True})
-    chunks = run_stream(call, [(0, "abort")])
-    assert [c["choices"][0]["delta"] for c in chunks[:-1]] == [
-        {"role": "assistant", "content": ""},
-        {},
-    ]
-    assert chunks[1]["choices"][0]["finish_reason"] == "abort"
-    message = whole_body(call, 1, 0, "abort")["choices"][0]["message"]
-    assert message == {"role": "assistant", "content": "", "tool_calls": []}
+def _tool(name: str, description: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "description": description}}
 
 
-def test_whole_answers_hold_the_tool_call_or_the_text() -> None:
-    call = chat({**CHAT, "tools": [WEATHER]})
-    tool = call.tool_call
-    assert tool is not None
-    body = whole_body(call, 7, tool.tokens, "stop")
-    assert body["object"] == "chat.completion"
-    assert body["created"] == 7
-    assert body["choices"][0] == {
-        "index": 0,
-        "message": {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": tool.id,
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": tool.arguments},
-                }
-            ],
-        },
-        "logprobs": None,
-        "finish_reason": "tool_calls",
-        "stop_reason": None,
-    }
-    assert body["usage"]["completion_tokens"] == tool.tokens
-    text = whole_body(chat(CHAT), 7, 4, "length")["choices"][0]
-    assert text["message"]["content"] == chat(CHAT).answer_text(4)
-    assert text["finish_reason"] == "length"
+def test_the_tool_called_is_the_one_the_request_is_about() -> None:
+    tools = [SEARCH, _tool("get_stock_price", "Share price of a company."), WEATHER]
+    assert chat({**CHAT, "tools": tools}).tool_call.name == "get_weather"  # type: ignore[union-attr]
+    ask = [{"role": "user", "content": "What is the share price of ACME?"}]
+    assert chat({**CHAT, "messages": ask, "tools": tools}).tool_call.name == "get_stock_price"  # type: ignore[union-attr]
 
 
-def test_completion_shapes() -> None:
-    body = {"model": MODEL, "prompt": "Once upon a time", "stream": True}
-    call = completion_call(CONFIG, orjson.dumps({**body, "max_tokens": 2}), "r1")
-    chunks = run_stream(call, [(1, None), (1, "length")])
-    assert chunks[0]["id"] == "cmpl-r1"
-    assert [c["object"] for c in chunks[:-1]] == ["text_completion"] * 2
-    assert "".join(c["choices"][0]["text"] for c in chunks[:-1]) == call.answer_text(2)
-    whole = whole_body(call, 1, 2, "length")
-    assert whole["choices"][0]["text"] == call.answer_text(2)
-    assert stream_end(call, 1, 2) == DONE
+def test_without_a_hint_the_tool_is_drawn_per_conversation() -> None:
+    tools = [_tool(f"tool_{c}", "") for c in "abc"]
+    picked = []
+    for i in range(30):
+        body = {**CHAT, "messages": [{"role": "user", "content": f"task {i}"}], "tools": tools}
+        call = chat(body)
+        assert call.tool_call is not None
+        assert chat(body).tool_call == call.tool_call  # the same conversation, the same pick
+        picked.append(call.tool_call.name)
+    assert set(picked) == {"tool_a", "tool_b", "tool_c"}
+
+
+def test_an_unknown_model_is_typed_as_openai_types_it() -> None:
+    with pytest.raises(ProxyError) as caught:
+        chat({**CHAT, "model": "gpt-4"})
+    error = caught.value.to_dict()["error"]
+    assert (caught.value.status, error["type"], error["code"], error["param"]) == (
+        404, "invalid_request_error", "model_not_found", "model"
+    )  # fmt: skip

@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from proxy.sim.trace import TraceRecord
 from proxy.sim.workloads import LengthDist, from_trace, generate, paper_workloads
+from proxy.trace import TraceRecord
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,8 @@ from typing import IO, Any
 
 import orjson
 
-from proxy.backends.vllm_plugin.queue import CallTags, ServiceCost
+from proxy.backends.vllm_plugin.queue import CallTags
+from proxy.core.cost import ServiceCost
 from proxy.errors import ConfigError
 from proxy.policies.base import Policy
 from proxy.policies.levels import DEFAULT_BETA, LevelsConfig

@@ -13,38 +13,23 @@ cannot see quickly enough: the call's own service, token by token, and so its de
 
 from __future__ import annotations
 
-import bisect
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from operator import itemgetter
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from proxy.core import lifecycle
+from proxy.core.cost import ServiceCost
+from proxy.core.preempt import PreemptRule, plan
+from proxy.core.queue import RankedQueue, Waiting
 from proxy.policies.base import Policy, Priority
 from proxy.policies.levels import Levels
-from proxy.records import Call, CallState, Program
-from proxy.table import TableConfig
+from proxy.records import Call, Program
 
 # (level, key, group, arrival order): the waiting queue's order, best first.
 SortKey = tuple[int, float, str, int]
 
-_TABLE_DEFAULTS = TableConfig()
 IDLE_PROGRAMS = 4096  # idle programs remembered (their creation order and service)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceCost:
-    """The proxy's default service unit, estimated engine seconds: ``prompt_tokens *
-    prefill_token_s + output_tokens * decode_token_s``, the prompt charged once its prefill is
-    done (at the first output token). Recomputation after a preemption is not charged: it is
-    the engine's waste, not work the call attained. Defaults follow ``TableConfig``."""
-
-    decode_token_s: float = _TABLE_DEFAULTS.decode_token_s
-    prefill_token_s: float = _TABLE_DEFAULTS.prefill_token_s
-
-    def of(self, *, prompt_tokens: int, output_tokens: int) -> float:
-        prefill = prompt_tokens if output_tokens > 0 else 0
-        return prefill * self.prefill_token_s + output_tokens * self.decode_token_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +64,7 @@ class Tracked:
     pin: Pin | None = None
     seen_service: float = 0.0  # call.service when the policy last saw it
     admitted_at: int | None = None  # output tokens at its last admission; None while waiting
+    entry: Waiting[Tracked] | None = field(default=None, repr=False)  # its place in the queue
 
     @property
     def sort_key(self) -> SortKey:
@@ -86,15 +72,19 @@ class Tracked:
 
 
 class CallBook:
-    """The engine's calls and programs, ranked by the policy. Time comes from the caller."""
+    """The engine's calls and programs, ranked by the policy. Time comes from the caller.
+
+    Waiting calls sit in the scheduling core's ``RankedQueue`` (``queue``), ranked by the
+    policy and the proxy's explicit levels, and re-ranked when their rank can change."""
 
     def __init__(self, *, policy: Policy, levels: Levels, cost: ServiceCost) -> None:
         self.policy, self.levels, self.cost = policy, levels, cost
+        self.queue: RankedQueue[Tracked] = RankedQueue(policy, ranker=self._waiting_rank)
+        self._on_finish = lifecycle.policy_hook(policy)
         self._calls: dict[str, Tracked] = {}
         self._by_call: dict[str, set[str]] = {}  # the proxy's call id -> request ids
         self._programs: dict[str, Program] = {}  # with calls in this engine
         self._idle: OrderedDict[str, Program] = OrderedDict()
-        self._seq = 0
 
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._calls
@@ -132,8 +122,9 @@ class CallBook:
         )
         program.active[call.id] = call
         rank = self.policy.on_arrival(call=call, program=program, now=now)
-        self._seq += 1
-        tracked = Tracked(request_id, call, program, self._seq, rank)
+        tracked = Tracked(request_id, call, program, 0, rank)
+        tracked.entry = self.queue.entry(call, program, tracked)
+        tracked.seq = tracked.entry.seq
         if tags.level is not None:
             tracked.pin = Pin(self._clamp(tags.level), 0.0)
             self._apply_pin(tracked)
@@ -156,6 +147,14 @@ class CallBook:
         hook = self.policy.on_service if served else self.policy.priority
         tracked.rank = hook(call=call, program=tracked.program, now=now)
         self._apply_pin(tracked)
+        if served:  # its program's waiting calls may rank differently now (ATLAS)
+            self.queue.touch(tracked.program, now)
+        return tracked.rank
+
+    def _waiting_rank(self, w: Waiting[Tracked], now: float) -> Priority:
+        tracked = w.item
+        tracked.rank = self.policy.priority(call=tracked.call, program=tracked.program, now=now)
+        self._apply_pin(tracked)
         return tracked.rank
 
     def _clamp(self, level: int) -> int:
@@ -176,21 +175,14 @@ class CallBook:
         tracked = self._calls.get(request_id)
         if tracked is None:
             return
-        call = tracked.call
-        if call.queued_since is not None:
-            call.wait += max(0.0, now - call.queued_since)
-            call.queued_since = None
-        if call.started_at is None:
-            call.started_at = now
-        call.state = CallState.RUNNING
+        lifecycle.admitted(tracked.call, now)
         tracked.admitted_at = output_tokens
 
     def preempted(self, request_id: str, *, now: float) -> None:
         tracked = self._calls.get(request_id)
         if tracked is None:
             return
-        tracked.call.state = CallState.PREEMPTED
-        tracked.call.queued_since = now
+        lifecycle.preempted(tracked.call, now)
         tracked.admitted_at = None
 
     def served_since_admission(self, request_id: str, output_tokens: int) -> int | None:
@@ -205,15 +197,15 @@ class CallBook:
         if tracked is None:
             return None
         call, program = tracked.call, tracked.program
-        if call.queued_since is not None:
-            call.wait += max(0.0, now - call.queued_since)
-            call.queued_since = None
-        call.state = CallState.DONE if ok else CallState.FAILED
-        call.finished_at = now
-        self.policy.on_finish(call=call, program=program, now=now)
-        program.active.pop(call.id, None)
-        program.wait += call.wait
-        program.last_completion = now
+        if tracked.entry is not None:
+            self.queue.remove(tracked.entry)
+        # As the process table charges it: a successful call's prompt counts even with no output.
+        call.service = self.cost.of(
+            prompt_tokens=call.prompt_tokens, output_tokens=call.completion_tokens, done=ok
+        )
+        lifecycle.closed(call, now, ok=ok)
+        lifecycle.finished(self._on_finish, call, program, now)
+        self.queue.touch(program, now)
         ids = self._by_call.get(call.id)
         if ids is not None:
             ids.discard(request_id)
@@ -226,7 +218,7 @@ class CallBook:
                 self._idle.popitem(last=False)
         return tracked
 
-    def set_program_service(self, program_id: str, service: float) -> list[str]:
+    def set_program_service(self, program_id: str, service: float, *, now: float) -> list[str]:
         """The proxy's newer figure for a program: its queued and running calls start from it
         again (any explicit level they had is superseded). Returns the request ids touched."""
         program = self._programs.get(program_id)
@@ -242,20 +234,29 @@ class CallBook:
                 tracked.call.start_service = service
                 tracked.pin = None
                 touched.append(tracked.request_id)
+                self._rerank_waiting(tracked, now)
         return touched
 
-    def set_call_level(self, call_id: str, level: int) -> list[str]:
+    def _rerank_waiting(self, tracked: Tracked, now: float) -> None:
+        if tracked.entry is not None and tracked.entry.queued:
+            self.queue.rerank(tracked.entry, now)
+
+    def set_call_level(self, call_id: str, level: int, *, now: float) -> list[str]:
         """Pin a call (the proxy's call id) to ``level`` from its present service on."""
         touched = sorted(self._by_call.get(call_id, ()))
         for request_id in touched:
             tracked = self._calls[request_id]
             tracked.pin = Pin(self._clamp(level), tracked.call.service)
             self._apply_pin(tracked)
+            self._rerank_waiting(tracked, now)
         return touched
 
     def sort_key(self, request_id: str) -> SortKey | None:
         tracked = self._calls.get(request_id)
         return None if tracked is None else tracked.sort_key
+
+
+_LEVEL_RULE = PreemptRule()  # margin 1: only a better level preempts; quanta are counted in tokens
 
 
 class HasRequestId(Protocol):
@@ -267,31 +268,43 @@ R = TypeVar("R", bound=HasRequestId)
 
 
 class PolicyQueue(Generic[R]):
-    """vLLM's ``RequestQueue`` interface (by shape: vLLM is not imported here), ordered by a key
-    the caller computes from the book. Keys change as time passes and calls are served, so the
-    owner calls ``resort`` once per scheduling step after re-ranking; between steps, arrivals
-    and preempted calls are inserted in order. "Prepend" is an insert by key, as in vLLM's own
-    priority queue: where a preempted call goes back is the policy's decision."""
+    """vLLM's ``RequestQueue`` interface (by shape: vLLM is not imported here) over the book's
+    ``RankedQueue``: waiting requests in the policy's order, re-ranked by the core when their
+    rank can change, so no step re-sorts the queue. "Prepend" is an insert by rank, as in vLLM's
+    own priority queue: where a preempted call goes back is the policy's decision. A request
+    the book does not know (its arrival failed) queues after every known one, by arrival.
+    ``now`` is set by the owner before each step (the queue reads no clock)."""
 
-    def __init__(self, key: Callable[[R], SortKey]) -> None:
-        self._key = key
-        self._items: list[tuple[SortKey, R]] = []
-
-    def resort(self) -> None:
-        self._items = sorted(((self._key(r), r) for _, r in self._items), key=itemgetter(0))
+    def __init__(self, book: CallBook) -> None:
+        self.book = book
+        self.now = 0.0
+        self._requests: dict[str, R] = {}  # known and queued, by request id
+        self._untracked: list[R] = []
 
     def add_request(self, request: R) -> None:
-        bisect.insort(self._items, (self._key(request), request), key=itemgetter(0))
+        tracked = self.book.get(request.request_id)
+        if tracked is None or tracked.entry is None:
+            self._untracked.append(request)
+            return
+        self._requests[request.request_id] = request
+        self.book.queue.push(tracked.entry, self.now)
 
     def pop_request(self) -> R:
-        if not self._items:
-            raise IndexError("pop from an empty queue")
-        return self._items.pop(0)[1]
+        request = self.peek_request()
+        self.remove_request(request)
+        tracked = self.book.get(request.request_id)
+        if tracked is not None and hasattr(request, "priority"):
+            # vLLM's own KV-pressure victim choice reads it: keep it the call's level.
+            request.priority = tracked.rank.level
+        return request
 
     def peek_request(self) -> R:
-        if not self._items:
-            raise IndexError("peek from an empty queue")
-        return self._items[0][1]
+        head = self.book.queue.peek(self.now)
+        if head is not None:
+            return self._requests[head.item.request_id]
+        if self._untracked:
+            return self._untracked[0]
+        raise IndexError("peek from an empty queue")
 
     def prepend_request(self, request: R) -> None:
         self.add_request(request)
@@ -301,24 +314,35 @@ class PolicyQueue(Generic[R]):
             self.add_request(request)
 
     def remove_request(self, request: R) -> None:
-        for i, (_, queued) in enumerate(self._items):
+        if self._requests.pop(request.request_id, None) is not None:
+            tracked = self.book.get(request.request_id)
+            if tracked is not None and tracked.entry is not None:
+                self.book.queue.remove(tracked.entry)
+            return
+        for i, queued in enumerate(self._untracked):
             if queued is request:
-                del self._items[i]
+                del self._untracked[i]
                 return
         raise ValueError(f"request {request.request_id} is not queued")
 
     def remove_requests(self, requests: Iterable[R]) -> None:
-        gone = {id(r) for r in requests}
-        self._items = [item for item in self._items if id(item[1]) not in gone]
+        for request in list(requests):
+            self.remove_request(request)
+
+    def forget(self, request_id: str) -> None:
+        """The request finished while queued (an abort): the book already dropped it."""
+        self._requests.pop(request_id, None)
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self._requests) or bool(self._untracked)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._requests) + len(self._untracked)
 
     def __iter__(self) -> Iterator[R]:
-        return iter([r for _, r in self._items])
+        self.book.queue.advance(self.now)  # ranks as of the step being decided
+        ranked = [self._requests[w.item.request_id] for w in self.book.queue]
+        return iter(ranked + self._untracked)
 
 
 def choose_victims(
@@ -329,24 +353,36 @@ def choose_victims(
     free_slots: int,
     passed_over: Collection[str],
     preemptible: Collection[str],
+    rule: PreemptRule = _LEVEL_RULE,
 ) -> list[tuple[str, str]]:
-    """Which running calls to preempt, and for whom: ``(victim, beneficiary)`` pairs.
+    """Which running calls to preempt, and for whom: ``(victim, beneficiary)`` pairs, by the
+    core's rule and ``plan``.
 
     ``waiting`` is best first; ``keys`` ranks both lists. A waiting call claims a free slot if
     there is one and it has not been passed over yet (its first chance to be admitted the
-    ordinary way). Otherwise it takes the place of the worst preemptible running call, but only
-    if it sits in a strictly better level: within a level calls run FCFS, and preempting for a
-    small difference is the thrashing that discretizing into levels is there to avoid. A call
-    is preemptible once it has had its minimum quantum since its last admission (the caller's
-    ``preemptible``), so every admission makes progress and preemption cannot livelock.
+    ordinary way); otherwise it takes the place of the worst ``preemptible`` running call (one
+    that had its minimum quantum since its last admission) if the rule says it outranks it.
     """
     candidates = sorted((r for r in running if r in preemptible), key=lambda r: keys[r])
-    victims: list[tuple[str, str]] = []
-    for request_id in waiting:
-        if free_slots > 0 and request_id not in passed_over:
-            free_slots -= 1
-            continue
-        if not candidates or keys[request_id][0] >= keys[candidates[-1]][0]:
-            break  # the rest of the queue ranks no better than this one
-        victims.append((candidates.pop(), request_id))
-    return victims
+    room = {"free": free_slots, "credit": 0}
+
+    def fits(w: str) -> bool:
+        return room["credit"] > 0 or (room["free"] > 0 and w not in passed_over)
+
+    def take(w: str) -> None:
+        if room["credit"] > 0:
+            room["credit"] -= 1
+        else:
+            room["free"] -= 1
+
+    def free(victim: str) -> None:
+        room["credit"] += 1
+
+    def outranks(w: str, r: str) -> bool:
+        return rule.outranks(_priority(keys[w]), _priority(keys[r]))
+
+    return plan(waiting, candidates, outranks=outranks, fits=fits, take=take, free=free)
+
+
+def _priority(key: SortKey) -> Priority:
+    return Priority(key[0], key[1], key[2])

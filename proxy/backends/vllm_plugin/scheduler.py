@@ -84,7 +84,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         # vLLM's KV-pressure preemption picks its victim by request.priority only under the
         # priority policy; the book keeps request.priority equal to the call's level.
         self.policy = SchedulingPolicy.PRIORITY
-        self.waiting = PolicyQueue(self._queue_key)
+        self.waiting: PolicyQueue[Any] = PolicyQueue(self.book)
         self.record = EventRecord(settings.log_path, maxlen=settings.log_max)
         self.control = ControlReceiver(settings.control_addr) if settings.control_addr else None
         self._passed_over: set[str] = set()
@@ -198,9 +198,12 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         return output
 
     def _before_step(self, now: float) -> None:
+        self.waiting.now = now
         if self.control is not None:
-            self._apply_control()
-        for request in [*self.running, *self.waiting]:
+            self._apply_control(now)
+        # Running calls report their tokens; waiting ones are re-ranked by the core when their
+        # rank can change (a deadline, a sibling served or finished, a message from the proxy).
+        for request in self.running:
             tracked = self.book.get(request.request_id)
             if tracked is None:
                 continue
@@ -214,12 +217,11 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             if rank is not None and rank.level != old:
                 self._event("level", request, was=old)
             request.priority = tracked.rank.level
-        self.waiting.resort()
         paused = getattr(self.pause_state, "name", "UNPAUSED") != "UNPAUSED"
         if self.autellix_settings.preempt and self.waiting and not paused:
             self._preempt_outranked(now)
 
-    def _apply_control(self) -> None:
+    def _apply_control(self, now: float) -> None:
         assert self.control is not None
         messages, errors = self.control.poll()
         for error in errors:
@@ -227,12 +229,12 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             self._event("control_rejected", reason=error)
         for message in messages:
             if isinstance(message, ProgramService):
-                touched = self.book.set_program_service(message.program, message.service)
+                touched = self.book.set_program_service(message.program, message.service, now=now)
                 self._event(
                     "control", program=message.program, service=message.service, reqs=touched
                 )
             elif isinstance(message, CallLevel):
-                touched = self.book.set_call_level(message.call, message.level)
+                touched = self.book.set_call_level(message.call, message.level, now=now)
                 self._event("control", call=message.call, set_level=message.level, reqs=touched)
 
     def _preempt_outranked(self, now: float) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.records import Call, CallState, Program
-from proxy.sim.trace import TraceRecord, TraceRecorder, dumps, read_trace, write_trace
+from proxy.trace import TraceRecord, TraceRecorder, dumps, read_trace, write_trace
 
 RECORD = TraceRecord(
     program="p1",

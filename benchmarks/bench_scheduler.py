@@ -1,0 +1,233 @@
+"""Cost of one scheduling decision and of one admission, and the event loop's worst stall with a
+million programs in the process table.
+
+    .venv/bin/python benchmarks/bench_scheduler.py [--sizes 100,1000,10000,100000]
+        [--decisions 2000] [--programs 1000000]
+
+Decision: the live gate's ``release`` of a held slot and the dispatch that follows it, until the
+next waiting call has the slot (including any anti-starvation deadlines that came due). Admission: a new call's
+``acquire`` until it is queued (ranked, queued, preemption considered). Both run on the real
+``Gate`` over one engine whose only slot is always taken, with ``n`` calls waiting, PLAS or ATLAS
+with their default levels and anti-starvation, programs of varied attained service, and a clock
+that moves 1 ms per operation. Medians over ``--decisions`` operations, timed after ``n``
+untimed ones, so that the queue holds calls of every age (steady state: about one
+anti-starvation promotion per decision).
+
+Stall: a million programs are created (each one call, begun and finished, in batches of 500 per
+event-loop turn, as requests would; the collector sweeps after every 10,000), then all expire;
+a ticker task records the longest gap between its wake-ups. Run twice in the same process: with the table upkeep the proxy runs
+(batched expiry, ``GcPolicy``) and with the old one (one ``collect`` call, default GC), for the
+ratio. The last line is
+
+    decision_us_p50_at_10k=<n> admission_us_p50_at_10k=<n> max_stall_ms_1m=<n>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import random
+import statistics
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from proxy.backends.registry import make_backend
+from proxy.config import EngineConfig
+from proxy.gate import Gate, GateConfig, Ticket
+from proxy.kvhints.pool import EnginePool, EngineState
+from proxy.policies.atlas import ATLAS
+from proxy.policies.base import Policy
+from proxy.policies.plas import PLAS
+from proxy.records import Call, Program
+from proxy.table import ProcessTable, TableConfig
+from proxy.upkeep import GcPolicy, sweep
+
+# The collector sweeps every 15 s; 10,000 new programs between two sweeps is 670 a second.
+SWEEP_EVERY = 10_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def _gate(policy: Policy) -> tuple[Gate, Clock]:
+    engine = EngineConfig(name="e", url="http://e", models=["m"], max_inflight=1)
+    clock = Clock()
+    gate = Gate(EnginePool([make_backend(engine)]), policy, GateConfig(preempt=True), clock)
+    return gate, clock
+
+
+def _start(gate: Gate, ticket: Ticket) -> Coroutine[Any, Any, EngineState]:
+    """Run ``acquire`` until it waits (or returns at once, which the caller does not expect)."""
+    coro = gate.acquire(ticket)
+    with contextlib.suppress(StopIteration):
+        coro.send(None)
+    return coro
+
+
+def _holder(gate: Gate) -> Ticket:
+    (entry,) = gate.core.engines["e"].running
+    return entry.item
+
+
+async def _measure(
+    policy: Policy, n: int, per_program: int, decisions: int
+) -> tuple[float, float, float]:
+    gate, clock = _gate(policy)
+    rng = random.Random(0)
+    programs: list[Program] = []
+    counter = 0
+
+    def ticket() -> Ticket:
+        nonlocal counter
+        counter += 1
+        if not programs or len(programs[-1].active) >= per_program:
+            service = rng.lognormvariate(0.0, 1.5)
+            program = Program(id=f"p{counter}", created=clock.now, tenant="t")
+            program.service = program.critical_path = service
+            programs.append(program)
+        program = programs[-1]
+        call = Call(id=f"c{counter}", program_id=program.id, arrival=clock.now)
+        call.queued_since = clock.now
+        program.active[call.id] = call
+        policy.on_arrival(call=call, program=program, now=clock.now)
+        return Ticket(call=call, program=program, model="m")
+
+    waiting = [_start(gate, ticket()) for _ in range(n + 1)]  # one takes the slot at once
+    assert gate.queued == n
+    decision_ns: list[int] = []
+    admission_ns: list[int] = []
+    # As many decisions again as calls queued first, untimed: the queue then holds calls of
+    # every age, as in steady state, rather than one backlog whose promotions all come due.
+    for i in range(n + decisions):
+        if i == n:
+            decision_ns.clear()
+            admission_ns.clear()
+            reranks = gate.core.queue.reranks
+        holder = _holder(gate)
+        holder.program.active.pop(holder.call.id, None)
+        t0 = time.perf_counter_ns()
+        gate.release(holder)
+        gate.dispatch()  # what the loop runs once the releasing task yields
+        decision_ns.append(time.perf_counter_ns() - t0)
+        new = ticket()
+        t0 = time.perf_counter_ns()
+        waiting.append(_start(gate, new))
+        admission_ns.append(time.perf_counter_ns() - t0)
+    for coro in waiting:
+        coro.close()
+    per_decision = (gate.core.queue.reranks - reranks) / decisions
+    return (
+        statistics.median(decision_ns) / 1e3,
+        statistics.median(admission_ns) / 1e3,
+        per_decision,
+    )
+
+
+async def _stall(programs: int, *, upkeep: bool) -> float:
+    """The longest gap, in ms, between a ticker's wake-ups while ``programs`` are created and
+    then expire."""
+    table = ProcessTable(TableConfig(max_programs=programs, idle_ttl_s=10.0))
+    now = [0.0]
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            t = time.perf_counter()
+            gaps.append(t - last)
+            last = t
+
+    gc_policy = GcPolicy()
+    gc.collect()  # both runs start from a collected heap
+    if upkeep:
+        gc_policy.startup()  # as the proxy does when it starts
+    tick = asyncio.create_task(ticker())
+    for i in range(programs):
+        now[0] += 1e-6
+        _, call = table.begin(f"prog-{i:07d}", now=now[0], prompt_tokens=700)
+        table.start(call, "e", now[0])
+        table.finish(call, now[0], prompt_tokens=700, completion_tokens=30)
+        if i % 500 == 499:
+            await asyncio.sleep(0)
+        if upkeep and i % SWEEP_EVERY == SWEEP_EVERY - 1:  # the collector's turn
+            await sweep(table, lambda: now[0], gc_policy)
+    now[0] += 20.0
+    if upkeep:
+        gc_policy.full_collect_below = 0  # the expiry sweep, as it runs with a big table
+        await sweep(table, lambda: now[0], gc_policy)
+    else:
+        table.collect(now[0])
+        gc.collect()
+    await asyncio.sleep(0)
+    assert len(table) == 0
+    done.set()
+    await tick
+    gc.unfreeze()
+    return max(gaps) * 1e3
+
+
+def _small_full_pass() -> float:
+    """The occasional full collection the upkeep runs once the table is small again, in ms."""
+    policy = GcPolicy()
+    policy.startup()
+    t0 = time.perf_counter()
+    policy.after_sweep(0, 0.0)
+    elapsed = (time.perf_counter() - t0) * 1e3
+    gc.unfreeze()
+    return elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,1000,10000,100000")
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--programs", type=int, default=1_000_000)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    cases = [("plas", 1), ("atlas", 1), ("atlas", 100)]
+    print(
+        f"{'policy':<8}{'calls/prog':>11}{'queued':>9}{'decision us':>13}{'admission us':>14}"
+        f"{'re-ranks/decision':>19}"
+    )
+    at_10k: tuple[float, float] | None = None
+    for name, per_program in cases:
+        for n in sizes:
+            policy: Policy = PLAS() if name == "plas" else ATLAS()
+            decision, admission, reranks = await _measure(policy, n, per_program, args.decisions)
+            print(
+                f"{name:<8}{per_program:>11}{n:>9}{decision:>13.2f}{admission:>14.2f}"
+                f"{reranks:>19.2f}"
+            )
+            if n == 10_000 and name == "plas":
+                at_10k = (decision, admission)
+    with_upkeep = await _stall(args.programs, upkeep=True)
+    without = await _stall(args.programs, upkeep=False)
+    print(
+        f"worst event-loop stall with {args.programs:,} programs: {with_upkeep:.1f} ms with the "
+        f"proxy's upkeep, {without:.1f} ms with one collect and default GC "
+        f"({without / with_upkeep:.0f}x)"
+    )
+    print(
+        f"the upkeep's occasional full collection once the table is small: "
+        f"{_small_full_pass():.1f} ms"
+    )
+    decision, admission = at_10k if at_10k is not None else (float("nan"), float("nan"))
+    print(
+        f"decision_us_p50_at_10k={decision:.2f} admission_us_p50_at_10k={admission:.2f} "
+        f"max_stall_ms_1m={with_upkeep:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

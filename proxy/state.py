@@ -1,0 +1,53 @@
+"""The state one proxy instance keeps, and the keys handlers reach it by.
+
+Its own module, below the app factory and the request handlers, so that both can import it
+without importing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.config import ProxyConfig
+from proxy.gate import Gate
+from proxy.ids import IdGen
+from proxy.kvhints.pool import EnginePool
+from proxy.metrics import Metrics
+from proxy.scheduler import Scheduler
+from proxy.table import ProcessTable
+
+
+@dataclass(slots=True)
+class ProxyState:
+    """Per-instance state, reachable from handlers as ``request.app[STATE]``."""
+
+    config: ProxyConfig
+    metrics: Metrics
+    pool: EnginePool
+    scheduler: Scheduler
+    gate: Gate
+    ids: IdGen = field(default_factory=IdGen)
+    session: aiohttp.ClientSession | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fire-and-forget task that the app still owns (kept referenced, awaited at
+        shutdown)."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def client(self) -> aiohttp.ClientSession:
+        if self.session is None:  # pragma: no cover - only before start-up or after shutdown
+            raise RuntimeError("the proxy is not running")
+        return self.session
+
+
+STATE = web.AppKey("autellix_state", ProxyState)
+TABLE = web.AppKey("autellix_table", ProcessTable)

@@ -1,0 +1,482 @@
+"""The steps of serving one call, each driven with fakes: no engine, no HTTP server.
+
+The gate, the scheduler, the engine's backend, the upstream response and the stream relay are
+small recording stand-ins; the pool, the metrics and the records are the real (pure) ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from unittest.mock import Mock
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
+
+from proxy.backends.base import Capabilities
+from proxy.calls import (
+    MAX_CONNECT_TRIES,
+    Attempts,
+    CallContext,
+    account,
+    connect,
+    engine_busy,
+    engine_slot,
+    may_fail_over,
+    observe,
+    relay_answer,
+    resume_later,
+    serve_call,
+)
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.errors import BadGateway, ServiceUnavailable
+from proxy.gate import Ticket
+from proxy.intercept.identify import Identity
+from proxy.intercept.usage import Usage
+from proxy.kvhints.pool import EnginePool, EngineState
+from proxy.metrics import Metrics
+from proxy.records import Call, Program
+from proxy.resume import Continuation
+from proxy.state import ProxyState
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+ANSWER = {
+    "id": "cmpl-1",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}],
+    "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+}
+
+
+class FakeBackend:
+    def __init__(self, name: str, *, resume: bool = True) -> None:
+        self.name = name
+        self.config = EngineConfig(name=name, url=f"http://{name}", models=["m"])
+        self.base_url = f"http://{name}"
+        self.capabilities = Capabilities(abort=True, resume=resume)
+        self.aborted: list[str] = []
+
+    def auth_headers(self, client_authorization: str | None) -> dict[str, str]:
+        return {}
+
+    def prepare_body(self, body: dict[str, Any], *, request_id: str, hints: Any) -> dict[str, Any]:
+        return {**body, "request_id": request_id}
+
+    async def abort(self, session: Any, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+
+class FakeScheduler:
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def started(self, call: Call, engine: str) -> None:
+        self.events.append(("started", engine))
+
+    def preempted(self, call: Call) -> None:
+        self.events.append(("preempted",))
+
+    def served(self, call: Call, tokens: int) -> None:
+        return None
+
+    def finish(self, call: Call, identity: Identity, **outcome: Any) -> None:
+        self.events.append(("finish", outcome))
+
+
+class FakeGate:
+    """Grants the engines it is given, in turn; records what it was asked."""
+
+    def __init__(self, *engines: EngineState, error: Exception | None = None) -> None:
+        self.engines = list(engines)
+        self.error = error
+        self.log: list[str] = []
+
+    async def acquire(self, ticket: Ticket) -> EngineState:
+        if self.error is not None:
+            raise self.error
+        engine = self.engines.pop(0)
+        ticket.engine = engine
+        self.log.append(f"acquire {engine.name}")
+        return engine
+
+    def release(self, ticket: Ticket) -> None:
+        self.log.append("release")
+
+    def program_changed(self, program: Program) -> None:
+        self.log.append(f"program_changed {program.id}")
+
+
+class FakeSession:
+    """Answers each engine's URL as scripted: an upstream, or the error connecting raises."""
+
+    def __init__(self, **answers: FakeUpstream | OSError) -> None:
+        self.answers = answers
+        self.sent: list[dict[str, Any]] = []
+
+    async def request(self, method: str, url: str, **kw: Any) -> FakeUpstream:
+        name = url.removeprefix("http://").split("/")[0]
+        self.sent.append({"engine": name, "method": method, "url": url, **kw})
+        answer = self.answers[name]
+        if isinstance(answer, OSError):
+            raise aiohttp.ClientConnectorError(Mock(host=name, port=80, ssl=None), answer)
+        return answer
+
+
+class NoChoicePool(EnginePool):
+    """The call path must leave the engine choice to the gate."""
+
+    def choose(self, model: str | None) -> EngineState:
+        raise AssertionError("serving a call must not choose an engine itself")
+
+
+@dataclass
+class FakeUpstream:
+    status: int = 200
+    body: bytes = orjson.dumps(ANSWER)
+    headers: CIMultiDict[str] = field(
+        default_factory=lambda: CIMultiDict({"Content-Type": "application/json"})
+    )
+    closed: bool = False
+
+    async def read(self) -> bytes:
+        return self.body
+
+    async def __aenter__(self) -> FakeUpstream:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.closed = True
+
+
+class FakeWatcher:
+    rewrite: Continuation | None = None
+
+
+class FakeRelay:
+    """A stream relay whose segments end as scripted: True answered, False cut."""
+
+    def __init__(self, *segments: bool, opened: bool = False) -> None:
+        self.segments = list(segments)
+        self.response: web.StreamResponse | None = web.StreamResponse() if opened else None
+        self.watcher = FakeWatcher()
+        self.tokens = 0
+        self.failed: list[Exception] = []
+
+    def cut(self) -> None:
+        pass
+
+    async def relay(self, upstream: Any, outcome: Any, engine: Any = None) -> bool:
+        outcome.status = upstream.status
+        if self.response is None:
+            self.response = web.StreamResponse()
+        return self.segments.pop(0)
+
+    async def fail(self, err: Exception) -> None:
+        self.failed.append(err)
+
+
+def make_ctx(
+    *engines: EngineState,
+    gate: FakeGate | None = None,
+    session: FakeSession | None = None,
+    stream: bool = False,
+) -> CallContext:
+    pool = NoChoicePool()
+    for engine in engines:
+        pool.engines[engine.name] = engine
+    state = ProxyState(
+        config=ProxyConfig(),
+        metrics=Metrics(),
+        pool=pool,
+        scheduler=FakeScheduler(),  # type: ignore[arg-type]
+        gate=gate or FakeGate(*engines),  # type: ignore[arg-type]
+    )
+    state.session = session or FakeSession()  # type: ignore[assignment]
+    program = Program(id="p1", created=0.0)
+    call = Call(id="c1", program_id="p1", arrival=0.0)
+    return CallContext(
+        request=make_mocked_request("POST", "/v1/chat/completions"),
+        state=state,
+        route="/v1/chat/completions",
+        chat=True,
+        stream=stream,
+        model="m",
+        body=dict(CHAT),
+        identity=Identity(program_id="p1", source="header"),
+        program=program,
+        call=call,
+        request_id="req-1",
+        headers={"X-Request-Id": "req-1"},
+        drop_usage=False,
+        arrived=0.0,
+    )
+
+
+def engine(name: str, **kwargs: Any) -> EngineState:
+    return EngineState(FakeBackend(name, **kwargs), models=frozenset({"m"}))  # type: ignore[arg-type]
+
+
+def sample(ctx: CallContext, name: str, **labels: str) -> float | None:
+    return ctx.state.metrics.registry.get_sample_value(name, labels)
+
+
+def ticket_of(ctx: CallContext) -> Ticket:
+    return Ticket(call=ctx.call, program=ctx.program, model=ctx.model)
+
+
+# 1. acquire ---------------------------------------------------------------------------------
+
+
+async def test_a_slot_is_given_back_however_the_attempt_ends() -> None:
+    e1, e2 = engine("e1"), engine("e2")
+    gate = FakeGate(e1, e2)
+    ticket = Ticket(
+        call=Call(id="c", program_id="p", arrival=0.0), program=Program("p", 0.0), model="m"
+    )
+    async with engine_slot(gate, ticket) as granted:
+        assert granted is e1
+    with pytest.raises(RuntimeError):
+        async with engine_slot(gate, ticket):
+            raise RuntimeError("the relay failed")
+    assert gate.log == ["acquire e1", "release", "acquire e2", "release"]
+
+
+async def test_a_slot_never_granted_is_not_given_back() -> None:
+    gate = FakeGate(error=ServiceUnavailable("no engine"))
+    ticket = Ticket(
+        call=Call(id="c", program_id="p", arrival=0.0), program=Program("p", 0.0), model="m"
+    )
+    with pytest.raises(ServiceUnavailable):
+        async with engine_slot(gate, ticket):
+            pass
+    assert gate.log == []
+
+
+# 2. open upstream with failover -------------------------------------------------------------
+
+
+def test_an_unreachable_engine_is_marked_failed_and_another_tried() -> None:
+    e1, e2 = engine("e1"), engine("e2")
+    ctx = make_ctx(e1, e2)
+    pool, metrics = ctx.state.pool, ctx.state.metrics
+    err = BadGateway("e1 is unreachable", code="engine_unreachable")
+    assert may_fail_over(pool, metrics, e1, err, tries=1, model="m")
+    assert not e1.healthy
+    assert e1.last_error == "e1 is unreachable"
+    assert sample(ctx, "autellix_engine_healthy", engine="e1") == 0
+    # The last healthy engine gone: no failover, the error stands.
+    assert not may_fail_over(pool, metrics, e2, err, tries=2, model="m")
+    assert not e2.healthy
+
+
+@pytest.mark.parametrize(
+    ("code", "tries"), [("engine_error", 1), ("engine_unreachable", MAX_CONNECT_TRIES)]
+)
+def test_no_failover_once_the_engine_saw_the_call_or_the_tries_are_spent(
+    code: str, tries: int
+) -> None:
+    e1, e2 = engine("e1"), engine("e2")
+    ctx = make_ctx(e1, e2)
+    err = BadGateway("broke", code=code)
+    assert not may_fail_over(ctx.state.pool, ctx.state.metrics, e1, err, tries=tries, model="m")
+    assert e1.healthy  # not marked: the engine may well be fine
+
+
+async def test_connect_sends_the_attempts_body_under_the_segments_request_id() -> None:
+    e1 = engine("e1")
+    upstream = FakeUpstream()
+    session = FakeSession(e1=upstream)
+    ctx = make_ctx(e1, session=session)
+    run = Attempts(body={"model": "m", "messages": []}, segment=2)
+    assert await connect(ctx, e1, run) is upstream
+    (request,) = session.sent
+    assert (request["method"], request["url"]) == ("POST", "http://e1/v1/chat/completions")
+    assert orjson.loads(request["data"])["request_id"] == "req-1-r2"
+    assert request["headers"]["X-Request-Id"] == "req-1-r2"
+    assert ctx.headers["X-Autellix-Engine"] == "e1"
+    assert ctx.state.scheduler.events == [("started", "e1")]  # type: ignore[attr-defined]
+
+
+async def test_connect_answers_none_to_fail_over_and_raises_when_it_cannot() -> None:
+    e1, e2 = engine("e1"), engine("e2")
+    refused = ConnectionRefusedError(111, "refused")
+    ctx = make_ctx(e1, e2, session=FakeSession(e1=refused, e2=refused))
+    run = Attempts(body=dict(CHAT))
+    assert await connect(ctx, e1, run) is None
+    assert run.tries == 1
+    assert not e1.healthy
+    with pytest.raises(BadGateway, match="e2"):  # e2 was the last engine standing
+        await connect(ctx, e2, run)
+    assert run.tries == 2
+
+
+async def test_the_engine_counts_the_call_only_while_it_works_on_it() -> None:
+    e1 = engine("e1")
+    metrics = Metrics()
+    seen: list[int] = []
+
+    async def work() -> None:
+        async with engine_busy(metrics, e1):
+            seen.append(e1.inflight)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        await work()
+    assert seen == [1]
+    assert e1.inflight == 0
+    assert metrics.registry.get_sample_value("autellix_inflight_calls", {"engine": "e1"}) == 0
+
+
+# 3. relay ---------------------------------------------------------------------------------
+
+
+async def test_a_whole_answer_is_relayed_and_read_for_usage() -> None:
+    ctx = make_ctx(engine("e1"))
+    run = Attempts(body=ctx.body)
+    answered = await relay_answer(
+        ctx,
+        FakeUpstream(),
+        None,
+        ticket_of(ctx),
+        run,
+        preemptible=False,  # type: ignore[arg-type]
+    )
+    assert answered
+    assert isinstance(run.response, web.Response)
+    assert run.response.status == 200
+    assert run.response.body == orjson.dumps(ANSWER)
+    assert run.outcome.reply.usage == Usage(prompt_tokens=7, completion_tokens=2)
+
+
+async def test_a_streamed_segment_offers_the_slot_for_preemption_only_if_resumable() -> None:
+    ctx = make_ctx(engine("e1"), stream=True)
+    relay, ticket = FakeRelay(True), ticket_of(ctx)
+    run = Attempts(body=ctx.body)
+    assert await relay_answer(ctx, FakeUpstream(), relay, ticket, run, preemptible=True)  # type: ignore[arg-type]
+    assert ticket.preemptible
+    assert ticket.on_preempt == relay.cut
+    assert run.response is relay.response
+    cut, ticket = FakeRelay(False), ticket_of(ctx)
+    run = Attempts(body=ctx.body)
+    assert not await relay_answer(ctx, FakeUpstream(), cut, ticket, run, preemptible=False)  # type: ignore[arg-type]
+    assert not ticket.preemptible
+    assert run.response is None  # no answer yet: the call goes round again
+
+
+async def test_a_failed_continuation_ends_the_open_stream_with_the_engines_words() -> None:
+    ctx = make_ctx(engine("e1"), stream=True)
+    relay = FakeRelay(opened=True)
+    run = Attempts(body=ctx.body)
+    upstream = FakeUpstream(status=400, body=b"continue_final_message is not supported")
+    assert await relay_answer(ctx, upstream, relay, ticket_of(ctx), run, preemptible=True)  # type: ignore[arg-type]
+    (err,) = relay.failed
+    assert "400 continue_final_message is not supported" in str(err)
+    assert run.outcome.upstream_failed
+    assert run.response is relay.response
+
+
+# 4. preempt / resume ------------------------------------------------------------------------
+
+
+async def test_a_preempted_segment_is_aborted_and_the_rest_asked_for() -> None:
+    e1 = engine("e1")
+    ctx = make_ctx(e1, stream=True)
+    relay = FakeRelay(opened=True)
+    relay.tokens = 3
+    run = Attempts(body=ctx.body)
+    run.outcome.reply.id, run.outcome.reply.created = "chatcmpl-9", 1700
+    run.outcome.reply.content.append(" one two three")
+    resume_later(ctx, e1, relay, run)  # type: ignore[arg-type]
+    await asyncio.gather(*ctx.state.tasks)
+    assert e1.backend.aborted == ["req-1"]  # type: ignore[attr-defined]
+    assert run.segment == 1
+    assert run.request_id("req-1") == "req-1-r1"
+    assert run.body["messages"][-1] == {"role": "assistant", "content": " one two three"}
+    assert run.body["continue_final_message"] is True
+    assert relay.watcher.rewrite == Continuation("chatcmpl-9", 1700, 3)
+    assert ctx.state.scheduler.events == [("preempted",)]  # type: ignore[attr-defined]
+    assert sample(ctx, "autellix_preemptions_total", engine="e1") == 1
+    assert sample(ctx, "autellix_resumes_total") == 1
+
+
+async def test_a_call_cut_before_its_first_event_starts_over() -> None:
+    e1 = engine("e1")
+    ctx = make_ctx(e1, stream=True)
+    run = Attempts(body=ctx.body)
+    resume_later(ctx, e1, FakeRelay(), run)  # type: ignore[arg-type]
+    await asyncio.gather(*ctx.state.tasks)
+    assert run.body == CHAT
+    assert run.segment == 1
+
+
+# 5. account -------------------------------------------------------------------------------
+
+
+def test_an_answered_call_is_accounted_with_its_usage_and_reply() -> None:
+    ctx = make_ctx(engine("e1"))
+    run = Attempts(body=ctx.body, ok=True, segment=2, engine=ctx.state.pool.engines["e1"])
+    run.outcome.reply.absorb_body(orjson.dumps(ANSWER))
+    run.outcome.status, run.outcome.first_byte_at = 200, 0.25
+    account(ctx, run)
+    observe(ctx, run)
+    ((kind, outcome),) = ctx.state.scheduler.events  # type: ignore[attr-defined]
+    assert kind == "finish"
+    assert outcome == {
+        "ok": True,
+        "usage": (7, 2),
+        "reply": {"role": "assistant", "content": "hello"},
+        "preemptions": 2,
+    }
+    assert sample(ctx, "autellix_tokens_total", engine="e1", kind="completion") == 2
+    assert sample(ctx, "autellix_time_to_first_token_seconds_count", route=ctx.route) == 1
+    # The program's waiting calls are ranked again once it has its new service.
+    assert ctx.state.gate.log[-1] == f"program_changed {ctx.program.id}"  # type: ignore[attr-defined]
+
+
+def test_a_failed_call_teaches_no_reply() -> None:
+    ctx = make_ctx(engine("e1"))
+    run = Attempts(body=ctx.body)
+    run.outcome.reply.absorb_body(orjson.dumps(ANSWER))
+    account(ctx, run)
+    ((_, outcome),) = ctx.state.scheduler.events  # type: ignore[attr-defined]
+    assert outcome["ok"] is False
+    assert outcome["reply"] is None
+    assert outcome["usage"] == (7, 2)
+
+
+# The steps together -------------------------------------------------------------------------
+
+
+async def test_serve_call_fails_over_then_answers_choosing_no_engine_itself() -> None:
+    e1, e2 = engine("e1"), engine("e2")
+    session = FakeSession(e1=ConnectionRefusedError(111, "refused"), e2=FakeUpstream())
+    ctx = make_ctx(e1, e2, session=session)
+    response = await serve_call(ctx)
+    assert response.status == 200
+    assert [sent["engine"] for sent in session.sent] == ["e1", "e2"]
+    assert ctx.state.gate.log == [  # type: ignore[attr-defined]
+        "acquire e1",
+        "release",
+        "acquire e2",
+        "release",
+        f"program_changed {ctx.program.id}",
+    ]
+    events = ctx.state.scheduler.events  # type: ignore[attr-defined]
+    assert events[:2] == [("started", "e1"), ("started", "e2")]
+    assert events[2][1]["ok"] is True
+    assert events[2][1]["usage"] == (7, 2)
+    assert e2.inflight == 0
+
+
+async def test_serve_call_lets_an_error_before_any_byte_reach_the_error_edge() -> None:
+    ctx = make_ctx(engine("e1"), gate=FakeGate(error=ServiceUnavailable("no engine")))
+    with pytest.raises(ServiceUnavailable):
+        await serve_call(ctx)
+    ((kind, outcome),) = ctx.state.scheduler.events  # type: ignore[attr-defined]
+    assert kind == "finish"
+    assert outcome["ok"] is False
+    assert outcome["preemptions"] == 0
