@@ -1,9 +1,27 @@
-"""The proxy's added latency: the same calls made to the simulated engine directly and through
-the proxy, interleaved, in one run. Engine and proxy run as separate processes, as deployed.
+"""What the proxy costs next to a naive relay, in one run, on one core.
 
-    python benchmarks/bench_overhead.py [--calls 400] [--max-tokens 8]
+    python benchmarks/bench_overhead.py [--runs 3] [--calls 600] [--streams 192]
 
-Prints median and p99 latency of each path and the proxy's addition (through - direct).
+A stub engine (``overhead_servers.py stub``) answers every chat call at once, or streams 64
+one-token chunks 2 ms apart. In front of it, in turn, on the same dedicated core (taskset):
+the naive aiohttp relay (one shared ClientSession; ``overhead_servers.py relay``) and the
+proxy (policy PLAS, identification on, one engine whose ``max_inflight`` cap never fills).
+The stub and this load generator share the other core.
+
+Each run measures, for both targets: CPU per non-streamed call at concurrency 1 and 64, CPU
+per streamed call at 64, latency at concurrency 1 (minus the stub's own, measured directly in
+the same run), and the process's peak RSS. CPU is read from ``/proc/<pid>/task/*/schedstat``
+(nanoseconds on CPU, all threads). Per SSE chunk: (CPU of a streamed call - CPU of a
+non-streamed call) / events in the stream. Each run measures both targets in turn, in
+``--rounds`` rounds; figures are medians over all rounds, and ratios are taken within each
+round, then the median is taken.
+
+Identification is timed in this process: the 50th call of an agent conversation (two new
+messages per call: the reply and a tool result), body already parsed, through what the proxy
+does with it before scheduling (wire validation, identification, prompt token estimate).
+
+The last line reads ``cpu_ratio_vs_relay=<x> sse_chunk_us=<x> p50_ratio_vs_relay=<x>
+identify_50_us=<x>``; the CPU ratio is the worse of concurrency 1 and 64.
 """
 
 from __future__ import annotations
@@ -11,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
 import os
 import signal
 import socket
@@ -19,10 +38,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
+import orjson
 
-MODEL = "sim-llama-3.1-8b"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from overhead_servers import MODEL, STREAM_EVENTS  # noqa: E402
+
+PROXY_CORE, LOAD_CORE = "0", "1"
+EVENTS_PER_STREAM = len(STREAM_EVENTS) + 1  # and [DONE]; the proxy's hidden usage chunk aside
 
 
 def free_port() -> int:
@@ -32,9 +58,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+def process(core: str, *args: str, source: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    env = dict(os.environ)
+    if source is not None:  # another copy of the proxy package, e.g. an older commit's
+        env["PYTHONPATH"] = source  # (and run from there: `-m` puts the cwd first on the path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        ["taskset", "-c", core, sys.executable, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=source,
     )
     try:
         yield proc
@@ -46,102 +79,187 @@ def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
             proc.kill()
 
 
+def cpu_ns(pid: int) -> int:
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        with contextlib.suppress(OSError), open(path) as f:
+            total += int(f.read().split()[0])
+    return total
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(url) as resp:
+            async with session.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}) as resp:  # fmt: skip
                 if resp.status == 200:
+                    await resp.read()
                     return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not become ready")
 
 
-async def one_call(
-    session: aiohttp.ClientSession, base: str, stream: bool, max_tokens: int
+def body_of(i: int, stream: bool) -> bytes:
+    # Every call is a new conversation: the proxy identifies it (inference on) as a new program.
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": f"benchmark the proxy overhead, call {i}"},
+    ]
+    return orjson.dumps({"model": MODEL, "messages": messages, "max_tokens": 64, "stream": stream})
+
+
+async def load(url: str, calls: int, concurrency: int, stream: bool) -> list[float]:
+    latencies: list[float] = []
+    counter = iter(range(calls))
+    connector = aiohttp.TCPConnector(limit=0)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for i in counter:
+                start = time.perf_counter()
+                async with session.post(url, data=body_of(i, stream), headers=headers) as resp:
+                    async for _ in resp.content.iter_any():
+                        pass
+                    assert resp.status == 200
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def measure(
+    url: str, pid: int, calls: int, concurrency: int, stream: bool
 ) -> tuple[float, float]:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "benchmark the proxy overhead please"}],
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        "stream": stream,
-    }
-    start = time.perf_counter()
-    first = None
-    async with session.post(base + "/v1/chat/completions", json=body) as resp:
-        assert resp.status == 200, await resp.text()
-        async for _ in resp.content.iter_any():
-            if first is None:
-                first = time.perf_counter()
-    end = time.perf_counter()
-    return (first or end) - start, end - start
+    """(CPU µs per call of ``pid``, median latency µs)."""
+    before = cpu_ns(pid)
+    latencies = await load(url, calls, concurrency, stream)
+    return (cpu_ns(pid) - before) / calls / 1000, statistics.median(latencies) * 1e6
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _serve(port: int, engine: str) -> list[str]:
+    return ["-m", "proxy", "serve", "--port", str(port), "--engine", engine, "--policy", "plas",
+            "--log-level", "warning"]  # fmt: skip
 
 
-async def run(calls: int, max_tokens: int, time_scale: float) -> None:
-    engine_port, proxy_port = free_port(), free_port()
-    engine = f"http://127.0.0.1:{engine_port}"
-    proxy = f"http://127.0.0.1:{proxy_port}"
-    env_note = f"{calls} calls per path, {max_tokens} tokens each, sim time scale {time_scale}"
-    with (
-        process(
-            "sim-engine",
-            "--port",
-            str(engine_port),
-            "--time-scale",
-            str(time_scale),
-            "--log-level",
-            "warning",
-        ),
-        process(
-            "serve",
-            "--port",
-            str(proxy_port),
-            "--engine",
-            f"sim={engine},kind=sim",
-            "--log-level",
-            "warning",
-        ),
-    ):
+async def one_run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
+    stub_port, relay_port, proxy_port, before_port = (free_port() for _ in range(4))
+    stub = f"http://127.0.0.1:{stub_port}"
+    engine = orjson.dumps(
+        {"name": "stub", "url": stub, "kind": "openai", "models": [MODEL], "max_inflight": 100000}
+    ).decode()
+    servers = str(HERE / "overhead_servers.py")
+    rounds: list[dict[str, dict[str, float]]] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process(LOAD_CORE, servers, "stub", str(stub_port)))
+        relay = stack.enter_context(process(PROXY_CORE, servers, "relay", str(relay_port), stub))
+        proxy = stack.enter_context(process(PROXY_CORE, *_serve(proxy_port, engine)))
+        path = "/v1/chat/completions"
+        targets = {
+            "relay": (f"http://127.0.0.1:{relay_port}{path}", relay.pid),
+            "proxy": (f"http://127.0.0.1:{proxy_port}{path}", proxy.pid),
+        }
+        if args.before:
+            before = stack.enter_context(
+                process(PROXY_CORE, *_serve(before_port, engine), source=args.before)
+            )
+            targets["before"] = (f"http://127.0.0.1:{before_port}{path}", before.pid)
         async with aiohttp.ClientSession() as session:
-            await wait_ready(session, engine + "/health")
-            await wait_ready(session, proxy + "/ready")
-            for stream in (False, True):
-                for base in (engine, proxy) * 20:  # warm both paths
-                    await one_call(session, base, stream, max_tokens)
-                direct: list[tuple[float, float]] = []
-                through: list[tuple[float, float]] = []
-                for _ in range(calls):
-                    direct.append(await one_call(session, engine, stream, max_tokens))
-                    through.append(await one_call(session, proxy, stream, max_tokens))
-                kind = "streaming" if stream else "non-streaming"
-                print(f"\n{kind} chat completions ({env_note})")
-                print(f"{'metric':28} {'direct ms':>10} {'proxy ms':>10} {'added ms':>10}")
-                for label, idx in (("total latency", 1), ("time to first byte", 0)):
-                    d = [x[idx] * 1000 for x in direct]
-                    p = [x[idx] * 1000 for x in through]
-                    for name, q in (("median", 0.5), ("p99", 0.99)):
-                        dv, pv = (
-                            (statistics.median(d), statistics.median(p))
-                            if q == 0.5
-                            else (pct(d, q), pct(p, q))
-                        )
-                        print(f"{label + ' ' + name:28} {dv:10.2f} {pv:10.2f} {pv - dv:10.2f}")
+            for url, _ in targets.values():
+                await wait_ready(session, url)
+        for url, _ in targets.values():  # warm both
+            await load(url, 200, 8, False)
+            await load(url, 16, 8, True)
+        for _ in range(args.rounds):  # the two targets in turn, so that noise hits both
+            out: dict[str, dict[str, float]] = {}
+            direct = statistics.median(await load(stub + path, args.calls // 4, 1, False)) * 1e6
+            for name, (url, pid) in targets.items():
+                cpu1, p50 = await measure(url, pid, args.calls // 2, 1, False)
+                cpu64, _ = await measure(url, pid, args.calls, 64, False)
+                cpus, _ = await measure(url, pid, args.streams, 64, True)
+                out[name] = {
+                    "cpu_c1": cpu1,
+                    "cpu_c64": cpu64,
+                    "added_p50": p50 - direct,
+                    "chunk": (cpus - cpu64) / EVENTS_PER_STREAM,
+                    "rss_mib": peak_rss_kib(pid) / 1024,
+                }
+            rounds.append(out)
+    return rounds
+
+
+def identify_50_us(reps: int = 300) -> tuple[float, int]:
+    """Median µs the proxy spends on the 50th call of a conversation before scheduling it."""
+    from multidict import CIMultiDict
+    from overhead_identify import prepare, start_conversation
+
+    identifier, raw, messages = start_conversation(calls=50)
+    headers = CIMultiDict({"Authorization": "Bearer sk-bench", "Content-Type": "application/json"})
+    times = []
+    for _ in range(reps):
+        body = orjson.loads(raw)
+        start = time.perf_counter_ns()
+        prepare(identifier, headers, body, raw)
+        times.append(time.perf_counter_ns() - start)
+    return statistics.median(times) / 1000, messages
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=400)
-    parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--time-scale", type=float, default=0.001)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=1000, help="non-streamed calls at c64")
+    parser.add_argument("--streams", type=int, default=256, help="streamed calls at c64")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of both targets per run")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also measure the proxy package found in DIR (e.g. `git archive <commit> proxy`)",
+    )
     args = parser.parse_args()
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    asyncio.run(run(args.calls, args.max_tokens, args.time_scale))
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    runs = [r for _ in range(args.runs) for r in asyncio.run(one_run(args))]
+
+    def med(target: str, key: str) -> float:
+        return statistics.median(r[target][key] for r in runs)
+
+    def ratio(key: str, target: str = "proxy") -> float:
+        return statistics.median(r[target][key] / r["relay"][key] for r in runs)
+
+    print(
+        f"medians of {args.runs} runs x {args.rounds} rounds; proxy and relay pinned to core "
+        f"{PROXY_CORE}, stub and load on core {LOAD_CORE}"
+    )
+    print(f"{'target':8} {'CPU µs/call c1':>15} {'c64':>8} {'+p50 µs c1':>11} "
+          f"{'CPU µs/SSE chunk':>17} {'peak RSS MiB':>13}")  # fmt: skip
+    for target in runs[0]:
+        print(
+            f"{target:8} {med(target, 'cpu_c1'):15.1f} {med(target, 'cpu_c64'):8.1f} "
+            f"{med(target, 'added_p50'):11.0f} {med(target, 'chunk'):17.2f} "
+            f"{med(target, 'rss_mib'):13.1f}"
+        )
+    if "before" in runs[0]:
+        print(
+            "ratios before/relay: "
+            f"CPU c1 {ratio('cpu_c1', 'before'):.2f}, c64 {ratio('cpu_c64', 'before'):.2f}, "
+            f"+p50 {ratio('added_p50', 'before'):.2f}, RSS {ratio('rss_mib', 'before'):.2f}"
+        )
+    cpu_ratio = max(ratio("cpu_c1"), ratio("cpu_c64"))
+    print(f"ratios proxy/relay: CPU c1 {ratio('cpu_c1'):.2f}, c64 {ratio('cpu_c64'):.2f}, "
+          f"+p50 {ratio('added_p50'):.2f}, RSS {ratio('rss_mib'):.2f}")  # fmt: skip
+    ident, messages = identify_50_us()
+    print(f"identification of the 50th call ({messages} messages): {ident:.1f} µs")
+    print(
+        f"cpu_ratio_vs_relay={cpu_ratio:.2f} sse_chunk_us={med('proxy', 'chunk'):.2f} "
+        f"p50_ratio_vs_relay={ratio('added_p50'):.2f} identify_50_us={ident:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from proxy import security
@@ -29,6 +28,7 @@ from proxy.policies.base import Policy, program_scalar
 from proxy.policies.registry import PolicyRegistry
 from proxy.policies.tenant import with_tenant_fairness
 from proxy.records import Program
+from proxy.relay import upstream_session
 from proxy.routes import add_routes
 from proxy.scheduler import Scheduler
 from proxy.serve import background
@@ -107,9 +107,7 @@ def build_scheduler(
 
 async def _engines_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    # No total timeout on the session: each call sets its own from its engine's config.
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    session = upstream_session()
     state.session = session
     await state.pool.refresh(session)
     for engine in state.pool.engines.values():

@@ -61,6 +61,7 @@ class CallContext:
     headers: dict[str, str]
     drop_usage: bool
     arrived: float  # perf_counter() when the request reached the proxy
+    raw: bytes | None = None  # the client's body as it came, while ``body`` is its parse
 
 
 def upstream_headers(
@@ -134,7 +135,7 @@ def may_fail_over(
     pool: EnginePool,
     metrics: Metrics,
     engine: EngineState,
-    err: BadGateway,
+    err: ProxyError,
     *,
     tries: int,
     model: str | None,
@@ -159,7 +160,9 @@ async def connect(
     rid = run.request_id(ctx.request_id)
     ctx.headers["X-Autellix-Engine"] = engine.name
     state.scheduler.started(ctx.call, engine.name)
-    data = orjson.dumps(engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx)))
+    prepared = engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx))
+    # A body the proxy left as the client sent it goes on as its bytes, not re-encoded.
+    data = ctx.raw if prepared is ctx.body and ctx.raw else orjson.dumps(prepared)
     try:
         return await open_upstream(
             state.client(), engine, "POST", ctx.request.path, data=data,
@@ -168,14 +171,11 @@ async def connect(
         )  # fmt: skip
     except (BadGateway, GatewayTimeout) as err:
         run.tries += 1
-        pool, metrics = state.pool, state.metrics
         if retry_elsewhere(
-            err, engine, model=ctx.model, pool=pool, metrics=metrics, tries=run.tries
+            err, engine, model=ctx.model, pool=state.pool, metrics=state.metrics, tries=run.tries
         ):
             return None  # failed before answering: once more, on another engine
-        if isinstance(err, BadGateway) and may_fail_over(
-            pool, metrics, engine, err, tries=run.tries, model=ctx.model
-        ):
+        if may_fail_over(state.pool, state.metrics, engine, err, tries=run.tries, model=ctx.model):
             return None
         raise
 
@@ -207,7 +207,9 @@ async def relay_answer(
     if relay is not None and upstream.status == 200:
         ticket.preemptible = preemptible
         ticket.on_preempt = relay.cut
-        if not await relay.relay(upstream, run.outcome, run.engine):
+        if not await relay.relay(
+            upstream, run.outcome, run.engine, whole_events=ticket.preemptible
+        ):
             return False
         run.response = relay.response
     elif relay is not None and relay.response is not None:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.config import ProxyConfig, load_config, parse_engine_flag
+from proxy.drain import drain
 from proxy.errors import ConfigError
-from proxy.serve import install_uvloop, start_app
+from proxy.serve import install_uvloop, settle_heap, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
 from proxy.sim.server import create_sim_app
 
@@ -101,9 +102,8 @@ async def _wait_for_signal() -> None:
 
 
 async def _serve(config: ProxyConfig) -> None:
-    from proxy.drain import drain
-
     proxy = await start_proxy(config)
+    settle_heap()
     engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
     log.info("autellix proxy listening on %s; engines: %s", proxy.url, engines)
     log.info("point an OpenAI client at %s/v1", proxy.url)

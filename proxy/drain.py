@@ -28,9 +28,8 @@ class Endable(Protocol):
     def end_with(self, err: ServiceUnavailable) -> None: ...
 
 
-class Serving(Protocol):
-    """A running proxy (``proxy.server.RunningProxy`` is one): its app, its runners (its own
-    last) and how to stop them."""
+class Drainable(Protocol):
+    """What ``drain`` needs of a running proxy (``proxy.server.RunningProxy``)."""
 
     app: web.Application
     runners: list[web.AppRunner]
@@ -74,7 +73,7 @@ def shutting_down(app: web.Application) -> bool:
     return drain is not None and drain.draining
 
 
-async def drain(proxy: Serving, grace_s: float) -> None:
+async def drain(proxy: Drainable, grace_s: float) -> None:
     """Drain ``proxy`` (its own listener only; an embedded engine keeps serving the calls
     still running), then stop it."""
     state = proxy.app[DRAIN]

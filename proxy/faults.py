@@ -20,6 +20,18 @@ from proxy.errors import ProxyError
 from proxy.kvhints.pool import EnginePool, EngineState
 from proxy.metrics import Metrics
 
+
+class Outcome(Protocol):
+    """What ``settle`` reads of a finished engine call (``proxy.relay.Outcome``)."""
+
+    @property
+    def upstream_failed(self) -> bool: ...
+    @property
+    def failure(self) -> str | None: ...
+    @property
+    def status(self) -> int | None: ...
+
+
 log = logging.getLogger("autellix.faults")
 
 # Failures that happened before the engine sent any answer (connection refused or dropped,
@@ -90,15 +102,7 @@ def retry_elsewhere(
     return True
 
 
-class Ended(Protocol):
-    """How an engine call ended (``proxy.relay.Outcome`` is one)."""
-
-    status: int
-    upstream_failed: bool
-    failure: str | None
-
-
-def settle(engine: EngineState, outcome: Ended) -> None:
+def settle(engine: EngineState, outcome: Outcome) -> None:
     """Count a finished engine call toward the engine's passive health."""
     if outcome.upstream_failed:
         engine.failed(outcome.failure or "its answer broke off")

@@ -2,11 +2,160 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 # Latencies of LLM calls span milliseconds (a cached short answer) to many minutes.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+# The request path updates about ten instruments per call. prometheus_client's own take a
+# lock, and its histograms walk their buckets in Python, on every update (about 1 µs each),
+# and its labels() validates and locks too. These are plain numbers in one event loop's
+# thread, read by a collector only when /metrics is scraped.
+
+
+class Value:
+    """A counter's or gauge's value (one label set)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class Observations:
+    """A histogram's counts per bucket and sum (one label set)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class _Instrument:
+    kind = ""
+
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.doc = doc
+        self.labelnames = tuple(labelnames)
+
+    def families(self) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
+class Counter(_Instrument):
+    """Counts up; exported as ``<name>_total``. ``labels`` binds a child once per values."""
+
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> None:
+        super().__init__(name, doc, labelnames)
+        self._children: dict[tuple[str, ...], Value] = {}
+        self._own = self._children.setdefault((), Value()) if not labelnames else None
+
+    def labels(self, *values: str) -> Value:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+            child = self._children[values] = Value()
+        return child
+
+    def inc(self, amount: float = 1.0) -> None:
+        assert self._own is not None, f"{self.name} is labelled"
+        self._own.value += amount
+
+    def families(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, child in self._children.items():
+            family.add_metric(values, child.value)
+        yield family
+
+
+class Gauge(Counter):
+    """Goes up and down, or reads a function at scrape time (``set_function``)."""
+
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> None:
+        super().__init__(name, doc, labelnames)
+        self._function: Callable[[], float] | None = None
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._function = function
+
+    def families(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.doc, labels=self.labelnames)
+        if self._function is not None:
+            family.add_metric((), float(self._function()))
+        else:
+            for values, child in self._children.items():
+                family.add_metric(values, child.value)
+        yield family
+
+
+class Histogram(_Instrument):
+    def __init__(
+        self, name: str, doc: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float]
+    ) -> None:
+        super().__init__(name, doc, labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], Observations] = {}
+        self._own = self.labels() if not labelnames else None
+
+    def labels(self, *values: str) -> Observations:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+            child = self._children[values] = Observations(self.bounds)
+        return child
+
+    def observe(self, amount: float) -> None:
+        assert self._own is not None, f"{self.name} is labelled"
+        self._own.observe(amount)
+
+    def families(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, child in self._children.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*self.bounds, float("inf")), child.counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric(values, buckets, child.sum)
+        yield family
+
+
+class _Collector(Collector):
+    def __init__(self, instruments: list[_Instrument]) -> None:
+        self.instruments = instruments
+
+    def collect(self) -> Iterator[Metric]:
+        for instrument in self.instruments:
+            yield from instrument.families()
 
 
 class Metrics:
@@ -14,103 +163,75 @@ class Metrics:
     and sources come from configuration or small fixed sets."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self.requests = Counter(
-            "autellix_requests",
-            "Requests answered, by route and status.",
-            ["route", "status"],
-            registry=r,
+            "autellix_requests", "Requests answered, by route and status.", ["route", "status"]
         )
         self.errors = Counter(
-            "autellix_errors",
-            "Error responses, by route and error type.",
-            ["route", "type"],
-            registry=r,
+            "autellix_errors", "Error responses, by route and error type.", ["route", "type"]
         )
         self.latency = Histogram(
             "autellix_request_latency_seconds",
             "Time from request arrival to the end of the response.",
             ["route"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
         self.ttft = Histogram(
             "autellix_time_to_first_token_seconds",
             "Time from request arrival to the first streamed byte of the engine's answer.",
             ["route"],
             buckets=_TTFT_BUCKETS,
-            registry=r,
         )
         self.inflight = Gauge(
-            "autellix_inflight_calls",
-            "Calls being served by an engine now.",
-            ["engine"],
-            registry=r,
+            "autellix_inflight_calls", "Calls being served by an engine now.", ["engine"]
         )
         self.upstream_errors = Counter(
             "autellix_upstream_errors",
             "Engine calls that failed before an answer (connection, timeout).",
             ["engine", "reason"],
-            registry=r,
         )
         self.client_disconnects = Counter(
             "autellix_client_disconnects",
             "Calls whose client went away before the end; their engine call was cancelled.",
             ["route"],
-            registry=r,
         )
         self.engine_healthy = Gauge(
-            "autellix_engine_healthy",
-            "1 if the engine answered its last health check.",
-            ["engine"],
-            registry=r,
+            "autellix_engine_healthy", "1 if the engine answered its last health check.", ["engine"]
         )
         self.tokens = Counter(
-            "autellix_tokens",
-            "Tokens reported by engines, by kind.",
-            ["engine", "kind"],
-            registry=r,
+            "autellix_tokens", "Tokens reported by engines, by kind.", ["engine", "kind"]
         )
-
         self.calls = Counter(
             "autellix_calls",
             "Generation calls, by how their program was identified "
             "(explicit, session, body, inferred, new).",
             ["source"],
-            registry=r,
         )
         self.arrival_level = Histogram(
             "autellix_call_arrival_level",
             "The policy's queue level of calls as they arrive (0 is the top queue).",
             buckets=(0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
-            registry=r,
         )
         self.demotions = Counter(
-            "autellix_call_demotions",
-            "Times a running call was demoted to a lower queue.",
-            registry=r,
+            "autellix_call_demotions", "Times a running call was demoted to a lower queue."
         )
         self.preemptions = Counter(
             "autellix_preemptions",
             "Calls the proxy took off an engine for a better waiting call.",
             ["engine"],
-            registry=r,
         )
-        self.resumes = Counter(
-            "autellix_resumes", "Preempted calls resumed where they stopped.", registry=r
-        )
+        self.resumes = Counter("autellix_resumes", "Preempted calls resumed where they stopped.")
         self.gate_waiting = Gauge(
-            "autellix_gate_waiting_calls",
-            "Calls waiting in the proxy's gate for an engine slot.",
-            registry=r,
+            "autellix_gate_waiting_calls", "Calls waiting in the proxy's gate for an engine slot."
         )
-        self.programs = Gauge("autellix_programs", "Programs in the process table.", registry=r)
+        self.programs = Gauge("autellix_programs", "Programs in the process table.")
         self.retries = Counter(
             "autellix_engine_retries",
             "Calls sent again to another engine after theirs failed before answering.",
             ["engine"],
-            registry=r,
+        )
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(
+            _Collector([v for v in vars(self).values() if isinstance(v, _Instrument)])
         )
 
     def render(self) -> bytes:

@@ -50,10 +50,27 @@ class Outcome:
     failure: str | None = None  # why, when upstream_failed
 
 
-def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CIMultiDict[str]:
-    headers = CIMultiDict(
-        (k, v) for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS
+def upstream_session() -> aiohttp.ClientSession:
+    """The one client session to every engine. Engines set no cookies the proxy should keep
+    (and one tenant's must never reach another's calls), answers are relayed as they come
+    (compressed or not). (No ``skip_auto_headers``: aiohttp then copies every request's
+    headers to check them.) No limit on
+    connections: the gate decides how many calls each engine gets. No session timeout:
+    each call sets its engine's own."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
     )
+
+
+def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for k, v in upstream.headers.items():
+        if k.lower() not in _DROP_RESPONSE_HEADERS:
+            headers.add(k, v)
     for name, value in extra.items():
         headers[name] = value  # replaces the engine's own, whatever its spelling (X-Request-ID)
     return headers
@@ -209,10 +226,15 @@ class StreamRelay:
         upstream: aiohttp.ClientResponse,
         outcome: Outcome,
         engine: EngineState | None = None,
+        *,
+        whole_events: bool | None = None,
     ) -> bool:
         """Relay one segment. True if the answer is complete, False if it was cut.
         With ``engine``, its ``idle_timeout_s`` bounds the silence between chunks, and the
-        outcome counts toward its passive health."""
+        outcome counts toward its passive health. ``whole_events``: whether this segment may
+        be cut (None: as the relay was made)."""
+        if whole_events is not None:
+            self.watcher.whole_events(whole_events)
         self._cut = self._ending is not None
         if self._cut:
             upstream.close()  # drained while this segment waited for its engine

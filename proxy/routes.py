@@ -94,11 +94,17 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     state = request.app[STATE]
     scheduler = state.scheduler
     request_id = request_id_of(request, state)
-    body = parse_json_object(await request.read())
-    wire = validate(ChatCompletionRequest if chat else CompletionRequest, body)
+    raw = await request.read()
+    body = parsed = parse_json_object(raw)
     principal = principal_of(request)
+    # Identified first: messages it finds in a conversation seen before need no second check.
     identity = scheduler.identifier.identify(
-        request.headers, body, tenant=None if principal is None else principal.tenant
+        request.headers, body, raw, tenant=None if principal is None else principal.tenant
+    )
+    conversation = identity.conversation
+    known = conversation.known if conversation is not None else 0
+    wire = validate(
+        ChatCompletionRequest if chat else CompletionRequest, body, known_messages=known
     )
     body = strip_program(body)
     if principal is None or not principal.engine_control:
@@ -114,7 +120,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         }
         drop_usage = True
     program, call, priority = scheduler.arrive(
-        identity, prompt_tokens=prompt_tokens(body, chat=chat)
+        identity, prompt_tokens=prompt_tokens(body, chat=chat, conversation=conversation)
     )
     headers = {
         "X-Request-Id": request_id,
@@ -126,6 +132,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
         request_id=upstream_id(), headers=headers, drop_usage=drop_usage, arrived=arrived,
+        raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
 

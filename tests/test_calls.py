@@ -165,11 +165,15 @@ class FakeRelay:
         self.watcher = FakeWatcher()
         self.tokens = 0
         self.failed: list[Exception] = []
+        self.whole_events: bool | None = None
 
     def cut(self) -> None:
         pass
 
-    async def relay(self, upstream: Any, outcome: Any, engine: Any = None) -> bool:
+    async def relay(
+        self, upstream: Any, outcome: Any, engine: Any = None, *, whole_events: bool | None = None
+    ) -> bool:
+        self.whole_events = whole_events
         outcome.status = upstream.status
         if self.response is None:
             self.response = web.StreamResponse()
@@ -359,11 +363,13 @@ async def test_a_streamed_segment_offers_the_slot_for_preemption_only_if_resumab
     assert await relay_answer(ctx, FakeUpstream(), relay, ticket, run, preemptible=True)  # type: ignore[arg-type]
     assert ticket.preemptible
     assert ticket.on_preempt == relay.cut
+    assert relay.whole_events  # a segment that may be cut is relayed in whole events
     assert run.response is relay.response
     cut, ticket = FakeRelay(False), ticket_of(ctx)
     run = Attempts(body=ctx.body)
     assert not await relay_answer(ctx, FakeUpstream(), cut, ticket, run, preemptible=False)  # type: ignore[arg-type]
     assert not ticket.preemptible
+    assert cut.whole_events is False  # nothing can cut it: its reads go on as they came
     assert run.response is None  # no answer yet: the call goes round again
 
 

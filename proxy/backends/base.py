@@ -73,7 +73,8 @@ class Backend(Protocol):
         self, body: dict[str, Any], *, request_id: str, hints: CallHints | None = None
     ) -> dict[str, Any]:
         """Add the kind's own fields (request id, priority, scheduler hints) to a generation
-        body. Returns a new dict; the client's body is never changed."""
+        body. Returns a new dict, or ``body`` itself if there is nothing to add (the proxy
+        then sends the client's bytes as they came); the client's body is never changed."""
         ...
 
     async def health(self, session: aiohttp.ClientSession) -> bool:

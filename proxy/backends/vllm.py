@@ -32,13 +32,18 @@ class VLLMBackend(OpenAIBackend):
     def prepare_body(
         self, body: dict[str, Any], *, request_id: str, hints: CallHints | None = None
     ) -> dict[str, Any]:
+        if hints is None:
+            return body
+        sends_priority = self.sends_priority() and "priority" not in body
+        if not sends_priority and not self.config.scheduler_plugin:
+            return body  # nothing to add: the client's bytes can go on as they came
         out = dict(body)
-        if hints is not None and self.sends_priority() and "priority" not in body:
+        if sends_priority:
             polarity = self.config.priority_polarity or DEFAULT_POLARITY.get(
                 self.config.kind, "lower-first"
             )
             out["priority"] = engine_priority(hints.level, polarity)
-        if hints is not None and self.config.scheduler_plugin:
+        if self.config.scheduler_plugin:
             out["vllm_xargs"] = {
                 **(body.get("vllm_xargs") or {}),
                 "autellix_program": hints.program_id,

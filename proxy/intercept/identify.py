@@ -26,7 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import BadRequest
 from proxy.ids import IdGen
-from proxy.intercept.prefix import PrefixIndex, Unhashable
+from proxy.intercept.prefix import Conversation, PrefixIndex, Unhashable
 from proxy.intercept.tenant import DEFAULT_TENANT, TenantResolver
 
 Source = Literal["explicit", "session", "body", "inferred", "new"]
@@ -84,9 +84,9 @@ class IdentifyConfig:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What a call was identified as. ``conversation`` is the hash of its chat messages,
-    kept only where its reply must be recorded for inference (sources "new" and
-    "inferred")."""
+    """What a call was identified as. ``conversation`` is its chat messages as the inference
+    index saw them, kept only where its reply must be recorded for inference (sources "new"
+    and "inferred")."""
 
     program_id: str
     source: Source
@@ -94,7 +94,7 @@ class Identity:
     thread: str = ""
     parents: tuple[str, ...] = ()
     end: bool = False
-    conversation: int | None = None
+    conversation: Conversation | None = None
 
 
 @dataclass(slots=True)
@@ -128,10 +128,16 @@ class Identifier:
         self._body_paths = tuple((f, tuple(f.split("."))) for f in self.config.body_fields)
 
     def identify(
-        self, headers: Mapping[str, str], body: Mapping[str, Any], *, tenant: str | None = None
+        self,
+        headers: Mapping[str, str],
+        body: Mapping[str, Any],
+        raw: bytes | None = None,
+        *,
+        tenant: str | None = None,
     ) -> Identity:
         """Identify one call from its headers (case-insensitive, as aiohttp gives them) and
-        its parsed JSON body. ``tenant``: the tenant of the client's key, if keys are
+        its parsed JSON body (``raw``: the bytes it was parsed from, which make recognising a
+        known conversation cheaper). ``tenant``: the tenant of the client's key, if keys are
         configured. Raises ``BadRequest`` naming a bad header or field."""
         if not isinstance(headers, CIMultiDict | CIMultiDictProxy):
             headers = CIMultiDict(headers)
@@ -146,7 +152,7 @@ class Identifier:
         elif (named := self._body_field(tenant, body)) is not None:
             program_id, source = named, "body"
         else:
-            found, conversation = self._infer(tenant, body)
+            found, conversation = self._infer(tenant, body, raw)
             if found is not None:
                 program_id, source = found, "inferred"
             else:
@@ -169,7 +175,7 @@ class Identifier:
         """Call when a chat call completed well, with the assistant message it produced
         (content and tool_calls), so that the program's next call is recognised."""
         if identity.conversation is not None:
-            self.prefixes.add(identity.conversation, assistant_message, identity.program_id)
+            self.prefixes.learn(identity.conversation, assistant_message, identity.program_id)
 
     def hash_value(self, tenant: str, kind: str, value: str) -> str:
         digest = hashlib.blake2b(
@@ -261,12 +267,14 @@ class Identifier:
                 return "body:" + self.hash_value(tenant, name, node)
         return None
 
-    def _infer(self, tenant: str, body: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    def _infer(
+        self, tenant: str, body: Mapping[str, Any], raw: bytes | None
+    ) -> tuple[str | None, Conversation | None]:
         messages = body.get("messages")
         if not self.config.infer or not isinstance(messages, list) or not messages:
             return None, None
         try:
-            return self.prefixes.match(tenant, messages)
+            return self.prefixes.find(tenant, messages, raw)
         except Unhashable:
             return None, None
 

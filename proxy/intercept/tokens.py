@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from proxy.intercept.prefix import Conversation
 
 CHARS_PER_TOKEN = 4
 # Llama-3 chat template: <|begin_of_text|> once; per message <|start_header_id|>, the role,
@@ -81,10 +84,30 @@ def chat_prompt_tokens(
     return tokens
 
 
-def prompt_tokens(body: Mapping[str, Any], *, chat: bool) -> int:
-    """The prompt's size of a validated chat or completion body, before the engine says."""
+def prompt_tokens(
+    body: Mapping[str, Any], *, chat: bool, conversation: Conversation | None = None
+) -> int:
+    """The prompt's size before the engine says: the same heuristic as the simulated engine
+    (``chat_prompt_tokens``). A conversation that continues one seen before is counted from
+    that one's figure over its new messages only, and its tools, if they are the same, are
+    not counted again; the figures are kept on ``conversation`` for the next call."""
     if chat:
-        return chat_prompt_tokens(body["messages"], tools=body.get("tools"))
+        messages, tools = body["messages"], body.get("tools")
+        start, tokens = 0, 0
+        if conversation is not None and conversation.known_tokens is not None:
+            start, tokens = conversation.known, conversation.known_tokens
+        for i in range(start, len(messages)):
+            tokens += message_tokens(messages[i])
+        if not tools:
+            tools_tokens = 0
+        elif conversation is not None and conversation.tools == tools:
+            tools_tokens = conversation.tools_tokens
+        else:
+            tools_tokens = estimate_tokens(canonical_json(list(tools)).decode())
+        if conversation is not None:
+            conversation.tokens, conversation.tools = tokens, tools
+            conversation.tools_tokens = tools_tokens
+        return BEGIN_TOKENS + tokens + tools_tokens + GENERATION_PROMPT_TOKENS
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         return estimate_tokens(prompt)

@@ -14,8 +14,6 @@ from typing import Any
 
 import orjson
 
-_EVENT_END = (b"\n\n", b"\r\n\r\n")
-
 
 @dataclass(slots=True)
 class Usage:
@@ -77,32 +75,42 @@ class Reply:
 
     def absorb_chunk(self, chunk: dict[str, Any]) -> int:
         """Take one streamed chunk; return how many generated tokens it carried."""
-        usage = _usage_of(chunk)
-        if usage is not None:
-            self.usage = usage
+        # Runs for every streamed event: plain ``get``s and ``type() is`` tests, no helpers.
+        if chunk.get("usage") is not None:
+            usage = _usage_of(chunk)
+            if usage is not None:
+                self.usage = usage
         if self.id is None and isinstance(chunk.get("id"), str):
             self.id = chunk["id"]
             created = chunk.get("created")
             self.created = created if isinstance(created, int) else None
-        if isinstance(chunk.get("error"), dict):
-            self.error = chunk["error"]
-        tokens = 0
+        error = chunk.get("error")
+        if error is not None and isinstance(error, dict):
+            self.error = error
         choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+        if type(choices) is not list:
+            return 0
+        tokens = 0
+        for choice in choices:
+            if type(choice) is not dict or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
-            piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-            if isinstance(piece, str) and piece:
+            if type(delta) is dict:
+                piece = delta.get("content")
+                calls = delta.get("tool_calls")
+                if calls is not None and type(calls) is list:
+                    for tool_delta in calls:
+                        if isinstance(tool_delta, dict):
+                            self._merge_tool_call(tool_delta)
+                    tokens += 1
+            else:
+                piece = choice.get("text")
+            if piece and type(piece) is str:
                 self.content.append(piece)
                 tokens += 1
-            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
-                for tool_delta in delta["tool_calls"]:
-                    if isinstance(tool_delta, dict):
-                        self._merge_tool_call(tool_delta)
-                tokens += 1
-            if isinstance(choice.get("finish_reason"), str):
-                self.finish_reason = choice["finish_reason"]
+            finish = choice.get("finish_reason")
+            if finish is not None and type(finish) is str:
+                self.finish_reason = finish
         return tokens
 
     def absorb_body(self, body: bytes) -> None:
@@ -131,94 +139,177 @@ class Reply:
             self.finish_reason = first["finish_reason"]
 
 
-def _is_usage_only(chunk: Any) -> bool:
-    return isinstance(chunk, dict) and chunk.get("choices") == [] and _usage_of(chunk) is not None
+def _is_usage_only(chunk: dict[str, Any]) -> bool:
+    return chunk.get("choices") == [] and _usage_of(chunk) is not None
+
+
+def _payload(event: bytes) -> bytes:
+    """The data of one SSE event (its ``data:`` lines joined), without the blank line."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:]  # the usual event: one data line (JSON ignores the leading space)
+    return b"".join(
+        line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
+    )
 
 
 Rewrite = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+_SEP = b"\n\n"
+_CRLF_SEP = b"\r\n\r\n"
 
 
 class StreamWatcher:
     """Watches an SSE byte stream. ``feed`` returns the bytes to forward and the tokens seen.
 
     By default the bytes go on exactly as they came. In *whole-event* mode (the proxy asked for
-    usage that the client did not, or it may cut the stream to preempt the call) complete
-    events are forwarded as soon as they are complete, never a fragment, and the usage-only
-    chunk is held back if ``drop_usage_chunk``. A ``rewrite`` function, set while relaying a
-    resumed call's continuation, may change or drop (return None) each JSON chunk; the chunks
-    of such a continuation are re-encoded.
+    usage that the client did not, or it may cut the stream to preempt the call) only complete
+    events are forwarded, never a fragment, and the usage-only chunk is held back if
+    ``drop_usage_chunk``. A ``rewrite`` function, set while relaying a resumed call's
+    continuation, may change or drop (return None) each JSON chunk; the chunks of such a
+    continuation are re-encoded.
+
+    Boundaries are searched for in the new bytes only, from the end (one ``rfind`` per read
+    finds every complete event at once). Engines end events with ``\n\n``; a stream that
+    carries a ``\r`` is switched for good to a slower search that also knows ``\r\n\r\n``.
+    When every event of a read is forwarded as it came, the forwarded bytes are the read's own
+    (no copy).
     """
 
-    __slots__ = ("_buffer", "_drop_usage", "_whole", "done", "garbled", "reply", "rewrite")
+    __slots__ = (
+        "_buffer",
+        "_crlf",
+        "_drop_usage",
+        "_whole",
+        "done",
+        "garbled",
+        "reply",
+        "rewrite",
+    )
 
     def __init__(self, *, drop_usage_chunk: bool, whole_events: bool = False) -> None:
         self._drop_usage = drop_usage_chunk
         self._whole = whole_events or drop_usage_chunk
-        self._buffer = bytearray()
+        self._crlf = False
+        self._buffer = bytearray()  # the start of an event whose end has not come yet
         self.reply = Reply()
         self.done = False  # saw data: [DONE]
         self.garbled = False  # saw a data payload that is not JSON: the engine is babbling
         self.rewrite: Rewrite | None = None
 
+    def whole_events(self, on: bool) -> None:
+        """Forward only complete events from now on (a segment that may be cut), or not."""
+        self._whole = on or self._drop_usage
+
     def feed(self, data: bytes) -> tuple[bytes, int]:
-        self._buffer += data
-        forward = bytearray() if self._whole else None
+        if not self._crlf and b"\r" in data:
+            self._crlf = True
+        buf = self._buffer
+        if self._crlf:
+            buf += data
+            complete = self._cut_crlf()
+        elif buf:
+            start = len(buf) - 1  # a separator may straddle the old and the new bytes
+            buf += data
+            end = buf.rfind(_SEP, start)
+            if end < 0:
+                complete = b""
+            else:
+                complete = bytes(buf[: end + 2])
+                del buf[: end + 2]
+        else:
+            end = data.rfind(_SEP)
+            if end < 0:
+                buf += data
+                complete = b""
+            elif end + 2 == len(data):
+                complete = data
+            else:
+                complete = data[: end + 2]
+                buf += data[end + 2 :]
+        if not complete:
+            return (b"" if self._whole else data), 0
+        forward, tokens = self._events(complete)
+        return (forward if self._whole else data), tokens
+
+    def _cut_crlf(self) -> bytes:
+        buf, last = self._buffer, -1
+        for sep in (_SEP, _CRLF_SEP):
+            at = buf.rfind(sep)
+            if at >= 0:
+                last = max(last, at + len(sep))
+        if last < 0:
+            return b""
+        complete = bytes(buf[:last])
+        del buf[:last]
+        return complete
+
+    def _events(self, complete: bytes) -> tuple[bytes, int]:
+        """Observe complete events; return the bytes to forward for them and their tokens."""
+        if (
+            not self._crlf
+            and complete.find(b"\n") == len(complete) - 2
+            and complete.startswith(b"data:")
+        ):  # one event of one data line per read: the usual case with engines; no copies
+            out, tokens = self._chunk(memoryview(complete)[5:-2])
+            return (complete if out is None else out), tokens
+        original = complete
+        if self._crlf:
+            complete = complete.replace(b"\r\n", b"\n")
+        events = complete.split(_SEP)  # the last item is the empty tail after the last event
         tokens = 0
-        while True:
-            cut, sep = self._next_boundary()
-            if cut < 0:
-                break
-            event = bytes(self._buffer[: cut + sep])
-            del self._buffer[: cut + sep]
+        kept: list[bytes] | None = None  # set once an event is dropped or changed
+        for i in range(len(events) - 1):
+            event = events[i]
             out, n = self._observe(event)
             tokens += n
-            if forward is not None and out:
-                forward += out
-        return (data if forward is None else bytes(forward)), tokens
+            if out is not None and kept is None:
+                kept = [e + _SEP for e in events[:i] if e]
+            if kept is not None and (out or (out is None and event)):
+                kept.append(event + _SEP if out is None else out)
+        if kept is None:
+            return original, tokens
+        return b"".join(kept), tokens
 
     def flush(self) -> bytes:
         """What is left when the stream ends without a final blank line."""
         rest = bytes(self._buffer)
         self._buffer.clear()
-        out = self._observe(rest)[0] if rest.strip() else rest
-        return out if self._whole else b""
+        if not rest.strip():
+            return rest if self._whole else b""
+        event = rest.replace(b"\r\n", b"\n").strip(b"\n")
+        out, _ = self._observe(event)
+        if not self._whole:
+            return b""
+        return rest if out is None else out
 
     def discard(self) -> None:
         """Forget a partial event (the stream was cut on purpose)."""
         self._buffer.clear()
 
-    def _next_boundary(self) -> tuple[int, int]:
-        best, width = -1, 0
-        for sep in _EVENT_END:
-            at = self._buffer.find(sep)
-            if at >= 0 and (best < 0 or at < best):
-                best, width = at, len(sep)
-        return best, width
+    def _observe(self, event: bytes) -> tuple[bytes | None, int]:
+        """Parse one event (without its blank line): see ``_chunk``."""
+        payload = _payload(event)
+        return self._chunk(payload) if payload else (None, 0)
 
-    def _observe(self, event: bytes) -> tuple[bytes, int]:
-        """Parse one event; return (the bytes to forward for it, tokens it carried)."""
-        payload = b"".join(
-            line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
-        )
-        if not payload:
-            return event, 0
-        if payload.strip() == b"[DONE]":
-            self.done = True
-            return event, 0
+    def _chunk(self, payload: bytes | memoryview) -> tuple[bytes | None, int]:
+        """Take one event's data; return (None if the event goes on unchanged, else its
+        replacement with the blank line, or b"" to drop it; the tokens it carried)."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            self.garbled = True
+            if bytes(payload).strip() == b"[DONE]":
+                self.done = True
+                return None, 0
+            self.garbled = True  # not JSON: the engine is babbling; never forwarded whole
             return b"", 0
-        if not isinstance(chunk, dict):
-            return event, 0
+        if type(chunk) is not dict:
+            return None, 0
         if self.rewrite is not None:
             changed = self.rewrite(chunk)
             if changed is None:
                 return b"", 0
-            event = b"data: " + orjson.dumps(changed) + b"\n\n"
-            chunk = changed
+            tokens = self.reply.absorb_chunk(changed)
+            return b"data: " + orjson.dumps(changed) + _SEP, tokens
         tokens = self.reply.absorb_chunk(chunk)
         if self._drop_usage and _is_usage_only(chunk):
             return b"", tokens
-        return event, tokens
+        return None, tokens

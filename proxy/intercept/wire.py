@@ -14,11 +14,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
+    model_validator,
 )
 
 from proxy.errors import BadRequest
@@ -26,6 +27,10 @@ from proxy.errors import BadRequest
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Open):
+    include_usage: StrictBool | None = None
 
 
 def _null_is_false(value: object) -> object:
@@ -42,13 +47,32 @@ WholeInt = Annotated[StrictInt, BeforeValidator(_whole_number)]
 """An integer, written with or without a zero fraction (``3`` or ``3.0``); not a string."""
 
 
-class StreamOptions(_Open):
-    include_usage: StrictBool | None = None
+def _bad_message(i: int, field: str, expected: str) -> BadRequest:
+    param = f"messages.{i}.{field}" if field else f"messages.{i}"
+    return BadRequest(f"invalid request: {param}: {expected}", param=param)
 
 
-class ChatMessage(_Open):
-    role: str = Field(min_length=1)
-    content: str | list[dict[str, Any]] | None = None
+def check_messages(messages: list[Any], start: int = 0) -> None:
+    """Check the chat message fields the proxy reads (role, content, tool_calls) from message
+    ``start`` on: the ones before it were checked in an earlier call of the same conversation.
+    A plain loop, not a pydantic model: it runs for every new message of every call."""
+    for i in range(start, len(messages)):
+        message = messages[i]
+        if type(message) is not dict:
+            raise _bad_message(i, "", "must be an object")
+        role = message.get("role")
+        if type(role) is not str or not role:
+            raise _bad_message(i, "role", "must be a non-empty string")
+        content = message.get("content")
+        if not (
+            content is None
+            or type(content) is str
+            or (type(content) is list and all(type(p) is dict for p in content))
+        ):
+            raise _bad_message(i, "content", "must be a string, a list of parts or null")
+        calls = message.get("tool_calls")
+        if calls is not None and not (type(calls) is list and all(type(c) is dict for c in calls)):
+            raise _bad_message(i, "tool_calls", "must be a list of objects")
 
 
 class _Generation(_Open):
@@ -60,8 +84,21 @@ class _Generation(_Open):
 
 
 class ChatCompletionRequest(_Generation):
-    messages: list[ChatMessage] = Field(min_length=1)
+    # Any: pydantic would walk the whole list; the check below walks only the new messages.
+    messages: Any
+    # The proxy estimates the prompt from them: a list of objects, or nothing.
     tools: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check_messages(self, info: ValidationInfo) -> ChatCompletionRequest:
+        if type(self.messages) is not list or not self.messages:
+            raise BadRequest(
+                "invalid request: messages: must be a list of at least one message",
+                param="messages",
+            )
+        context = info.context
+        check_messages(self.messages, context.get("known_messages", 0) if context else 0)
+        return self
 
 
 class CompletionRequest(_Generation):
@@ -110,9 +147,12 @@ def _depth(value: object) -> int:
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate(model: type[M], body: dict[str, Any]) -> M:
-    """Validate ``body`` against ``model``; a failure names the first bad field."""
+def validate(model: type[M], body: dict[str, Any], *, known_messages: int = 0) -> M:
+    """Validate ``body`` against ``model``; a failure names the first bad field.
+    ``known_messages``: leading chat messages already checked (see ``check_messages``)."""
     try:
+        if known_messages:
+            return model.model_validate(body, context={"known_messages": known_messages})
         return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -48,9 +48,11 @@ class ATLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
-        # Siblings' progress moves the program's path: a waiting call's rank reads its
-        # program's records, and with a floor its tenant's ledger.
-        self.rank_scope = "program" if self.floor is None else "tenant"
+        # A waiting call's rank reads its program's records (its wait; under ATLAS its
+        # siblings' progress). With a tenant floor it also reads the tenant's ledger, which
+        # every token of the tenant's running calls moves: then every waiting call is ranked
+        # again before each decision (O(n); see docs/policies.md).
+        self.rank_scope = "program" if self.floor is None else "global"
 
     def _floor(self, program: Program, now: float) -> float:
         return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)

@@ -43,8 +43,11 @@ class PLAS(BasePolicy):
         self.guard = StarvationGuard(self.config.beta)
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
-        # A waiting call's rank reads its program's wait, and with a floor its tenant's ledger.
-        self.rank_scope = "program" if self.floor is None else "tenant"
+        # A waiting call's rank reads its program's records (its wait; under ATLAS its
+        # siblings' progress). With a tenant floor it also reads the tenant's ledger, which
+        # every token of the tenant's running calls moves: then every waiting call is ranked
+        # again before each decision (O(n); see docs/policies.md).
+        self.rank_scope = "program" if self.floor is None else "global"
 
     def _program_service(self, call: Call, program: Program, now: float) -> float:
         if self.floor is None:

@@ -44,3 +44,16 @@ def test_auth_headers_and_body_fields() -> None:
     assert keyed.auth_headers("Bearer client") == {"Authorization": "Bearer client"}
     sglang = make_backend(EngineConfig(name="s", url="http://s", kind="sglang"))
     assert sglang.prepare_body({"model": "m"}, request_id="r1") == {"model": "m", "rid": "r1"}
+
+
+def test_vllm_hands_back_a_body_it_adds_nothing_to() -> None:
+    from proxy.backends.base import CallHints
+
+    hints = CallHints(level=2, program_id="p", call_id="c", thread="", service=0.0)
+    body = {"model": "m"}
+    plain = make_backend(EngineConfig(name="v", url="http://v", kind="vllm"))
+    assert plain.prepare_body(body, request_id="r", hints=hints) is body
+    ranked = make_backend(EngineConfig(name="v", url="http://v", kind="vllm", priority=True))
+    out = ranked.prepare_body(body, request_id="r", hints=hints)
+    assert out == {"model": "m", "priority": out["priority"]}
+    assert body == {"model": "m"}

@@ -157,7 +157,8 @@ def test_a_waiting_call_is_asked_again_only_at_its_deadline() -> None:
 def test_scopes_are_the_policies_own() -> None:
     assert rank_scope(FCFS()) == "call"
     assert rank_scope(PLAS()) == "program"
-    assert rank_scope(ATLAS(ATLASConfig(tenant_floor=TenantFloorConfig()))) == "tenant"
+    # The floor moves with every token a tenant is served: ranked in full before each decision.
+    assert rank_scope(ATLAS(ATLASConfig(tenant_floor=TenantFloorConfig()))) == "global"
 
     class PlugIn:  # declares nothing: re-ranked in full before every decision
         name = "plug"

@@ -44,6 +44,19 @@ def _defs() -> dict[str, Any]:
     return spell_nullable(document()["components"]["schemas"], refs_to="#/$defs/")  # type: ignore[no-any-return]
 
 
+def properties(name: str) -> set[str]:
+    """The property names component ``name`` declares, through ``allOf`` and ``$ref``."""
+    found: set[str] = set()
+    todo = [document()["components"]["schemas"][name]]
+    while todo:
+        node = todo.pop()
+        if "$ref" in node:
+            todo.append(document()["components"]["schemas"][node["$ref"].split("/")[-1]])
+        found |= set(node.get("properties", {}))
+        todo += node.get("allOf", [])
+    return found
+
+
 def schema(name: str) -> dict[str, Any]:
     """The component schema ``name`` as a self-contained JSON Schema (draft 2020-12)."""
     return {
@@ -64,6 +77,13 @@ def validator(name: str) -> Any:
 def errors(name: str, instance: Any) -> list[jsonschema.ValidationError]:
     """Why ``instance`` is not valid against component ``name`` (nothing if it is)."""
     return list(validator(name).iter_errors(instance))
+
+
+def completion_chunk_deviation(error: jsonschema.ValidationError) -> bool:
+    # The document describes a completions stream as a sequence of CreateCompletionResponse
+    # objects, whose finish_reason is not nullable; but every chunk before the last has none
+    # yet, and OpenAI itself sends null there (so do vLLM and the simulated engine).
+    return list(error.path)[-1:] == ["finish_reason"] and error.instance is None
 
 
 def check(name: str, instance: Any) -> None:

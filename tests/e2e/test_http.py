@@ -324,3 +324,28 @@ async def test_response_headers_are_not_doubled(
         ) as resp:
             await resp.read()
             assert resp.headers.getall("X-Request-Id") == ["once"]
+
+
+async def test_a_body_the_proxy_does_not_change_goes_on_byte_for_byte(
+    http: aiohttp.ClientSession,
+) -> None:
+    app, seen = fake_engine(["m"], Script(body=b"{}"))
+    # Spacing, key order and a vendor field: only the client's own bytes keep all of them.
+    raw = b'{ "messages": [{"role": "user", "content": "hi"}],  "top_k": 3, "model": "m" }'
+    with_program = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "program": {"id": "p1"}}'
+    )
+    async with serving(app) as engine_url:
+        config = ProxyConfig(port=0, engines=[EngineConfig(name="f", url=engine_url)])
+        async with running_proxy(config) as proxy:
+            headers = {"Content-Type": "application/json"}
+            for body in (raw, with_program):
+                async with http.post(
+                    proxy.url + "/v1/chat/completions", data=body, headers=headers
+                ) as resp:
+                    assert resp.status == 200
+    assert seen[0].body == raw
+    assert orjson.loads(seen[1].body) == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+    }

@@ -30,7 +30,6 @@ from proxy.config import EngineConfig, ProxyConfig
 from proxy.sim.config import SimEngineConfig
 from tests.e2e import openapi_doc
 from tests.e2e.servers import ServerThread
-from tests.e2e.test_openapi_conformance import _completion_chunk_deviation
 
 pytestmark = pytest.mark.e2e
 
@@ -170,7 +169,7 @@ def _conforms(path: str, resp: httpx.Response, stream: bool) -> None:
     for event in events[:-1][:16] + events[:-1][-16:]:
         left = [
             e for e in openapi_doc.errors(chunk, json.loads(event))
-            if not (chunk == "CreateCompletionResponse" and _completion_chunk_deviation(e))
+            if not (chunk == "CreateCompletionResponse" and openapi_doc.completion_chunk_deviation(e))
         ]  # fmt: skip
         assert not left, left[0]
 
@@ -205,3 +204,33 @@ def test_the_simulated_engine_answers_or_names_a_documented_limit(
         run()
     print(f"{path} {fields}: {dict(tally)}")
     assert tally["answered"] > 0
+
+
+MINIMAL = {
+    "/chat/completions": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+    "/completions": {"prompt": "hi", "max_tokens": 4},
+}
+REQUESTS = {
+    "/chat/completions": "CreateChatCompletionRequest",
+    "/completions": "CreateCompletionRequest",
+}
+
+
+@pytest.mark.parametrize("path", list(MINIMAL))
+def test_every_field_the_document_lets_be_null_may_be_null(
+    accepting_proxy: str, sim_proxy: str, path: str
+) -> None:
+    # Each request field, null in a body otherwise minimal: where the document allows that
+    # (nullable: true, or a null branch), neither the proxy nor the simulated engine refuses.
+    request = REQUESTS[path]
+    nullable = sorted(
+        field for field in openapi_doc.properties(request)
+        if not openapi_doc.errors(request, {"model": "m", **MINIMAL[path], field: None})
+    )  # fmt: skip
+    assert {"stream", "stream_options", "n", "max_tokens"} <= set(nullable)
+    for url, model in ((accepting_proxy, "m"), (sim_proxy, "sim-llama-3.1-8b")):
+        with httpx.Client(base_url=url + "/v1", timeout=30) as client:
+            for field in nullable:
+                resp = _send(client, path, {"model": model, **MINIMAL[path], field: None})
+                assert resp.status_code == 200, f"{field}: null refused: {resp.text}"
+    print(f"{path}: {len(nullable)} fields may be null, none refused: {', '.join(nullable)}")

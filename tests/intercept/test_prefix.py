@@ -223,3 +223,109 @@ def test_any_served_conversation_is_found_again(
     reply = {"role": "assistant", "content": answer}
     index.add_conversation("t", messages, reply, "p")
     assert index.match("t", [*messages, reply, *more])[0] == "p"
+
+
+def test_a_continued_conversation_is_hashed_from_the_known_state() -> None:
+    index = PrefixIndex()
+    m1 = [SYSTEM, {"role": "user", "content": "q"}]
+    r1 = tool_reply("c1", "Paris")
+    found, conv = index.find("t", m1)
+    assert found is None
+    assert conv.known == 0
+    conv.tokens = 42
+    index.learn(conv, r1, "p")
+    # The client's copy: new objects, equal values; the reply as a framework echoes it.
+    m2 = [*orjson.loads(orjson.dumps(m1)), echoed(r1), {"role": "tool", "content": "21 C"}]
+    found, conv2 = index.find("t", m2)
+    assert (found, conv2.known, conv2.known_tokens) == ("p", 2, 42)
+    assert conv2.state == index.match("t", list(m2))[1]  # the same hash as a full pass
+    slow = PrefixIndex()
+    slow.add_conversation("t", m1, r1, "p")
+    assert slow.find("t", m2)[1].state == conv2.state
+    # An edited history is not taken on trust: the full pass decides.
+    edited = [SYSTEM, {"role": "user", "content": "q, edited"}, *m2[2:]]
+    found, conv3 = index.find("t", edited)
+    assert found is None
+    assert conv3.known == 0
+
+
+def test_recent_conversations_are_bounded_and_replaced_by_their_continuation() -> None:
+    index = PrefixIndex(recent=2)
+    convs = []
+    for k in range(3):
+        _, conv = index.find("t", [{"role": "user", "content": f"q{k}"}])
+        index.learn(conv, {"role": "assistant", "content": f"a{k}"}, f"p{k}")
+        convs.append(conv)
+    assert len(index._tails) == 2
+    first = [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}]
+    found, conv = index.find("t", first)
+    assert found == "p0"
+    assert conv.known == 0
+    latest = [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    found, conv = index.find("t", [*latest, {"role": "user", "content": "more"}])
+    assert found == "p2"
+    assert conv.known == 1
+    index.learn(conv, {"role": "assistant", "content": "b2"}, "p2")
+    assert len(index._tails) == 2  # the continuation took its place
+
+
+def _call(index: PrefixIndex, body: dict[str, Any], raw: bytes | None = None) -> Any:
+    raw = orjson.dumps(body) if raw is None else raw
+    return index.find("t", orjson.loads(raw)["messages"], raw)
+
+
+def test_the_known_part_is_recognised_by_its_bytes() -> None:
+    index = PrefixIndex()
+    first = {"model": "m", "messages": [SYSTEM, {"role": "user", "content": "q"}], "n": 1}
+    _, conv = _call(index, first)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "p")
+    second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "a"}]}
+    second["messages"].append({"role": "user", "content": "more"})
+    found, conv2 = _call(index, second)
+    assert (found, conv2.known, conv2.raw_single) == ("p", 2, True)
+    index.learn(conv2, {"role": "assistant", "content": "b"}, "p")
+    third = {**second, "messages": [*second["messages"], {"role": "assistant", "content": "b"}]}
+    found, conv3 = _call(index, third)
+    assert (found, conv3.known, conv3.raw_single) == ("p", 4, True)
+
+
+def test_a_second_messages_key_is_not_taken_on_the_bytes_alone() -> None:
+    index = PrefixIndex()
+    first = {"model": "m", "messages": [SYSTEM, {"role": "user", "content": "q"}]}
+    _, conv = _call(index, first)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "p")
+    other = [SYSTEM, {"role": "user", "content": "other"}, {"role": "assistant", "content": "a"}]
+    real = [*first["messages"], {"role": "assistant", "content": "a"}]
+    # The bytes start like the first body, but a later "messages" key wins the parse.
+    raw = orjson.dumps({"model": "m", "messages": real})[:-1] + b',"messages":'
+    raw += orjson.dumps(other) + b"}"
+    found, conv2 = _call(index, {}, raw)
+    assert orjson.loads(raw)["messages"] == other
+    assert (found, conv2.raw_single) == (None, False)
+
+
+def test_bodies_with_arrays_after_the_messages_are_compared_by_value() -> None:
+    index = PrefixIndex()
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    first = {"messages": [SYSTEM, {"role": "user", "content": "q"}], "tools": tools}
+    _, conv = _call(index, first)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "p")
+    second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "a"}]}
+    found, conv2 = _call(index, second)
+    assert (found, conv2.known, conv2.raw_single) == ("p", 2, False)
+
+
+def test_the_conversations_kept_whole_are_bounded_in_bytes() -> None:
+    index = PrefixIndex(recent_bytes=10_000)
+    for k in range(5):
+        body = {"messages": [{"role": "user", "content": f"{k}" * 1000}]}
+        _, conv = _call(index, body)
+        index.learn(conv, {"role": "assistant", "content": f"a{k}"}, f"p{k}")
+    # Each body is about 1 kB, held as 3.5 kB: two fit.
+    assert len(index._tails) == 2
+    assert index._held <= 10_000
+    huge = {"messages": [{"role": "user", "content": "x" * 5000}]}
+    _, conv = _call(index, huge)
+    index.learn(conv, {"role": "assistant", "content": "a"}, "big")
+    assert len(index._tails) == 0
+    assert index._held == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from proxy.intercept.identify import Identifier
 from proxy.intercept.tokens import (
     canonical_json,
     chat_prompt_tokens,
@@ -40,3 +43,24 @@ def test_prompt_tokens_of_every_prompt_shape() -> None:
     assert prompt_tokens({"prompt": ["abcd", "abcde"]}, chat=False) == 1 + 2
     assert prompt_tokens({"prompt": [[1, 2], [3]]}, chat=False) == 3
     assert prompt_tokens({}, chat=False) == 0
+
+
+TOOLS = [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}]
+
+
+def test_a_continued_conversation_is_estimated_as_a_full_count_would() -> None:
+    ident = Identifier()
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "be brief " * 30},
+        {"role": "user", "content": "read the file"},
+    ]
+    for turn in range(4):
+        body = {"model": "m", "messages": list(messages), "tools": TOOLS}
+        identity = ident.identify({}, body)
+        assert identity.conversation is not None
+        assert identity.conversation.known == (0 if turn == 0 else len(messages) - 2)
+        estimate = prompt_tokens(body, chat=True, conversation=identity.conversation)
+        assert estimate == chat_prompt_tokens(messages, tools=TOOLS)
+        reply = {"role": "assistant", "content": f"step {turn} " * 10}
+        ident.record_reply(identity, reply)
+        messages += [reply, {"role": "user", "content": f"go on {turn}"}]

@@ -127,3 +127,59 @@ def test_whole_body() -> None:
     reply2 = Reply()
     reply2.absorb_body(b"not json")
     assert reply2.usage is None
+
+
+def test_whole_events_hold_back_a_partial_event_until_its_end_comes() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=False, whole_events=True)
+    first, second = _chunk("a"), _chunk("b")
+    # The separator itself is split between two reads.
+    out1, t1 = watcher.feed(first[:-1])
+    out2, t2 = watcher.feed(first[-1:] + second[:10])
+    out3, t3 = watcher.feed(second[10:])
+    assert (out1, out2, out3) == (b"", first, second)
+    assert (t1, t2, t3) == (0, 1, 1)
+
+
+def test_an_aligned_read_is_forwarded_as_it_came() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=True)
+    data = _chunk("a") + _chunk("b")
+    out, tokens = watcher.feed(data)
+    assert out is data
+    assert tokens == 2
+
+
+def test_usage_chunk_dropped_from_the_middle_of_one_read() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=True)
+    data = _chunk("a") + USAGE + _chunk(None, "stop") + DONE + b'data: {"par'
+    out, tokens = watcher.feed(data)
+    assert out == _chunk("a") + _chunk(None, "stop") + DONE
+    assert tokens == 1
+    assert watcher.done
+    assert watcher.reply.usage is not None
+
+
+def test_crlf_events_split_across_reads() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=True)
+    data = (_chunk("x") + USAGE + _chunk("y")).replace(b"\n\n", b"\r\n\r\n")
+    out = b"".join(watcher.feed(data[i : i + 5])[0] for i in range(0, len(data), 5))
+    assert out.replace(b"\r\n", b"\n") == _chunk("x") + _chunk("y")
+    assert watcher.reply.text == "xy"
+
+
+def test_multi_line_events_and_a_stream_without_a_final_blank_line() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=False, whole_events=True)
+    out, tokens = watcher.feed(
+        b'event: message\ndata: {"choices":[{"index":0,\ndata: "text":"hi"}]}\n\n'
+    )
+    assert tokens == 1
+    assert out.startswith(b"event: message")
+    assert watcher.feed(b"data: [DONE]")[0] == b""
+    assert watcher.flush() == b"data: [DONE]"
+    assert watcher.done
+
+
+def test_a_segment_that_cannot_be_cut_is_passed_through_in_pieces() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=False, whole_events=True)
+    watcher.whole_events(False)
+    piece = _chunk("a")[:9]
+    assert watcher.feed(piece) == (piece, 0)

@@ -70,3 +70,12 @@ def test_fields_the_proxy_does_not_read_are_left_to_the_engine() -> None:
     with pytest.raises(BadRequest) as info:
         validate(CompletionRequest, {"model": "m"})
     assert info.value.param == "prompt"
+
+
+def test_messages_already_checked_are_not_checked_again() -> None:
+    body = {"model": "m", "messages": [{"content": "x"}, {"role": "user", "content": "y"}]}
+    validate(ChatCompletionRequest, body, known_messages=1)
+    body["messages"].append({"role": "tool", "content": 3})
+    with pytest.raises(BadRequest) as info:
+        validate(ChatCompletionRequest, body, known_messages=1)
+    assert info.value.param == "messages.2.content"

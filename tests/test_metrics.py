@@ -1,0 +1,37 @@
+import pytest
+
+from proxy.metrics import Metrics
+
+
+def test_labelled_children_are_bound_once_and_counted() -> None:
+    metrics = Metrics()
+    child = metrics.tokens.labels("e1", "prompt")
+    assert metrics.tokens.labels("e1", "prompt") is child
+    child.inc(3)
+    metrics.tokens.labels("e1", "prompt").inc(2)
+    metrics.tokens.labels("e2", "prompt").inc(1)
+    text = metrics.render().decode()
+    assert 'autellix_tokens_total{engine="e1",kind="prompt"} 5.0' in text
+    assert 'autellix_tokens_total{engine="e2",kind="prompt"} 1.0' in text
+
+
+def test_histograms_count_each_observation_in_its_bucket_at_scrape_time() -> None:
+    metrics = Metrics()
+    route = metrics.latency.labels("/v1/chat/completions")
+    for seconds in (0.004, 0.005, 0.3, 900.0):
+        route.observe(seconds)
+    metrics.arrival_level.observe(2)
+    metrics.programs.set_function(lambda: 7)
+    lines = dict(
+        line.rsplit(" ", 1) for line in metrics.render().decode().splitlines() if line[0] != "#"
+    )
+    prefix = "autellix_request_latency_seconds"
+    labels = 'route="/v1/chat/completions"'
+    assert lines[f'{prefix}_bucket{{le="0.005",{labels}}}'] == "2.0"  # le: bounds included
+    assert lines[f'{prefix}_bucket{{le="0.5",{labels}}}'] == "3.0"
+    assert lines[f'{prefix}_bucket{{le="+Inf",{labels}}}'] == "4.0"
+    assert float(lines[f"{prefix}_sum{{{labels}}}"]) == pytest.approx(900.309)
+    assert lines['autellix_call_arrival_level_bucket{le="1.0"}'] == "0.0"
+    assert lines['autellix_call_arrival_level_bucket{le="2.0"}'] == "1.0"
+    assert lines["autellix_programs"] == "7.0"
+    assert lines["autellix_resumes_total"] == "0.0"
