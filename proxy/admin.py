@@ -2,7 +2,8 @@
 
 ``admin_routes`` takes the app key under which the table lives, so the routes work in any app
 that stores one there. Errors are raised as ``ProxyError``s for the app's error middleware.
-Times in the answers are on the clock the table was driven with.
+Times in the answers are unix seconds when the routes are given the app's ``WallClock``
+key, else on the clock the table was driven with.
 """
 
 from __future__ import annotations
@@ -17,21 +18,24 @@ from aiohttp import web
 from proxy.errors import BadRequest, NotFound
 from proxy.records import Call, Program
 from proxy.table import ProcessTable, SortKey
+from proxy.wallclock import WallClock
+
+_SAME = WallClock(offset=0.0, started=0.0)  # times as the table has them
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _SORTS: tuple[str, ...] = get_args(SortKey)
 
 
-def call_to_dict(call: Call) -> dict[str, Any]:
+def call_to_dict(call: Call, clock: WallClock = _SAME) -> dict[str, Any]:
     return {
         "id": call.id,
         "thread": call.thread,
         "parents": list(call.parents),
         "state": call.state.value,
         "engine": call.engine,
-        "arrival": call.arrival,
-        "started_at": call.started_at,
+        "arrival": clock.unix(call.arrival),
+        "started_at": clock.unix_or_none(call.started_at),
         "prompt_tokens": call.prompt_tokens,
         "completion_tokens": call.completion_tokens,
         "start_service": call.start_service,
@@ -41,24 +45,24 @@ def call_to_dict(call: Call) -> dict[str, Any]:
     }
 
 
-def program_to_dict(program: Program) -> dict[str, Any]:
+def program_to_dict(program: Program, clock: WallClock = _SAME) -> dict[str, Any]:
     return {
         "id": program.id,
         "object": "program",
         "tenant": program.tenant,
         "identified_by": program.identified_by,
-        "created": program.created,
+        "created": clock.unix(program.created),
         "service": program.service,
         "critical_path": program.critical_path,
         "wait": program.wait,
         "engine": program.engine,
-        "last_arrival": program.last_arrival,
-        "last_completion": program.last_completion,
+        "last_arrival": clock.unix(program.last_arrival),
+        "last_completion": clock.unix_or_none(program.last_completion),
         "calls": program.calls,
         "prompt_tokens": program.prompt_tokens,
         "completion_tokens": program.completion_tokens,
         "ending": program.ending,
-        "active": [call_to_dict(c) for c in program.active.values()],
+        "active": [call_to_dict(c, clock) for c in program.active.values()],
     }
 
 
@@ -120,11 +124,15 @@ def _find(table: ProcessTable, viewer: Viewer, program_id: str) -> Program | Non
 def admin_routes(
     table_key: web.AppKey[ProcessTable],
     viewer_of: Callable[[web.Request], Viewer] = lambda request: ALL,
+    clock_key: web.AppKey[WallClock] | None = None,
 ) -> list[web.RouteDef]:
     """``GET /v1/programs``, ``GET /v1/programs/{id}``, ``DELETE /v1/programs/{id}``.
 
     ``viewer_of`` says whose programs a request may see (default: everyone's).
     Register them before any catch-all ``/v1/{tail}`` route."""
+
+    def clock_of(request: web.Request) -> WallClock:
+        return _SAME if clock_key is None else request.app[clock_key]
 
     async def list_programs(request: web.Request) -> web.Response:
         table = request.app[table_key]
@@ -145,7 +153,7 @@ def admin_routes(
         return _json(
             {
                 "object": "list",
-                "data": [program_to_dict(p) for p in programs],
+                "data": [program_to_dict(p, clock_of(request)) for p in programs],
                 "total": total,
                 "offset": offset,
                 "limit": limit,
@@ -158,7 +166,7 @@ def admin_routes(
         program = _find(request.app[table_key], viewer_of(request), program_id)
         if program is None:
             raise NotFound(f"no program {program_id!r}", param="id", code="program_not_found")
-        return _json(program_to_dict(program))
+        return _json(program_to_dict(program, clock_of(request)))
 
     async def delete_program(request: web.Request) -> web.Response:
         program_id = request.match_info["program_id"]

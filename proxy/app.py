@@ -36,6 +36,7 @@ from proxy.state import STATE, TABLE, ProxyState
 from proxy.table import ProcessTable, TableConfig
 from proxy.trace import TraceRecorder
 from proxy.upkeep import GcPolicy, sweep
+from proxy.wallclock import WALL_CLOCK, WallClock
 
 log = logging.getLogger("autellix")
 
@@ -135,7 +136,12 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
         gc_policy.startup()
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
-            await sweep(state.scheduler.table, state.scheduler.clock, gc_policy)
+            await sweep(
+                state.scheduler.table,
+                state.scheduler.clock,
+                gc_policy,
+                on_forget=state.metrics.program_ended,
+            )
 
     async with background(collect(), "autellix-table-collector"):
         yield
@@ -181,7 +187,7 @@ async def _trace_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     try:
-        recorder = TraceRecorder.open(state.config.trace_file)
+        recorder = TraceRecorder.open(state.config.trace_file, time_offset=app[WALL_CLOCK].offset)
     except OSError as exc:
         raise ConfigError(
             f"cannot open trace_file {state.config.trace_file!r}: {exc.strerror}"
@@ -219,6 +225,7 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.middlewares.append(drain_middleware)
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
+    app[WALL_CLOCK] = WallClock.capture()
     pool = EnginePool(make_backend(e) for e in config.engines)
     gate = Gate(
         pool,
@@ -228,6 +235,12 @@ def create_app(config: ProxyConfig) -> web.Application:
     )
     metrics.gate_waiting.set_function(lambda: gate.queued)
     metrics.programs.set_function(lambda: len(scheduler.table))
+    metrics.watch(
+        waiting_levels=lambda: (w.rank.level for w in gate.core.queue),
+        engine_load=lambda: (
+            (e.name, e.load.running, e.load.waiting, e.load.kv_usage) for e in pool.engines.values()
+        ),
+    )
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
     )
@@ -235,6 +248,8 @@ def create_app(config: ProxyConfig) -> web.Application:
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)
     app.cleanup_ctx.append(_trace_ctx)
-    app.router.add_routes(admin_routes(TABLE, viewer_of))  # before the catch-all /v1 route
+    app.router.add_routes(
+        admin_routes(TABLE, viewer_of, WALL_CLOCK)
+    )  # before the catch-all /v1 route
     add_routes(app)
     return app

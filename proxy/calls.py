@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from proxy import accesslog
 from proxy.backends.base import CallHints
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
 from proxy.faults import retry_elsewhere, settle
@@ -233,6 +234,7 @@ def resume_later(ctx: CallContext, engine: EngineState, relay: StreamRelay, run:
     to continue, its stream rewritten to read as the rest of the same answer."""
     state = ctx.state
     state.metrics.preemptions.labels(engine.name).inc()
+    accesslog.call_preempted(ctx, engine, relay.tokens)
     state.scheduler.preempted(ctx.call)
     state.spawn(_abort_quietly(ctx, engine, run.request_id(ctx.request_id)))
     reply = run.outcome.reply
@@ -263,7 +265,7 @@ def account(ctx: CallContext, run: Attempts) -> None:
 def observe(ctx: CallContext, run: Attempts) -> None:
     """Time to first byte of an answered call, and the tokens its (last) engine reported."""
     metrics, outcome = ctx.state.metrics, run.outcome
-    if outcome.first_byte_at is not None and outcome.status == 200:
+    if ctx.stream and outcome.first_byte_at is not None and outcome.status == 200:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
     usage = outcome.reply.usage
     if usage is not None and run.engine is not None:
@@ -289,10 +291,13 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             on_tokens=lambda n: _served(ctx, ticket, n),
         )
     run = Attempts(body=ctx.body)
+    accesslog.call_arrived(ctx, run.outcome)
     try:
         while run.response is None:
             async with engine_slot(ctx.state.gate, ticket) as engine:
                 run.engine = engine
+                ctx.state.metrics.admissions.labels(engine.name).inc()
+                accesslog.call_admitted(ctx, engine)
                 upstream = await connect(ctx, engine, run)
                 if upstream is None:
                     continue  # nothing reached the engine: try another

@@ -13,11 +13,15 @@ from typing import Any
 from proxy.config import ProxyConfig, load_config, parse_engine_flag
 from proxy.drain import drain
 from proxy.errors import ConfigError
+from proxy.preflight import check_config, describe_settings
 from proxy.serve import install_uvloop, settle_heap, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
 from proxy.sim.server import create_sim_app
 
 log = logging.getLogger("autellix")
+
+# A simulated engine and the proxy are often started side by side: not on the same port.
+SIM_ENGINE_PORT = 8001
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +29,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--config", "-c", help="YAML, TOML or JSON config file (env: AUTELLIX_CONFIG)"
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help=f"port to listen on (default: serve 8000, sim-engine {SIM_ENGINE_PORT})",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
@@ -106,6 +114,7 @@ async def _serve(config: ProxyConfig) -> None:
     settle_heap()
     engines = ", ".join(f"{e.name} ({e.kind}, {e.url})" for e in proxy.config.engines)
     log.info("autellix proxy listening on %s; engines: %s", proxy.url, engines)
+    log.info("%s", describe_settings(proxy.config))
     log.info("point an OpenAI client at %s/v1", proxy.url)
     try:
         await _wait_for_signal()
@@ -136,13 +145,23 @@ def _bench(argv: list[str]) -> int:
     return run_bench(parser.parse_args(argv))
 
 
+def effective_config(args: argparse.Namespace) -> ProxyConfig:
+    """The config the command runs with, checked before anything starts (``ConfigError``)."""
+    config = resolve(load_config(args.config, overrides=_overrides(args)))
+    if args.command == "serve":
+        check_config(config)
+    elif "port" not in config.model_fields_set:  # sim-engine: not on the proxy's port
+        config = config.model_copy(update={"port": SIM_ENGINE_PORT})
+    return config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        config = resolve(load_config(args.config, overrides=_overrides(args)))
+        config = effective_config(args)
     except ConfigError as exc:
         print(f"autellix: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = _serve if args.command == "serve" else _sim_engine
     try:
         asyncio.run(runner(config))
+    except ConfigError as exc:  # found only as it starts (e.g. a trace file it cannot open)
+        print(f"autellix: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(f"autellix: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from proxy.backends.plugin_env import is_plugin_variable
 from proxy.errors import ConfigError
 from proxy.keyconfig import DEFAULT_PASSTHROUGH, ApiKeyConfig
 
@@ -92,7 +93,7 @@ class EngineConfig(BaseModel):
     )
     control_url: str | None = Field(
         default=None,
-        description="The plug-in's control address (its AUTELLIX_CONTROL_ADDR, e.g. "
+        description="The plug-in's control address (its AUTELLIX_PLUGIN_CONTROL_ADDR, e.g. "
         "tcp://10.0.0.5:5599): programs' service updates are pushed there as calls finish, so "
         "the engine ranks queued calls by their program's latest service. Needs pyzmq.",
     )
@@ -286,6 +287,11 @@ class ProxyConfig(BaseModel):
         default=5.0, gt=0, description="Time allowed to open a connection to an engine."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per generation call on the autellix.access logger: program, "
+        "level, engine, status, tokens and times.",
+    )
 
     @field_validator("sim", mode="before")
     @classmethod
@@ -308,12 +314,13 @@ class ProxyConfig(BaseModel):
 def format_validation_error(
     err: ValidationError, source: str, *, within: tuple[str, ...] = ()
 ) -> str:
-    """One line per bad value, each naming the dotted path of its field (under ``within``)."""
-    lines = []
+    """Every bad value, each naming the dotted path of its field (under ``within``), on one
+    line, so that it reads whole in a container's log and in a terminal alike."""
+    problems = []
     for item in err.errors():
         where = ".".join(str(part) for part in (*within, *item["loc"])) or "(root)"
-        lines.append(f"  {where}: {item['msg']}")
-    return f"invalid configuration ({source}):\n" + "\n".join(lines)
+        problems.append(f"{where}: {item['msg']}")
+    return f"invalid configuration ({source}): " + "; ".join(problems)
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -354,6 +361,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        if is_plugin_variable(key):  # the engine-side plug-in's, not the proxy's
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         node = out

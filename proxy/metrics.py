@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -14,8 +15,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from proxy.records import Program
+
 # Latencies of LLM calls span milliseconds (a cached short answer) to many minutes.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# A program (agent run) lasts from seconds to hours.
+_PROGRAM_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 _TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -177,7 +182,8 @@ class Metrics:
         )
         self.ttft = Histogram(
             "autellix_time_to_first_token_seconds",
-            "Time from request arrival to the first streamed byte of the engine's answer.",
+            "Time from request arrival to the first streamed byte of the engine's answer "
+            "(streamed calls only: a whole answer's first byte is its last).",
             ["route"],
             buckets=_TTFT_BUCKETS,
         )
@@ -206,10 +212,22 @@ class Metrics:
             "(explicit, session, body, inferred, new).",
             ["source"],
         )
-        self.arrival_level = Histogram(
-            "autellix_call_arrival_level",
-            "The policy's queue level of calls as they arrive (0 is the top queue).",
-            buckets=(0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
+        # A level is a queue's name, not a quantity: counted by level, not bucketed.
+        self.arrivals = Counter(
+            "autellix_call_arrivals",
+            "Calls as they arrive, by the policy's queue level (0 is the top queue).",
+            ["level"],
+        )
+        self.admissions = Counter(
+            "autellix_admissions",
+            "Calls (or resumed parts of preempted calls) sent to an engine.",
+            ["engine"],
+        )
+        self.program_duration = Histogram(
+            "autellix_program_duration_seconds",
+            "Programs that ended (their last call said so, or they went idle and were "
+            "forgotten): time from their first call's arrival to their last call's end.",
+            buckets=_PROGRAM_BUCKETS,
         )
         self.demotions = Counter(
             "autellix_call_demotions", "Times a running call was demoted to a lower queue."
@@ -234,5 +252,61 @@ class Metrics:
             _Collector([v for v in vars(self).values() if isinstance(v, _Instrument)])
         )
 
+    def program_ended(self, program: Program) -> None:
+        if program.last_completion is not None:
+            self.program_duration.observe(program.last_completion - program.created)
+
+    def watch(
+        self,
+        *,
+        waiting_levels: Callable[[], Iterable[int]],
+        engine_load: Callable[[], Iterable[tuple[str, int | None, int | None, float | None]]],
+    ) -> None:
+        """Read, at scrape time, the levels of the calls waiting in the gate and each engine's
+        reported load ``(name, running, waiting, kv_usage)``: nothing to keep in step."""
+        self.registry.register(_StateCollector(waiting_levels, engine_load))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self,
+        waiting_levels: Callable[[], Iterable[int]],
+        engine_load: Callable[[], Iterable[tuple[str, int | None, int | None, float | None]]],
+    ) -> None:
+        self._levels = waiting_levels
+        self._load = engine_load
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic label sets: nothing to check at registration
+
+    def collect(self) -> Iterable[Metric]:
+        waiting = GaugeMetricFamily(
+            "autellix_gate_waiting_calls_by_level",
+            "Calls waiting in the proxy's gate, by their queue level now.",
+            labels=["level"],
+        )
+        for level, count in sorted(Tally(self._levels()).items()):
+            waiting.add_metric([str(level)], count)
+        yield waiting
+        requests = GaugeMetricFamily(
+            "autellix_engine_requests",
+            "Requests at each engine as the engine last reported them, by state.",
+            labels=["engine", "state"],
+        )
+        kv = GaugeMetricFamily(
+            "autellix_engine_kv_usage",
+            "Fraction of the engine's KV cache in use, as it last reported (0..1).",
+            labels=["engine"],
+        )
+        for name, running, queued, kv_usage in self._load():
+            if running is not None:
+                requests.add_metric([name, "running"], running)
+            if queued is not None:
+                requests.add_metric([name, "waiting"], queued)
+            if kv_usage is not None:
+                kv.add_metric([name], kv_usage)
+        yield requests
+        yield kv

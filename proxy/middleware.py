@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.accesslog import request_done
 from proxy.errors import NotFound, PayloadTooLarge, ProxyError
 from proxy.metrics import Metrics
 
@@ -96,3 +97,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         metrics.requests.labels(route, str(status)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - started)
+        request_done(request, status, started)

@@ -29,6 +29,7 @@ from proxy.pathguard import checked_path
 from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
 from proxy.security import PASSTHROUGH
 from proxy.state import STATE, ProxyState
+from proxy.wallclock import WALL_CLOCK
 
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
@@ -145,13 +146,25 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await generation(request, chat=False)
 
 
-def _model_card(model: str, engines: list[str]) -> dict[str, object]:
-    return {"id": model, "object": "model", "created": 0, "owned_by": ",".join(engines)}
+def _model_card(model: str, engines: list[str], created: int) -> dict[str, object]:
+    # The models are served through this proxy: it owns the listing, since the proxy started.
+    # Which engines serve each is an extra field (clients ignore fields they do not know).
+    return {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": "autellix",
+        "engines": sorted(engines),
+    }
 
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = [_model_card(model, engines) for model, engines in sorted(state.pool.models().items())]
+    created = int(request.app[WALL_CLOCK].started)
+    data = [
+        _model_card(model, engines, created)
+        for model, engines in sorted(state.pool.models().items())
+    ]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
     )
@@ -164,7 +177,8 @@ async def get_model(request: web.Request) -> web.Response:
     engines = state.pool.models().get(name)
     if engines is None:
         raise ModelNotFound(f"model {name!r} does not exist")
-    return web.json_response(_model_card(name, engines), dumps=lambda o: orjson.dumps(o).decode())
+    card = _model_card(name, engines, int(request.app[WALL_CLOCK].started))
+    return web.json_response(card, dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:

@@ -54,7 +54,7 @@ class Scheduler:
         )
         priority = self.policy.on_arrival(call=call, program=program, now=now)
         self.metrics.calls.labels(identity.source).inc()
-        self.metrics.arrival_level.observe(priority.level)
+        self.metrics.arrivals.labels(str(priority.level)).inc()
         return program, call, priority
 
     def started(self, call: Call, engine: str) -> None:
@@ -92,7 +92,11 @@ class Scheduler:
         prompt, completion = usage if usage is not None else (None, None)
         program = self.table.get(call.program_id)  # before finish: it may release the program
         now = self.clock()
-        self.table.finish(call, now, ok=ok, prompt_tokens=prompt, completion_tokens=completion)
+        released = self.table.finish(
+            call, now, ok=ok, prompt_tokens=prompt, completion_tokens=completion
+        )
+        if released and program is not None:
+            self.metrics.program_ended(program)
         if program is not None and self.recorder is not None:
             self.recorder.record(call=call, program=program, now=now, preemptions=preemptions)
         if program is not None and self.on_program_update is not None and program.id in self.table:

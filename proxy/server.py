@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from proxy.app import create_app
 from proxy.config import EngineConfig, ProxyConfig, format_validation_error
 from proxy.errors import ConfigError
-from proxy.serve import start_app
+from proxy.preflight import check_config
+from proxy.serve import bind, start_app
 from proxy.sim.config import SimEngineConfig
 from proxy.sim.server import create_sim_app
 
@@ -67,11 +68,17 @@ def resolve(config: ProxyConfig) -> ProxyConfig:
 
 async def start_proxy(config: ProxyConfig) -> RunningProxy:
     config = resolve(config)
+    check_config(config)  # before anything starts, the embedded engine included
+    sock = bind(config.host, config.port)  # a taken port, too, stops start-up here
     runners: list[web.AppRunner] = []
     sim_url = None
     if not config.engines:
         sim = sim_engine_config(config)
-        sim_runner, sim_port = await start_app(create_sim_app(sim), "127.0.0.1", 0)
+        try:
+            sim_runner, sim_port = await start_app(create_sim_app(sim), "127.0.0.1", 0)
+        except BaseException:
+            sock.close()
+            raise
         runners.append(sim_runner)
         sim_url = f"http://127.0.0.1:{sim_port}"
         log.info(
@@ -82,10 +89,11 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
         )
         engine = EngineConfig(name="sim", url=sim_url, kind="sim", models=sim.served_names())
         config = config.model_copy(update={"engines": [engine]})
-    app = create_app(config)
     try:
-        runner, port = await start_app(app, config.host, config.port)
+        app = create_app(config)
+        runner, port = await start_app(app, sock=sock)
     except BaseException:
+        sock.close()
         for r in runners:
             await r.cleanup()
         raise

@@ -247,16 +247,24 @@ class ProcessTable:
 
     # -- forgetting --------------------------------------------------------------------------
 
-    def collect(self, now: float, *, limit: int | None = None) -> int:
+    def collect(
+        self,
+        now: float,
+        *,
+        limit: int | None = None,
+        on_forget: Callable[[Program], object] | None = None,
+    ) -> int:
         """Forget programs idle for ``idle_ttl_s`` or more, at most ``limit`` of them (the
         caller yields between batches, so expiring a million programs never blocks the event
-        loop for long); return how many."""
+        loop for long); each is passed to ``on_forget`` (for the metrics). Return how many."""
         horizon = now - self.config.idle_ttl_s
         gone = self._idle.pop_while(
             lambda p: p.last_completion is None or p.last_completion <= horizon, limit
         )
         for program_id in gone:
-            del self._programs[program_id]
+            program = self._programs.pop(program_id)
+            if on_forget is not None and program is not None:
+                on_forget(program)
         self.collected += len(gone)
         return len(gone)
 

@@ -19,7 +19,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -160,6 +160,21 @@ def record_of(
     )
 
 
+def shifted(record: TraceRecord, offset: float) -> TraceRecord:
+    """``record`` with every time moved by ``offset`` seconds."""
+
+    def move(t: float | None) -> float | None:
+        return None if t is None else t + offset
+
+    return replace(
+        record,
+        arrival=record.arrival + offset,
+        finished=record.finished + offset,
+        started=move(record.started),
+        first_token=move(record.first_token),
+    )
+
+
 class TraceRecorder:
     """Appends one line per finished call to a text sink.
 
@@ -170,19 +185,36 @@ class TraceRecorder:
     The recorder never reads a clock: times are the records' own.
     """
 
-    def __init__(self, sink: TextIO, *, flush_every: int = 64, owns_sink: bool = False) -> None:
+    def __init__(
+        self,
+        sink: TextIO,
+        *,
+        flush_every: int = 64,
+        owns_sink: bool = False,
+        time_offset: float = 0.0,
+    ) -> None:
         if flush_every < 1:
             raise ValueError("flush_every must be at least 1")
         self._sink = sink
         self._owns = owns_sink
         self._buffer: list[str] = []
         self._flush_every = flush_every
+        # Added to every time written: the live proxy records unix seconds (readers only use
+        # differences, so a shift changes nothing for replay).
+        self._offset = time_offset
         self.recorded = 0
 
     @classmethod
-    def open(cls, path: str | Path, *, flush_every: int = 64) -> TraceRecorder:
+    def open(
+        cls, path: str | Path, *, flush_every: int = 64, time_offset: float = 0.0
+    ) -> TraceRecorder:
         """A recorder appending to the file at ``path`` (created if missing)."""
-        return cls(open(path, "a", encoding="utf-8"), flush_every=flush_every, owns_sink=True)
+        return cls(
+            open(path, "a", encoding="utf-8"),  # the recorder owns and closes it
+            flush_every=flush_every,
+            owns_sink=True,
+            time_offset=time_offset,
+        )
 
     def record(
         self,
@@ -195,16 +227,17 @@ class TraceRecorder:
         preemptions: int = 0,
         **_: object,
     ) -> None:
-        self.add(
-            record_of(
-                call,
-                program,
-                now=now,
-                first_token=first_token,
-                cached_tokens=cached_tokens,
-                preemptions=preemptions,
-            )
+        record = record_of(
+            call,
+            program,
+            now=now,
+            first_token=first_token,
+            cached_tokens=cached_tokens,
+            preemptions=preemptions,
         )
+        if self._offset:
+            record = shifted(record, self._offset)
+        self.add(record)
 
     def add(self, record: TraceRecord) -> None:
         self._buffer.append(record.to_json())

@@ -26,6 +26,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.records import Program
 from proxy.table import ProcessTable
 
 SWEEP_BATCH = 2_000  # programs forgotten between two yields (about a millisecond's work)
@@ -72,12 +73,14 @@ async def sweep(
     gc_policy: GcPolicy | None = None,
     *,
     batch: int = SWEEP_BATCH,
+    on_forget: Callable[[Program], object] | None = None,
 ) -> int:
-    """Forget the programs idle past their TTL, ``batch`` at a time with a yield in between;
-    then let ``gc_policy`` tidy up. Returns how many were forgotten."""
+    """Forget the programs idle past their TTL, ``batch`` at a time with a yield in between
+    (each passed to ``on_forget``); then let ``gc_policy`` tidy up. Returns how many were
+    forgotten."""
     total = 0
     while True:
-        n = table.collect(clock(), limit=batch)
+        n = table.collect(clock(), limit=batch, on_forget=on_forget)
         total += n
         if n < batch:
             break

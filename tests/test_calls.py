@@ -438,9 +438,18 @@ def test_an_answered_call_is_accounted_with_its_usage_and_reply() -> None:
         "preemptions": 2,
     }
     assert sample(ctx, "autellix_tokens_total", engine="e1", kind="completion") == 2
-    assert sample(ctx, "autellix_time_to_first_token_seconds_count", route=ctx.route) == 1
+    # A whole answer's first byte is its last: time to first token is for streamed calls.
+    assert not sample(ctx, "autellix_time_to_first_token_seconds_count", route=ctx.route)
     # The program's waiting calls are ranked again once it has its new service.
     assert ctx.state.gate.log[-1] == f"program_changed {ctx.program.id}"  # type: ignore[attr-defined]
+
+
+def test_time_to_first_token_is_observed_for_streamed_calls() -> None:
+    ctx = make_ctx(engine("e1"), stream=True)
+    run = Attempts(body=ctx.body, ok=True, engine=ctx.state.pool.engines["e1"])
+    run.outcome.status, run.outcome.first_byte_at = 200, 0.25
+    observe(ctx, run)
+    assert sample(ctx, "autellix_time_to_first_token_seconds_count", route=ctx.route) == 1
 
 
 def test_a_failed_call_teaches_no_reply() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -109,3 +110,72 @@ def test_bench_is_dispatched_with_its_own_flags(monkeypatch: pytest.MonkeyPatch)
     assert len(seen) == 1
     assert seen[0].quick is True  # type: ignore[attr-defined]
     assert seen[0].out == "somewhere"  # type: ignore[attr-defined]
+
+
+def _autellix(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AUTELLIX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *argv],
+        capture_output=True, text=True, timeout=60, check=False, env={**clean, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "field"),
+    [
+        (["--policy", "nope"], {}, "policy"),
+        (["--policy", "srpt"], {}, "policy"),
+        ([], {"AUTELLIX_POLICY_CONFIG": '{"betta": 3}'}, "policy_config"),
+    ],
+)
+def test_bad_policy_is_one_line_before_anything_starts(
+    argv: list[str], env: dict[str, str], field: str
+) -> None:
+    out = _autellix("serve", "--port", "0", *argv, env=env)
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr  # no traceback, and no engine was started (it logs)
+    assert lines[0].startswith(f"autellix: invalid configuration: {field}: ")
+
+
+def test_engine_side_plugin_variables_do_not_stop_the_proxy() -> None:
+    # The plug-in's variables, new and old names, set where the proxy also runs.
+    env = {
+        "AUTELLIX_PLUGIN_CONTROL_ADDR": "tcp://127.0.0.1:5599",
+        "AUTELLIX_CONTROL_ADDR": "tcp://127.0.0.1:5599",
+        "AUTELLIX_BETA": "8",
+        "AUTELLIX_SCHED_LOG": "/tmp/x.jsonl",
+        "AUTELLIX_PORT": "not-a-port",  # the proxy's own variables are still checked
+    }
+    out = _autellix("serve", env=env)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert "port:" in out.stderr
+    assert "control_addr" not in out.stderr
+    assert "beta" not in out.stderr
+
+
+def test_a_taken_port_is_named_without_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _autellix("serve", "--port", str(port))
+    assert out.returncode == 1
+    # One line: the embedded engine did not start either (it logs when it does).
+    assert (
+        out.stderr
+        == f"autellix: cannot start: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+    assert "Traceback" not in out.stderr
+    assert "athrow" not in out.stderr
+
+
+def test_sim_engine_defaults_to_a_port_of_its_own() -> None:
+    from proxy.cli import SIM_ENGINE_PORT, effective_config
+
+    sim = effective_config(build_parser().parse_args(["sim-engine"]))
+    serve = effective_config(build_parser().parse_args(["serve"]))
+    assert sim.port == SIM_ENGINE_PORT != serve.port == 8000
+    given = effective_config(build_parser().parse_args(["sim-engine", "--port", "8000"]))
+    assert given.port == 8000

@@ -109,3 +109,23 @@ def test_identification_lists_default_or_turn_off() -> None:
     assert (off.session_headers, off.body_fields) == ((), ())
     custom = identify_config(ProgramsConfig(body_fields=["metadata.run"]))
     assert custom.body_fields == ("metadata.run",)
+
+
+def test_engine_side_plugin_variables_are_not_the_proxys() -> None:
+    config = load_config(
+        environ={
+            "AUTELLIX_PLUGIN_LEVELS": "4",
+            "AUTELLIX_CONTROL_ADDR": "tcp://127.0.0.1:5599",
+            "AUTELLIX_MIN_QUANTUM_TOKENS": "8",
+            "AUTELLIX_POLICY": "atlas",  # a name both sides read: the proxy's policy too
+        }
+    )
+    assert config.policy == "atlas"
+
+
+def test_errors_are_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={}, overrides={"port": -1, "bogus": 1})
+    assert "\n" not in str(info.value)
+    assert "port:" in str(info.value)
+    assert "bogus:" in str(info.value)

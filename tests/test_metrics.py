@@ -20,7 +20,7 @@ def test_histograms_count_each_observation_in_its_bucket_at_scrape_time() -> Non
     route = metrics.latency.labels("/v1/chat/completions")
     for seconds in (0.004, 0.005, 0.3, 900.0):
         route.observe(seconds)
-    metrics.arrival_level.observe(2)
+    metrics.program_duration.observe(2)
     metrics.programs.set_function(lambda: 7)
     lines = dict(
         line.rsplit(" ", 1) for line in metrics.render().decode().splitlines() if line[0] != "#"
@@ -31,7 +31,24 @@ def test_histograms_count_each_observation_in_its_bucket_at_scrape_time() -> Non
     assert lines[f'{prefix}_bucket{{le="0.5",{labels}}}'] == "3.0"
     assert lines[f'{prefix}_bucket{{le="+Inf",{labels}}}'] == "4.0"
     assert float(lines[f"{prefix}_sum{{{labels}}}"]) == pytest.approx(900.309)
-    assert lines['autellix_call_arrival_level_bucket{le="1.0"}'] == "0.0"
-    assert lines['autellix_call_arrival_level_bucket{le="2.0"}'] == "1.0"
+    assert lines['autellix_program_duration_seconds_bucket{le="1.0"}'] == "0.0"
+    assert lines['autellix_program_duration_seconds_bucket{le="2.5"}'] == "1.0"
     assert lines["autellix_programs"] == "7.0"
     assert lines["autellix_resumes_total"] == "0.0"
+
+
+def test_arrivals_are_counted_by_level_and_state_is_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    metrics.arrivals.labels("0").inc()
+    metrics.arrivals.labels("2").inc(2)
+    metrics.watch(
+        waiting_levels=lambda: [3, 1, 3],
+        engine_load=lambda: [("e1", 4, 2, 0.5), ("e2", None, None, None)],
+    )
+    text = metrics.render().decode()
+    assert 'autellix_call_arrivals_total{level="2"} 2.0' in text
+    assert 'autellix_gate_waiting_calls_by_level{level="3"} 2.0' in text
+    assert 'autellix_gate_waiting_calls_by_level{level="1"} 1.0' in text
+    assert 'autellix_engine_requests{engine="e1",state="waiting"} 2.0' in text
+    assert 'autellix_engine_kv_usage{engine="e1"} 0.5' in text
+    assert 'engine="e2"' not in text  # an engine that reports nothing has no series

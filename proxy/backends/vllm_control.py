@@ -3,7 +3,7 @@
 The proxy tells an engine what it learns after a call was submitted: a program's newer attained
 service (its calls on this engine re-rank from it) or an explicit level for one call (an
 anti-starvation promotion, say). The engine side (``proxy.backends.vllm_plugin.control``) binds
-a PULL socket at ``AUTELLIX_CONTROL_ADDR``; one ``ControlChannel`` per engine connects to it.
+a PULL socket at ``AUTELLIX_PLUGIN_CONTROL_ADDR``; one ``ControlChannel`` per engine connects to it.
 
 Updates are advice: if the engine is not reading (down, or its queue is full) a message is
 dropped and counted rather than awaited, so the proxy's request path never stalls on it. The

@@ -134,6 +134,11 @@ class EnginePool:
             log.warning("engine %s is now %s", state.name, "healthy" if healthy else "unhealthy")
         if healthy and not state.healthy:
             state.failures = 0  # re-admitted: its next failures count afresh
+        log.debug(
+            "engine %s: %s, models %s, load running=%s waiting=%s kv=%s",
+            state.name, "healthy" if healthy else f"unhealthy ({state.last_error})",
+            sorted(state.models or ()), state.load.running, state.load.waiting, state.load.kv_usage,
+        )  # fmt: skip
         state.healthy = healthy
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:

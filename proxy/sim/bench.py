@@ -171,6 +171,12 @@ def run_bench(
     if args.trace is not None:
         return _run_trace(args, out_stream, err_stream, clock)
     started = clock()
+    if not args.no_plots:
+        from proxy.sim.plot import plotting_unavailable
+
+        if (why := plotting_unavailable()) is not None:
+            err_stream.write(f"autellix bench: {why}\n")
+            return 2
     try:
         points = plan(args)
         make_policy_checks = {p.policy: p.policy_config for p in points}

@@ -13,6 +13,22 @@ from typing import Any
 
 Row = Mapping[str, Any]
 
+INSTALL_HINT = "pip install 'autellix-proxy[bench]'"
+
+
+def plotting_unavailable() -> str | None:
+    """Why plots cannot be drawn here, or None. Plotting is an extra (the image and the proxy
+    do not carry matplotlib), so the benchmark asks before a sweep that may take minutes."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return (
+            f"plots need matplotlib, which is not installed: {INSTALL_HINT} "
+            "(or pass --no-plots to write the CSV and JSON only)"
+        )
+    return None
+
+
 _PANELS = (
     ("latency_mean", "mean"),
     ("latency_p99", "P99"),

@@ -493,23 +493,23 @@ def test_settings_defaults() -> None:
     assert settings.log_path is None
 
 
-def test_settings_from_env() -> None:
-    settings = PluginSettings.from_env(
-        {
-            "AUTELLIX_POLICY": "atlas",
-            "AUTELLIX_LEVELS": "4",
-            "AUTELLIX_LEVEL_FIRST": "0.25",
-            "AUTELLIX_LEVEL_GROWTH": "3",
-            "AUTELLIX_BETA": "off",
-            "AUTELLIX_DECODE_TOKEN_S": "0.02",
-            "AUTELLIX_PREFILL_TOKEN_S": "0",
-            "AUTELLIX_MIN_QUANTUM_TOKENS": "0",
-            "AUTELLIX_PREEMPT": "false",
-            "AUTELLIX_CONTROL_ADDR": "tcp://127.0.0.1:5599",
-            "AUTELLIX_SCHED_LOG": "/tmp/x.jsonl",
-            "AUTELLIX_SCHED_LOG_MAX": "5",
-        }
-    )
+@pytest.mark.parametrize("prefix", ["AUTELLIX_PLUGIN_", "AUTELLIX_"])  # new, and the old names
+def test_settings_from_env(prefix: str) -> None:
+    values = {
+        "POLICY": "atlas",
+        "LEVELS": "4",
+        "LEVEL_FIRST": "0.25",
+        "LEVEL_GROWTH": "3",
+        "BETA": "off",
+        "DECODE_TOKEN_S": "0.02",
+        "PREFILL_TOKEN_S": "0",
+        "MIN_QUANTUM_TOKENS": "0",
+        "PREEMPT": "false",
+        "CONTROL_ADDR": "tcp://127.0.0.1:5599",
+        "SCHED_LOG": "/tmp/x.jsonl",
+        "SCHED_LOG_MAX": "5",
+    }
+    settings = PluginSettings.from_env({prefix + k: v for k, v in values.items()})
     assert settings.policy == "atlas"
     assert settings.levels == LevelsConfig(levels=4, first=0.25, growth=3.0, beta=None)
     assert settings.cost == ServiceCost(decode_token_s=0.02, prefill_token_s=0.0)
@@ -519,21 +519,30 @@ def test_settings_from_env() -> None:
     assert (settings.log_path, settings.log_max) == ("/tmp/x.jsonl", 5)
 
 
+def test_the_plugin_prefix_wins_over_the_old_name() -> None:
+    settings = PluginSettings.from_env(
+        {"AUTELLIX_PLUGIN_LEVELS": "3", "AUTELLIX_LEVELS": "9", "AUTELLIX_BETA": "4"}
+    )
+    assert settings.levels.levels == 3
+    assert settings.levels.beta == 4.0
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("AUTELLIX_LEVELS", "0"),
-        ("AUTELLIX_LEVELS", "many"),
-        ("AUTELLIX_LEVEL_FIRST", "-1"),
-        ("AUTELLIX_LEVEL_GROWTH", "1"),
-        ("AUTELLIX_DECODE_TOKEN_S", "0"),
-        ("AUTELLIX_DECODE_TOKEN_S", "nan"),
-        ("AUTELLIX_MIN_QUANTUM_TOKENS", "-3"),
-        ("AUTELLIX_PREEMPT", "maybe"),
+        ("AUTELLIX_PLUGIN_LEVELS", "0"),
+        ("AUTELLIX_PLUGIN_LEVELS", "many"),
+        ("AUTELLIX_PLUGIN_LEVEL_FIRST", "-1"),
+        ("AUTELLIX_PLUGIN_LEVEL_GROWTH", "1"),
+        ("AUTELLIX_PLUGIN_DECODE_TOKEN_S", "0"),
+        ("AUTELLIX_PLUGIN_DECODE_TOKEN_S", "nan"),
+        ("AUTELLIX_PLUGIN_MIN_QUANTUM_TOKENS", "-3"),
+        ("AUTELLIX_PLUGIN_PREEMPT", "maybe"),
+        ("AUTELLIX_MIN_QUANTUM_TOKENS", "-3"),  # an old name is named as it was given
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
-    with pytest.raises(ValueError, match=name.removeprefix("AUTELLIX_").split("_")[0]):
+    with pytest.raises(ValueError, match="LEVEL" if "LEVEL" in name else name):
         PluginSettings.from_env({name: value})
 
 
@@ -622,3 +631,27 @@ def test_control_channel_without_pyzmq(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zmq.asyncio", None)
     with pytest.raises(ConfigError, match="pyzmq"):
         ControlChannel("tcp://127.0.0.1:1")
+
+
+def test_the_proxy_skips_exactly_the_plugins_variables() -> None:
+    from proxy.backends import plugin_env
+    from proxy.backends.vllm_plugin import control
+
+    assert (plugin_env.PREFIX, plugin_env.LEGACY_PREFIX) == (
+        control.ENV_PREFIX,
+        control.LEGACY_ENV_PREFIX,
+    )
+    # Every setting the plug-in reads is one the proxy knows to skip.
+    for name in plugin_env.SETTINGS:
+        assert plugin_env.is_plugin_variable(control.ENV_PREFIX + name)
+    read: list[str] = []
+
+    class Env(dict[str, str]):
+        def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+            read.append(key)
+            return ""
+
+    PluginSettings.from_env(Env())
+    assert {
+        k.removeprefix(control.ENV_PREFIX) for k in read if k.startswith(control.ENV_PREFIX)
+    } == set(plugin_env.SETTINGS)

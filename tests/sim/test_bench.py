@@ -7,6 +7,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -258,3 +259,16 @@ def test_trace_refuses_sweep_flags_and_bad_policies(tmp_path: Path) -> None:
     assert code == 2
     assert "trace file" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_matplotlib_says_how_to_install_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code, _out, err = run(tmp_path, "--policies", "fcfs")
+    assert code == 2
+    assert "pip install 'autellix-proxy[bench]'" in err
+    assert "--no-plots" in err
+    assert not (tmp_path / "points.csv").exists()  # refused before the sweep
+    # Without plots it needs no matplotlib.
+    assert run(tmp_path, "--policies", "fcfs", "--no-plots")[0] == 0

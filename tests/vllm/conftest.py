@@ -105,8 +105,10 @@ class VLLMServer:
 
     base_url: str
     model: str
-    sched_log: Path  # the scheduler's JSON-lines event record (AUTELLIX_SCHED_LOG)
-    control_addr: str  # where the scheduler's control channel listens (AUTELLIX_CONTROL_ADDR)
+    sched_log: Path  # the scheduler's JSON-lines event record (AUTELLIX_PLUGIN_SCHED_LOG)
+    control_addr: (
+        str  # where the scheduler's control channel listens (AUTELLIX_PLUGIN_CONTROL_ADDR)
+    )
     server_log: Path
 
     def events(self) -> list[dict[str, Any]]:
@@ -203,8 +205,8 @@ def serve(root: Path) -> Iterator[VLLMServer]:
     env.update(
         VLLM_CPU_KVCACHE_SPACE="1",  # GiB; the default asks NUMA node 0 for more than it has
         VLLM_SERVER_DEV_MODE="1",  # /abort_requests, /pause, /resume
-        AUTELLIX_SCHED_LOG=str(server.sched_log),
-        AUTELLIX_CONTROL_ADDR=server.control_addr,
+        AUTELLIX_PLUGIN_SCHED_LOG=str(server.sched_log),
+        AUTELLIX_PLUGIN_CONTROL_ADDR=server.control_addr,
         PYTHONUNBUFFERED="1",
     )
     command = [

@@ -1,6 +1,6 @@
 """The Autellix scheduler plug-in inside a real vLLM (CPU, tiny random model).
 
-Orderings are asserted from the scheduler's own record (``AUTELLIX_SCHED_LOG``), never from
+Orderings are asserted from the scheduler's own record (``AUTELLIX_PLUGIN_SCHED_LOG``), never from
 client timing: on 2 busy cores a client's view of time says little about the engine's order.
 The server has two slots (``--max-num-seqs 2``); "fillers" are long calls of a program with a
 large attained service (bottom level) that occupy them. Every test ends with all its requests
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.vllm
 # Fillers' length, in tokens: ~10 s on two slots, so even a stalled client's call arrives while
 # they run; tests walk away from them (the engine aborts them) rather than wait for the end.
 LONG = 4000
-MIN_QUANTUM = 8  # the plug-in's default AUTELLIX_MIN_QUANTUM_TOKENS
+MIN_QUANTUM = 8  # the plug-in's default AUTELLIX_PLUGIN_MIN_QUANTUM_TOKENS
 SHORT = 16
 HIGH_SERVICE = 1000.0  # estimated engine seconds: the bottom level with default settings
 BOTTOM = 7  # the bottom level with default settings (8 levels)

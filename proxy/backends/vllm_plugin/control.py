@@ -13,7 +13,7 @@ queued and running calls) or ``{"call": id, "level": int}`` (an explicit level f
 
 Record. Tests and operators need to know what the engine did, not what a client saw (on a
 loaded machine client timing says little), so every decision is an event kept in a bounded
-buffer and, if ``AUTELLIX_SCHED_LOG`` names a file, appended to it as JSON lines, flushed at
+buffer and, if ``AUTELLIX_PLUGIN_SCHED_LOG`` names a file, appended to it as JSON lines, flushed at
 the end of each scheduler call.
 """
 
@@ -37,7 +37,10 @@ from proxy.policies.levels import DEFAULT_BETA, LevelsConfig
 from proxy.policies.registry import PolicyRegistry
 
 MAX_PER_POLL = 1024  # bounds one step's work if the proxy floods the channel
-ENV_PREFIX = "AUTELLIX_"
+# The plug-in's own prefix, apart from the proxy's AUTELLIX_* settings; the earlier
+# AUTELLIX_<NAME> still works (proxy/backends/plugin_env.py lists both for the proxy side).
+ENV_PREFIX = "AUTELLIX_PLUGIN_"
+LEGACY_ENV_PREFIX = "AUTELLIX_"
 DEFAULT_POLICY = "plas"
 DEFAULT_MIN_QUANTUM_TOKENS = 8
 DEFAULT_LOG_MAX = 10_000
@@ -104,7 +107,7 @@ def parse_tags(extra: object, request_id: str) -> tuple[CallTags, list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class PluginSettings:
-    """The plug-in's settings, from ``AUTELLIX_*`` environment variables (vLLM passes a
+    """The plug-in's settings, from ``AUTELLIX_PLUGIN_*`` environment variables (vLLM passes a
     scheduler class no settings of its own). Keep ``policy`` and ``levels`` the same as the
     proxy's, so both sides put a call in the same level."""
 
@@ -124,8 +127,14 @@ class PluginSettings:
         """Settings from the environment; ``ValueError`` naming the variable when one is bad,
         so a misconfigured engine refuses to start rather than scheduling by surprise."""
 
+        def var(name: str) -> str:
+            # The variable a setting is read from: the plug-in's prefix, else the old name.
+            new = ENV_PREFIX + name
+            old = LEGACY_ENV_PREFIX + name
+            return old if env.get(new, "").strip() == "" and env.get(old, "").strip() else new
+
         def get(name: str) -> str | None:
-            value = env.get(ENV_PREFIX + name, "").strip()
+            value = env.get(var(name), "").strip()
             return value or None
 
         def number(name: str, default: float, *, positive: bool = True) -> float:
@@ -138,7 +147,7 @@ class PluginSettings:
                 value = math.nan
             if not math.isfinite(value) or value < 0 or (positive and value == 0):
                 kind = "a positive" if positive else "a non-negative"
-                raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: must be {kind} number")
+                raise ValueError(f"{var(name)}={raw!r}: must be {kind} number")
             return value
 
         def integer(name: str, default: int, *, least: int) -> int:
@@ -146,14 +155,14 @@ class PluginSettings:
             if raw is None:
                 return default
             if not raw.isdigit() or int(raw) < least:
-                raise ValueError(f"{ENV_PREFIX}{name}={raw!r}: must be an integer >= {least}")
+                raise ValueError(f"{var(name)}={raw!r}: must be an integer >= {least}")
             return int(raw)
 
         base, cost = LevelsConfig(), ServiceCost()
         beta_raw = get("BETA")
         preempt = (get("PREEMPT") or "1").lower()
         if preempt not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ValueError(f"{ENV_PREFIX}PREEMPT={preempt!r}: must be a boolean")
+            raise ValueError(f"{var('PREEMPT')}={preempt!r}: must be a boolean")
         try:
             levels = LevelsConfig(
                 levels=integer("LEVELS", base.levels, least=1),
@@ -284,7 +293,7 @@ def _zmq() -> Any:
         import zmq  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:  # pragma: no cover - pyzmq ships with vLLM
         raise RuntimeError(
-            "AUTELLIX_CONTROL_ADDR is set but pyzmq is not installed (pip install pyzmq)"
+            "AUTELLIX_PLUGIN_CONTROL_ADDR is set but pyzmq is not installed (pip install pyzmq)"
         ) from exc
     return zmq
 
