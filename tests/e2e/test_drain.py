@@ -107,8 +107,8 @@ async def test_a_stream_waiting_to_resume_also_gets_the_error_event() -> None:
     from proxy.drain import drain
     from proxy.serve import start_app
     from proxy.server import running_proxy
-    from proxy.sim.config import SimEngineConfig
-    from proxy.sim.server import create_sim_app
+    from proxy.sim.engine.config import SimEngineConfig
+    from proxy.sim.engine.server import create_sim_app
 
     sim = SimEngineConfig(time_scale=1.0)
     runner, port = await start_app(create_sim_app(sim), "127.0.0.1", 0)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from proxy.config import ProxyConfig
 from proxy.keyconfig import ApiKeyConfig
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e.fuzz import parse_answer, random_case, raw_request
 from tests.e2e.servers import ServerThread
 

@@ -20,7 +20,7 @@ from proxy.errors import ConfigError
 from proxy.keyconfig import ApiKeyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e.fakes import Script, fake_engine
 
 pytestmark = pytest.mark.e2e
