@@ -150,7 +150,8 @@ class StarvationGuard:
         (``program_wait`` and ``program_service`` as in ``service_since_promotion``, both
         constant until the program's records change, which the mechanism reports). inf for a
         call that is not waiting, that cannot starve, or that sits at the top already."""
-        if self.settled(call):
+        beta = self.beta
+        if beta is None or self.settled(call):
             return math.inf
         mark = self._marks.get(call.id)
         base_wait, base_service = (mark.wait, mark.service) if mark else (0.0, 0.0)
@@ -158,7 +159,7 @@ class StarvationGuard:
         if t <= 0:
             return math.inf
         w = program_wait + live_wait(call, now) - base_wait
-        return now + (self.beta * t - w)
+        return now + (beta * t - w)
 
     def promoted(self, call_id: str) -> bool:
         return call_id in self._marks
