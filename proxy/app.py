@@ -134,7 +134,6 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def collect() -> None:
         gc_policy = GcPolicy()
-        gc_policy.startup()
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
             await sweep(
