@@ -10,13 +10,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.config import ProxyConfig, load_config, parse_engine_flag
+from proxy.config import ProxyConfig
+from proxy.configfile import load_config, parse_engine_flag
 from proxy.drain import drain
 from proxy.errors import ConfigError
 from proxy.preflight import check_config, describe_settings
-from proxy.serve import install_uvloop, settle_heap, start_app
+from proxy.serve import install_uvloop, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
 from proxy.sim.engine.server import create_sim_app
+from proxy.upkeep import settle_heap
 
 log = logging.getLogger("autellix")
 

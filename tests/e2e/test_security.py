@@ -15,7 +15,8 @@ import orjson
 import pytest
 from yarl import URL
 
-from proxy.config import EngineConfig, ProxyConfig, load_config
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.configfile import load_config
 from proxy.errors import ConfigError
 from proxy.keyconfig import ApiKeyConfig
 from proxy.serve import serving
