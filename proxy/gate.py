@@ -103,7 +103,7 @@ class Gate:
     async def acquire(self, ticket: Ticket) -> EngineState:
         """Wait for a slot; returns the engine. Cancelling the wait leaves the queue cleanly.
         Unknown models and pools with no healthy engine for the model raise at once."""
-        self.pool.choose(ticket.model)  # raises NotFound / ServiceUnavailable with a clear message
+        self._check_model(ticket.model)
         now = self.clock()
         entry = ticket.entry
         if entry is None:
@@ -112,16 +112,16 @@ class Gate:
             )
         ticket.preempt_requested = False
         self._sync()
-        # The future exists before the call can queue, so any grant reaches it.
-        ticket.future = asyncio.get_running_loop().create_future()
         grant = self.core.offer(entry, now)
         ticket.priority = entry.rank
-        if grant is not None:
-            ticket.future = None
+        if grant is not None:  # a free slot and nobody better waiting: no future to make
             return self._apply(grant)
+        # Grants come from ``dispatch``, which runs from the loop, never inside this call: a
+        # future made now, before this task yields, receives any grant.
+        future = ticket.future = asyncio.get_running_loop().create_future()
         self._consider_preemption(entry, now)
         try:
-            return await ticket.future
+            return await future
         except asyncio.CancelledError:
             self.core.cancel(entry)
             if ticket.engine is not None:  # granted just as it was cancelled: give it back
@@ -180,6 +180,16 @@ class Gate:
             self._fail_stranded()
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _check_model(self, model: str | None) -> None:
+        """Raise the pool's NotFound / ServiceUnavailable, with its clear message, unless a
+        healthy engine serves ``model`` (looked up without building the pool's lists)."""
+        for state in self.pool.engines.values():
+            if state.healthy and (
+                model is None or (state.models is not None and model in state.models)
+            ):
+                return
+        self.pool.serving(model)
 
     def _sync(self) -> None:
         """Mirror the pool's engines (health, models, cap, own queue) into the core."""
