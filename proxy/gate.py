@@ -118,7 +118,8 @@ class Gate:
             return self._apply(grant)
         # Grants come from ``dispatch``, which runs from the loop, never inside this call: a
         # future made now, before this task yields, receives any grant.
-        future = ticket.future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[EngineState] = asyncio.get_running_loop().create_future()
+        ticket.future = future
         self._consider_preemption(entry, now)
         try:
             return await future
