@@ -148,21 +148,12 @@ async def relay_whole(
         raise _failed(engine, err) from exc
     outcome.status = upstream.status
     outcome.first_byte_at = outcome.first_byte_at or time.perf_counter()
-    if upstream.status == 200 and expect_json and not _is_json_object(body):
+    if upstream.status == 200 and not outcome.reply.absorb_body(body) and expect_json:
         err = BadGateway(
             "engine answered 200 with a body that is not a JSON object", code="engine_bad_answer"
         )
         raise _failed(engine, err)
-    if upstream.status == 200:
-        outcome.reply.absorb_body(body)
     return web.Response(status=upstream.status, body=body, headers=_copy_headers(upstream, headers))
-
-
-def _is_json_object(body: bytes) -> bool:
-    try:
-        return isinstance(orjson.loads(body), dict)
-    except orjson.JSONDecodeError:
-        return False
 
 
 def _failed(engine: EngineState | None, err: ProxyError) -> ProxyError:

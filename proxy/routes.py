@@ -13,7 +13,7 @@ from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.drain import shutting_down
 from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.faults import settle
-from proxy.ids import upstream_id, valid_request_id
+from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.scrub import strip_engine_fields
 from proxy.intercept.tokens import prompt_tokens
@@ -34,10 +34,10 @@ from proxy.wallclock import WALL_CLOCK
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
     """The client-facing request id: the client's own X-Request-Id, or one made up. Engines
-    never see it (``upstream_id``), so a client cannot name another's call at an engine."""
+    never see it (``UpstreamIds``), so a client cannot name another's call at an engine."""
     given = request.headers.get("X-Request-Id")
     if given is None:
-        rid = upstream_id()
+        rid = state.upstream_ids.next()
     elif valid_request_id(given):
         rid = given
     else:
@@ -132,7 +132,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     ctx = CallContext(
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
-        request_id=upstream_id(), headers=headers, drop_usage=drop_usage, arrived=arrived,
+        request_id=state.upstream_ids.next(), headers=headers, drop_usage=drop_usage, arrived=arrived,
         raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
@@ -199,7 +199,9 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
-    upstream, engine = await send_raw(request, state, model, raw or None, upstream_id(), path)
+    upstream, engine = await send_raw(
+        request, state, model, raw or None, state.upstream_ids.next(), path
+    )
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":
