@@ -35,7 +35,7 @@ from proxy.intercept.identify import Identity
 from proxy.kvhints.pool import EnginePool, EngineState
 from proxy.metrics import Metrics
 from proxy.records import Call, Program
-from proxy.relay import Outcome, StreamRelay, open_upstream, relay_whole
+from proxy.relay import Outcome, StreamRelay, engine_deadline, open_upstream, relay_whole
 from proxy.resume import Continuation, continuation_body, resumable
 from proxy.state import ProxyState
 
@@ -171,11 +171,13 @@ async def connect(
     prepared = engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx))
     # A body the proxy left as the client sent it goes on as its bytes, not re-encoded.
     data = ctx.raw if prepared is ctx.body and ctx.raw else orjson.dumps(prepared)
+    run.outcome.deadline = engine_deadline(engine)
     try:
         return await open_upstream(
             state.client(), engine, "POST", ctx.request.path, data=data,
             headers=upstream_headers(ctx.request, state, engine, rid),
             connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+            deadline=run.outcome.deadline,
         )  # fmt: skip
     except (BadGateway, GatewayTimeout) as err:
         run.tries += 1

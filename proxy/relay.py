@@ -48,6 +48,14 @@ class Outcome:
     client_gone: bool = False
     upstream_failed: bool = False
     failure: str | None = None  # why, when upstream_failed
+    # Loop time by which the engine must have finished (its ``timeout_s`` from the send):
+    # checked by the timers the relay runs anyway, rather than by one more timer per call.
+    deadline: float | None = None
+
+
+def engine_deadline(engine: EngineState) -> float:
+    """The ``Outcome.deadline`` of a call sent to ``engine`` now."""
+    return asyncio.get_running_loop().time() + engine.backend.config.timeout_s
 
 
 def upstream_session() -> aiohttp.ClientSession:
@@ -86,19 +94,24 @@ async def open_upstream(
     headers: dict[str, str],
     connect_timeout_s: float,
     metrics: Metrics,
+    deadline: float | None = None,
 ) -> aiohttp.ClientResponse:
     """Send the request and return the engine's response with its body not yet read.
 
     A connection failure becomes 502 with code ``engine_unreachable`` (nothing reached the
     engine, so the caller may try another); a timeout becomes 504. The answer must begin
-    within the engine's ``first_byte_timeout_s``.
+    within the engine's ``first_byte_timeout_s`` (and before ``deadline``, loop time).
     """
     backend = engine.backend
+    # No total: aiohttp would arm a timer per request for it; ``deadline`` bounds the call.
     timeout = aiohttp.ClientTimeout(
-        total=backend.config.timeout_s, sock_connect=connect_timeout_s, connect=connect_timeout_s
+        total=None, sock_connect=connect_timeout_s, connect=connect_timeout_s
     )
+    first_byte = asyncio.get_running_loop().time() + backend.config.first_byte_timeout_s
     try:
-        async with asyncio.timeout(backend.config.first_byte_timeout_s):
+        async with asyncio.timeout_at(
+            first_byte if deadline is None else min(first_byte, deadline)
+        ):
             return await session.request(
                 method, backend.base_url + path, data=data, headers=headers, timeout=timeout
             )
@@ -135,8 +148,11 @@ async def relay_whole(
     """A non-streamed answer (or any error answer): read it all, pass it on unchanged.
     ``expect_json``: a 200 must hold JSON (a generation answer), else it is a 502."""
     idle = None if engine is None else engine.backend.config.idle_timeout_s
+    until = None if idle is None else asyncio.get_running_loop().time() + idle
+    if outcome.deadline is not None:
+        until = outcome.deadline if until is None else min(until, outcome.deadline)
     try:
-        async with asyncio.timeout(idle):
+        async with asyncio.timeout_at(until):
             body = await upstream.read()
     except TimeoutError as exc:
         err: ProxyError = GatewayTimeout(
@@ -234,7 +250,9 @@ class StreamRelay:
         outcome.status = upstream.status
         response = await self._open(upstream)
         watch = (
-            None if engine is None else IdleWatch(upstream, engine.backend.config.idle_timeout_s)
+            None
+            if engine is None
+            else IdleWatch(upstream, engine.backend.config.idle_timeout_s, outcome.deadline)
         )
         failure: ProxyError | None = None
         try:
@@ -261,8 +279,8 @@ class StreamRelay:
                 self.watcher.discard()
                 return False
             failure = failure or self._ending
-            if failure is None and watch is not None and watch.fired:
-                failure = _silent(engine)
+            if failure is None and watch is not None:
+                failure = _watch_error(watch, engine)
             if failure is None:
                 rest = self.watcher.flush()
                 if rest:
@@ -275,10 +293,10 @@ class StreamRelay:
             if self._cut and self._ending is None:
                 self.watcher.discard()
                 return False
-            failure = self._ending or (
-                _silent(engine)
-                if watch is not None and watch.fired
-                else BadGateway(
+            failure = (
+                self._ending
+                or (None if watch is None else _watch_error(watch, engine))
+                or BadGateway(
                     f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
                 )
             )
@@ -331,6 +349,12 @@ async def relay_stream(
     await relay.relay(upstream, outcome, engine)
     assert relay.response is not None
     return relay.response
+
+
+def _watch_error(watch: IdleWatch, engine: EngineState | None) -> ProxyError | None:
+    if watch.expired:
+        return GatewayTimeout("engine did not finish its answer in time", code="engine_timeout")
+    return _silent(engine) if watch.fired else None
 
 
 def _silent(engine: EngineState | None) -> ProxyError:

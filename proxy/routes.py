@@ -26,7 +26,7 @@ from proxy.intercept.wire import (
 from proxy.kvhints.pool import EngineState
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.pathguard import checked_path
-from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
+from proxy.relay import Outcome, engine_deadline, open_upstream, relay_stream, relay_whole
 from proxy.security import PASSTHROUGH
 from proxy.state import STATE, ProxyState
 from proxy.wallclock import WALL_CLOCK
@@ -56,9 +56,11 @@ async def send_raw(
     data: bytes | None,
     request_id: str,
     path: str,
+    outcome: Outcome,
 ) -> tuple[aiohttp.ClientResponse, EngineState]:
     """Send a request unchanged to the best engine for ``model``; if it cannot be reached
-    (nothing was sent), mark it unhealthy and try the next one."""
+    (nothing was sent), mark it unhealthy and try the next one. ``outcome`` gets the call's
+    deadline at the engine that took it."""
     tried: list[str] = []
     while True:
         try:
@@ -74,10 +76,12 @@ async def send_raw(
         del headers["Content-Type"]
         if "Content-Type" in request.headers:
             headers["Content-Type"] = request.headers["Content-Type"]
+        outcome.deadline = engine_deadline(engine)
         try:
             upstream = await open_upstream(
                 state.client(), engine, request.method, path, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+                deadline=outcome.deadline,
             )  # fmt: skip
             return upstream, engine
         except BadGateway as err:
@@ -199,16 +203,16 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
+    outcome = Outcome()
     upstream, engine = await send_raw(
-        request, state, model, raw or None, state.upstream_ids.next(), path
+        request, state, model, raw or None, state.upstream_ids.next(), path, outcome
     )
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":
             return await relay_stream(
-                request, upstream, headers, Outcome(), drop_usage_chunk=False, engine=engine
+                request, upstream, headers, outcome, drop_usage_chunk=False, engine=engine
             )
-        outcome = Outcome()
         response = await relay_whole(request, upstream, headers, outcome, engine=engine)
         settle(engine, outcome)
         return response
