@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from multidict import CIMultiDict
 
 from proxy.drain import DRAIN
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
-from proxy.faults import IdleWatch, settle
+from proxy.faults import IdleWatch, TaskTimer, settle
 from proxy.intercept.usage import Reply, StreamWatcher
 from proxy.kvhints.pool import EngineState
 from proxy.metrics import Metrics
@@ -107,14 +108,20 @@ async def open_upstream(
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=connect_timeout_s, connect=connect_timeout_s
     )
-    first_byte = asyncio.get_running_loop().time() + backend.config.first_byte_timeout_s
+    loop = asyncio.get_running_loop()
+    first_byte = loop.time() + backend.config.first_byte_timeout_s
+    timer = TaskTimer(loop, first_byte if deadline is None else min(first_byte, deadline))
     try:
-        async with asyncio.timeout_at(
-            first_byte if deadline is None else min(first_byte, deadline)
-        ):
+        try:
             return await session.request(
                 method, backend.base_url + path, data=data, headers=headers, timeout=timeout
             )
+        except asyncio.CancelledError:
+            if not timer.own():
+                raise
+            raise TimeoutError from None
+        finally:
+            timer.cancel()
     except TimeoutError:
         metrics.upstream_errors.labels(backend.name, "timeout").inc()
         err: ProxyError = GatewayTimeout(
@@ -147,21 +154,25 @@ async def relay_whole(
 ) -> web.Response:
     """A non-streamed answer (or any error answer): read it all, pass it on unchanged.
     ``expect_json``: a 200 must hold JSON (a generation answer), else it is a 502."""
-    idle = None if engine is None else engine.backend.config.idle_timeout_s
-    until = None if idle is None else asyncio.get_running_loop().time() + idle
-    if outcome.deadline is not None:
-        until = outcome.deadline if until is None else min(until, outcome.deadline)
+    watch = None
+    if not upstream.content.is_eof():  # all of it here already (the usual case): no timer
+        idle = math.inf if engine is None else engine.backend.config.idle_timeout_s
+        if min(idle, outcome.deadline or math.inf) < math.inf:
+            # No kick while reading: the whole read must end within idle_timeout_s.
+            watch = IdleWatch(upstream, idle, outcome.deadline)
     try:
-        async with asyncio.timeout_at(until):
-            body = await upstream.read()
-    except TimeoutError as exc:
-        err: ProxyError = GatewayTimeout(
-            "engine did not finish its answer in time", code="engine_timeout"
-        )
+        body = await upstream.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        if watch is not None and (watch.fired or watch.expired):
+            err: ProxyError = GatewayTimeout(
+                "engine did not finish its answer in time", code="engine_timeout"
+            )
+        else:
+            err = BadGateway(f"engine broke off its answer: {exc}", code="engine_error")
         raise _failed(engine, err) from exc
-    except aiohttp.ClientError as exc:
-        err = BadGateway(f"engine broke off its answer: {exc}", code="engine_error")
-        raise _failed(engine, err) from exc
+    finally:
+        if watch is not None:
+            watch.cancel()
     outcome.status = upstream.status
     outcome.first_byte_at = outcome.first_byte_at or time.perf_counter()
     if upstream.status == 200 and not outcome.reply.absorb_body(body) and expect_json:
