@@ -140,7 +140,8 @@ class Gate:
             self.core.release(ticket.entry)
         ticket.engine = None
         ticket.on_preempt = None
-        if not self._dispatch_pending:
+        # Nobody waiting: nothing to hand on (a call that comes later finds the slot free).
+        if len(self.core.queue) and not self._dispatch_pending:
             self._dispatch_pending = True
             asyncio.get_running_loop().call_soon(self._dispatch_soon)
 
