@@ -24,11 +24,11 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from proxy.policies.registry import PolicyRegistry
-from proxy.sim.des import Simulator
-from proxy.sim.results import STEADY_SERVED, metrics, rate_at, steady_window
-from proxy.sim.simconfig import SimConfig
-from proxy.sim.sweep import BASE_RATES
-from proxy.sim.workloads import generate
+from proxy.sim.simulator.des import Simulator
+from proxy.sim.simulator.results import STEADY_SERVED, metrics, rate_at, steady_window
+from proxy.sim.simulator.simconfig import SimConfig
+from proxy.sim.simulator.sweep import BASE_RATES
+from proxy.sim.simulator.workloads import generate
 
 BALANCERS = ("round-robin", "least-loaded", "autellix")
 POLICY = {"chatbot": "plas", "react": "plas", "lats": "atlas", "mixed": "atlas"}

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from proxy.config import ApiKeyConfig, EngineConfig, ProxyConfig
 from proxy.serve import start_app
 from proxy.server import running_proxy
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.server import create_sim_app
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.server import create_sim_app
 
 CLIENTS = ["attacker", "honest-1", "honest-2", "honest-3", "honest-4"]
 LOOPS = 4

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e.fuzz import Case, parse_answer, random_case, raw_request
 
 

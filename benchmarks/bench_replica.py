@@ -14,15 +14,54 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-from bench_overhead import MODEL, free_port, process, wait_ready
 
+MODEL = "sim-llama-3.1-8b"
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m proxy ARGS`` as a process of its own, as deployed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
 
 
 def cpu_seconds(pid: int) -> float:

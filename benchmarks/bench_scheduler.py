@@ -43,8 +43,9 @@ from proxy.policies.base import Policy
 from proxy.policies.plas import PLAS
 from proxy.records import Call, Program
 from proxy.table import ProcessTable, TableConfig
-from proxy.upkeep import GcPolicy, sweep
+from proxy.upkeep import GcPolicy, settle_heap, sweep
 
+DEFAULT_THRESHOLDS = gc.get_threshold()
 # The collector sweeps every 15 s; 10,000 new programs between two sweeps is 670 a second.
 SWEEP_EVERY = 10_000
 
@@ -151,7 +152,7 @@ async def _stall(programs: int, *, upkeep: bool) -> float:
     gc_policy = GcPolicy()
     gc.collect()  # both runs start from a collected heap
     if upkeep:
-        gc_policy.startup()  # as the proxy does when it starts
+        settle_heap()  # as the proxy does once it serves
     tick = asyncio.create_task(ticker())
     for i in range(programs):
         now[0] += 1e-6
@@ -174,17 +175,19 @@ async def _stall(programs: int, *, upkeep: bool) -> float:
     done.set()
     await tick
     gc.unfreeze()
+    gc.set_threshold(*DEFAULT_THRESHOLDS)
     return max(gaps) * 1e3
 
 
 def _small_full_pass() -> float:
     """The occasional full collection the upkeep runs once the table is small again, in ms."""
     policy = GcPolicy()
-    policy.startup()
+    settle_heap()
     t0 = time.perf_counter()
     policy.after_sweep(0, 0.0)
     elapsed = (time.perf_counter() - t0) * 1e3
     gc.unfreeze()
+    gc.set_threshold(*DEFAULT_THRESHOLDS)
     return elapsed
 
 

@@ -30,8 +30,8 @@ import aiohttp
 from proxy.config import EngineConfig, GateSettings, ProxyConfig
 from proxy.serve import serving
 from proxy.server import running_proxy
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.server import create_sim_app
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.server import create_sim_app
 
 MODEL = "sim-llama-3.1-8b"
 LONG_CALLS, LONG_WARMUP, LONG_TOKENS = 6, 300, 1500

@@ -16,6 +16,7 @@ from proxy.auth import KeyTable, load_keys
 from proxy.backends.registry import make_backend
 from proxy.backends.vllm_control import ControlChannel
 from proxy.config import ProgramsConfig, ProxyConfig
+from proxy.core import lifecycle
 from proxy.drain import DRAIN, Drain, drain_middleware
 from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
@@ -94,7 +95,7 @@ def build_scheduler(
     policy = build_policy(config, weights)
     table = ProcessTable(
         table_config(config.programs),
-        on_finish=lambda call, program, now: policy.on_finish(call=call, program=program, now=now),
+        on_finish=lifecycle.policy_hook(policy),
         ids=ids,
     )
     return Scheduler(
@@ -133,7 +134,6 @@ async def _collector_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def collect() -> None:
         gc_policy = GcPolicy()
-        gc_policy.startup()
         while True:
             await asyncio.sleep(state.config.programs.collect_interval_s)
             await sweep(

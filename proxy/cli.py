@@ -10,13 +10,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.config import ProxyConfig, load_config, parse_engine_flag
+from proxy.config import ProxyConfig
+from proxy.configfile import load_config, parse_engine_flag
 from proxy.drain import drain
 from proxy.errors import ConfigError
 from proxy.preflight import check_config, describe_settings
-from proxy.serve import install_uvloop, settle_heap, start_app
+from proxy.serve import install_uvloop, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
-from proxy.sim.server import create_sim_app
+from proxy.sim.engine.server import create_sim_app
+from proxy.upkeep import settle_heap
 
 log = logging.getLogger("autellix")
 
@@ -68,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--model", help="model name it serves")
     sim.add_argument("--time-scale", type=float, help="real seconds per simulated second")
     sim.add_argument("--preset", help="cost model preset (llama31-8b-a100, llama31-8b-h100)")
-    # The benchmark's own flags are parsed by proxy.sim.bench, imported only when it runs, so
-    # that serving never loads the simulator's event loop, sweep and plotting.
+    # The benchmark's own flags are parsed by proxy.sim.simulator.bench, imported only when it
+    # runs, so that serving never loads the simulator's event loop, sweep and plotting.
     sub.add_parser(
         "bench",
         add_help=False,
@@ -134,7 +136,7 @@ async def _sim_engine(config: ProxyConfig) -> None:
 
 
 def _bench(argv: list[str]) -> int:
-    from proxy.sim.bench import add_bench_arguments, run_bench
+    from proxy.sim.simulator.bench import add_bench_arguments, run_bench
 
     parser = argparse.ArgumentParser(
         prog="autellix bench",

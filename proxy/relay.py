@@ -214,12 +214,17 @@ class StreamRelay:
         self.tokens = 0  # generated tokens relayed so far, over all segments
         self._cut = False
         self._ending: ProxyError | None = None  # set by a drain: end the stream with it
+        self._closed = False  # the client's stream has ended
+        self._closing: asyncio.Task[None] | None = None
         self._upstream: aiohttp.ClientResponse | None = None
 
     def end_with(self, err: ProxyError) -> None:
         """End the client's stream with ``err`` as its last event (the proxy is draining)."""
         self._ending = err
         self.cut()
+        if self._upstream is None and self.response is not None and not self._closed:
+            # Preempted and waiting to resume: no relay loop will notice, so end it here.
+            self._closing = asyncio.get_running_loop().create_task(self.fail(err))
 
     def cut(self) -> None:
         """Stop relaying the current segment at the next event boundary (preemption)."""
@@ -256,6 +261,8 @@ class StreamRelay:
         self._cut = self._ending is not None
         if self._cut:
             upstream.close()  # drained while this segment waited for its engine
+            if self._closed:
+                return True
         self._upstream = upstream
         outcome.reply = self.watcher.reply
         outcome.status = upstream.status
@@ -337,6 +344,7 @@ class StreamRelay:
             await self.finish()
 
     async def finish(self) -> None:
+        self._closed = True
         drain = self.request.app.get(DRAIN)
         if drain is not None:
             drain.streams.discard(self)

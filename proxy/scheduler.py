@@ -1,9 +1,11 @@
 """The scheduling mechanism of the live proxy: it drives the process table and the policy
 through the life of each call, with the wall clock as ``now``.
 
-The policy decides (pure); this object measures and applies (DESIGN.md rule 1). It is the one
-place where the request path touches the table and the policy, so that the order of updates
-(table first, then the policy that reads what the table measured) is written once.
+The policy decides (pure); this object measures and applies (DESIGN.md rule 1). The request
+path records a call's life here (arrival, start, service, preemption, finish), in the table
+first and then in the policy that reads what the table measured; the table applies a finish
+through ``proxy.core.lifecycle``, as the simulator and the engine plug-in do. Ranking waiting
+calls for a slot is the gate's scheduling core's (``proxy.core``), which asks the same policy.
 """
 
 from __future__ import annotations

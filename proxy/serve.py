@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import socket
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -41,19 +40,6 @@ def bind(host: str, port: int) -> socket.socket:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from None
     return sock
-
-
-def settle_heap() -> None:
-    """Call once the server is up. A proxy allocates many short-lived objects per request
-    and keeps a large heap that changes slowly (modules, config, the process table). With
-    CPython's default thresholds the cycle collector runs every 700 allocations and walks
-    the whole heap every few tens of thousands: measured at 64 connections, over a tenth of
-    the proxy's CPU. What exists at start-up is frozen out of its sight, and the young
-    generation is collected less often; reference counting still frees almost everything at
-    once, so only garbage cycles wait a little longer."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
 
 
 async def start_app(

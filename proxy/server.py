@@ -17,12 +17,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from proxy.app import create_app
-from proxy.config import EngineConfig, ProxyConfig, format_validation_error
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.configfile import format_validation_error
 from proxy.errors import ConfigError
 from proxy.preflight import check_config
 from proxy.serve import bind, start_app
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.server import create_sim_app
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.server import create_sim_app
 
 log = logging.getLogger("autellix")
 

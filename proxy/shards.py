@@ -25,8 +25,12 @@ class ShardedDict(Generic[K, V]):
     __slots__ = ("_len", "_shards")
 
     def __init__(self) -> None:
-        self._shards: list[dict[K, V]] = [{} for _ in range(SHARDS)]
+        self._shards: list[dict[K, V]] = [self._shard() for _ in range(SHARDS)]
         self._len = 0
+
+    @staticmethod
+    def _shard() -> dict[K, V]:
+        return {}
 
     def get(self, key: K) -> V | None:
         return self._shards[hash(key) & _MASK].get(key)
@@ -59,36 +63,21 @@ class ShardedDict(Generic[K, V]):
             yield from shard.values()
 
 
-class ShardedLru(Generic[K, V]):
-    """Entries in order of insertion within each shard: the oldest of all is among the shards'
-    heads. ``expired`` walks every shard's old end, so its cost is what it removes."""
+class ShardedLru(ShardedDict[K, V]):
+    """A ``ShardedDict`` whose shards keep their entries in insertion order, so the oldest of
+    all is among the shards' heads. ``pop_while`` walks every shard's old end, so its cost is
+    what it removes."""
 
-    __slots__ = ("_len", "_shards")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._shards: list[OrderedDict[K, V]] = [OrderedDict() for _ in range(SHARDS)]
-        self._len = 0
+    @staticmethod
+    def _shard() -> dict[K, V]:
+        return OrderedDict()
 
-    def __len__(self) -> int:
-        return self._len
-
-    def __setitem__(self, key: K, value: V) -> None:
-        shard = self._shards[hash(key) & _MASK]
-        if key not in shard:
-            self._len += 1
-        shard[key] = value
-        shard.move_to_end(key)
-
-    def __delitem__(self, key: K) -> None:
-        del self._shards[hash(key) & _MASK][key]
-        self._len -= 1
-
-    def pop(self, key: K, default: V | None = None) -> V | None:
-        shard = self._shards[hash(key) & _MASK]
-        if key in shard:
-            self._len -= 1
-            return shard.pop(key)
-        return default
+    def _ordered(self, index: int) -> OrderedDict[K, V]:
+        shard = self._shards[index]
+        assert isinstance(shard, OrderedDict)
+        return shard
 
     def heads(self) -> Iterator[tuple[int, K, V]]:
         """Each non-empty shard's oldest entry, with the shard's index."""
@@ -99,7 +88,7 @@ class ShardedLru(Generic[K, V]):
 
     def pop_head(self, shard: int) -> tuple[K, V]:
         self._len -= 1
-        return self._shards[shard].popitem(last=False)
+        return self._ordered(shard).popitem(last=False)
 
     def pop_while(self, keep_going: Callable[[V], bool], limit: int | None) -> list[K]:
         """From each shard's old end, remove entries while ``keep_going(value)`` holds, at most

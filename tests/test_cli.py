@@ -102,7 +102,7 @@ def test_serve_with_no_engine_starts_the_embedded_one() -> None:
 
 def test_bench_is_dispatched_with_its_own_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     """`autellix bench ...` hands its arguments to the simulator's own parser."""
-    import proxy.sim.bench as bench
+    import proxy.sim.simulator.bench as bench
 
     seen: list[object] = []
     monkeypatch.setattr(bench, "run_bench", lambda args: seen.append(args) or 7)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import from_env, load_config, merge, parse_engine_flag
+from proxy.configfile import from_env, load_config, merge, parse_engine_flag
 from proxy.errors import ConfigError
 
 

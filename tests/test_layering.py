@@ -19,6 +19,9 @@ SIM = "proxy.sim"
 # The only modules outside proxy/sim/ that may import it: the starter of the embedded
 # simulated engine, and the CLI (``autellix sim-engine`` and ``autellix bench``).
 SIM_IMPORTERS = frozenset({"proxy.server", "proxy.cli"})
+# proxy/sim/'s two halves: the simulator runs the simulated engine's model, never the reverse.
+SIM_ENGINE = "proxy.sim.engine"
+SIMULATOR = "proxy.sim.simulator"
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -114,6 +117,20 @@ def in_sim(module: str) -> bool:
     return module == SIM or module.startswith(SIM + ".")
 
 
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def engine_imports_of_the_simulator(graph: Mapping[str, Iterable[str]]) -> list[str]:
+    return sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if in_package(module, SIM_ENGINE)
+        for target in targets
+        if in_package(target, SIMULATOR)
+    )
+
+
 def sim_imports_from_outside(graph: Mapping[str, Iterable[str]]) -> list[str]:
     return sorted(
         f"{module} imports {target}"
@@ -138,6 +155,13 @@ def test_only_the_embedded_engines_starter_and_the_cli_import_the_simulator() ->
     assert sim_imports_from_outside(graph) == []
     for module in SIM_IMPORTERS:  # the exceptions are real modules, not stale names
         assert module in graph
+
+
+def test_the_simulated_engine_never_imports_the_simulator() -> None:
+    graph = import_graph(ROOT, PACKAGE)
+    assert SIM_ENGINE in graph  # the halves exist under these names
+    assert SIMULATOR in graph
+    assert engine_imports_of_the_simulator(graph) == []
 
 
 # The checker itself ----------------------------------------------------------------------------
@@ -182,3 +206,21 @@ def test_an_import_of_the_simulator_from_elsewhere_is_named(tmp_path: Path) -> N
     graph = import_graph(tmp_path, "proxy")
     assert graph["proxy.sim.config"] == {"proxy.routes"}
     assert sim_imports_from_outside(graph) == ["proxy.routes imports proxy.sim.text"]
+
+
+def test_an_import_of_the_simulator_from_the_engine_half_is_named(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "proxy/__init__.py": "",
+            "proxy/sim/__init__.py": "",
+            "proxy/sim/engine/__init__.py": "",
+            "proxy/sim/engine/server.py": "from proxy.sim.simulator.des import Simulator\n",
+            "proxy/sim/simulator/__init__.py": "",
+            "proxy/sim/simulator/des.py": "from proxy.sim.engine import server\n",
+        },
+    )
+    graph = import_graph(tmp_path, "proxy")
+    assert engine_imports_of_the_simulator(graph) == [
+        "proxy.sim.engine.server imports proxy.sim.simulator.des"
+    ]

@@ -9,8 +9,8 @@ from proxy.app import create_app
 from proxy.config import ProgramsConfig, ProxyConfig
 from proxy.errors import ConfigError
 from proxy.server import resolve, sim_engine_config
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.cost import PRESETS
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.cost import PRESETS
 
 
 def test_unset_weights_come_from_the_configured_cost_model() -> None:

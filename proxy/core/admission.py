@@ -127,6 +127,16 @@ class Admission(Generic[T]):
         grants: list[Grant[T]] = []
         queue = self.queue
         engines = self.engines.values()
+        if len(self.engines) == 1:  # the common deployment: no lanes or choices to weigh
+            (only,) = engines
+            while len(queue) and only.has_room:
+                lanes = [lane for lane in queue.lanes() if only.serves(lane)]
+                w = queue.pop(now, lanes) if lanes else None
+                if w is None:
+                    break
+                if alive(w.item):
+                    grants.append(self._grant(w, only, now))
+            return grants
         while len(queue) and any(s.has_room for s in engines):
             rooms = {lane: room for lane in queue.lanes() if (room := self._room_for(lane))}
             if not rooms:

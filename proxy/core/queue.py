@@ -158,6 +158,7 @@ class RankedQueue(Generic[T]):
     def pop(self, now: float, lanes: Iterable[Hashable] | None = None) -> Waiting[T] | None:
         best = self.peek(now, lanes)
         if best is not None:
+            heapq.heappop(self._heaps[best.lane])  # it is its lane's head: no stale item left
             self.remove(best)
         return best
 

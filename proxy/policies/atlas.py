@@ -8,6 +8,7 @@ priority, so siblings are served together and no straggler holds up the join.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -99,6 +100,8 @@ class ATLAS(BasePolicy):
         return self.priority(call=call, program=program, now=now)
 
     def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        if self.guard.settled(call):
+            return math.inf
         return self.guard.deadline(
             call,
             program_wait=self._program_wait(program, now),

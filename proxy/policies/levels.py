@@ -134,6 +134,15 @@ class StarvationGuard:
             mark = self._marks[call.id] = _Promotion(wait, call.service)
         return None if mark is None else call.service - mark.service
 
+    def settled(self, call: Call) -> bool:
+        """Can the call's rank not change by waiting? True if anti-starvation is off, the call
+        is not waiting, or it was promoted and not served since (a new promotion would change
+        nothing). Cheap: a policy asks it before computing a deadline's inputs."""
+        if self.beta is None or call.queued_since is None:
+            return True
+        mark = self._marks.get(call.id)
+        return mark is not None and call.service == mark.service
+
     def deadline(
         self, call: Call, *, program_wait: float, program_service: float, now: float
     ) -> float:
@@ -141,17 +150,16 @@ class StarvationGuard:
         (``program_wait`` and ``program_service`` as in ``service_since_promotion``, both
         constant until the program's records change, which the mechanism reports). inf for a
         call that is not waiting, that cannot starve, or that sits at the top already."""
-        if self.beta is None or call.queued_since is None:
+        beta = self.beta
+        if beta is None or self.settled(call):
             return math.inf
         mark = self._marks.get(call.id)
-        if mark is not None and call.service == mark.service:
-            return math.inf  # promoted and not served since: a new promotion changes nothing
         base_wait, base_service = (mark.wait, mark.service) if mark else (0.0, 0.0)
         t = program_service + call.service - base_service
         if t <= 0:
             return math.inf
         w = program_wait + live_wait(call, now) - base_wait
-        return now + (self.beta * t - w)
+        return now + (beta * t - w)
 
     def since_promotion(self, call: Call) -> float | None:
         """What ``service_since_promotion`` last answered for the call, without promoting it."""

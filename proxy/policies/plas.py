@@ -8,6 +8,7 @@ runs FCFS inside its queue, and jumps to the top when it starves (W / T >= beta)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -97,6 +98,8 @@ class PLAS(BasePolicy):
         return self.levels.until_demotion(service)
 
     def stable_until(self, *, call: Call, program: Program, now: float) -> float:
+        if self.guard.settled(call):
+            return math.inf
         return self.guard.deadline(
             call,
             program_wait=self._program_wait(program, now),

@@ -1,8 +1,12 @@
-"""The simulated engine: vLLM serving Llama-3.1-8B, with no GPU.
+"""Simulation, in two halves.
 
-``cost`` (step times), ``queues`` and ``engine`` (the pure scheduler model, reused by the
-discrete-event simulator and benchmarks), ``text`` (token counts, deterministic answers),
-``tools`` (when and how the model calls a tool), ``call`` and ``wire`` (requests validated into
-a ``SimCall``; response shapes), ``config``, and the OpenAI-compatible HTTP engine: ``server``
-(``create_sim_app``), ``state`` and ``metrics``.
+``engine``: the simulated engine, vLLM serving Llama-3.1-8B with no GPU: the pure engine model
+and its cost model, and the OpenAI-compatible HTTP server around them (``autellix sim-engine``
+and the proxy's embedded engine).
+
+``simulator``: the discrete-event simulator and the benchmark (``autellix bench``): the event
+loop, workloads, the sweep and its results. It runs the engine half's model in virtual time.
+
+The simulator imports the engine half, never the reverse, so serving a simulated engine never
+loads the event loop, the sweep or plotting.
 """

@@ -33,9 +33,9 @@ from proxy.policies.levels import Levels, LevelsConfig
 from proxy.policies.mlfq import MLFQ
 from proxy.policies.plas import PLAS, PLASConfig
 from proxy.records import Call, Program
-from proxy.sim.engine import EngineRequest
-from proxy.sim.policy_queue import PolicyQueue as SimQueue
-from proxy.sim.policy_queue import Tracked as SimTracked
+from proxy.sim.engine.engine import EngineRequest
+from proxy.sim.simulator.policy_queue import PolicyQueue as SimQueue
+from proxy.sim.simulator.policy_queue import Tracked as SimTracked
 from proxy.table import ProcessTable, TableConfig
 
 SLOTS = 2

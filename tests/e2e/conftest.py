@@ -7,7 +7,7 @@ import pytest
 
 from proxy.config import ProxyConfig
 from proxy.server import RunningProxy, running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e.servers import ServerThread
 
 # 100x faster than real time: an answer of a few dozen tokens takes milliseconds.

@@ -11,7 +11,7 @@ import pytest
 from proxy.app import STATE
 from proxy.config import ProxyConfig
 from proxy.server import RunningProxy, running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 
 pytestmark = pytest.mark.e2e
 

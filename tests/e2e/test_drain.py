@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -96,3 +97,52 @@ async def test_sigterm_drains_then_cuts_streams_with_an_error_event() -> None:
     log = (await proc.stderr.read()).decode()
     assert "shutting down" in log
     assert "ending 1 open stream(s) with an error event" in log
+
+
+async def test_a_stream_waiting_to_resume_also_gets_the_error_event() -> None:
+    """A stream the gate preempted waits for an engine slot with no relay running; here the
+    slot stays taken (by a long non-streamed call) past the grace. The drain still ends the
+    waiting stream with the error event: its client's stream is open."""
+    from proxy.config import EngineConfig, GateSettings, ProxyConfig
+    from proxy.drain import drain
+    from proxy.serve import start_app
+    from proxy.server import running_proxy
+    from proxy.sim.engine.config import SimEngineConfig
+    from proxy.sim.engine.server import create_sim_app
+
+    sim = SimEngineConfig(time_scale=1.0)
+    runner, port = await start_app(create_sim_app(sim), "127.0.0.1", 0)
+    engine = EngineConfig(
+        name="sim",
+        url=f"http://127.0.0.1:{port}",
+        kind="sim",
+        models=sim.served_names(),
+        max_inflight=1,
+    )
+    config = ProxyConfig(port=0, engines=[engine], gate=GateSettings(min_quantum_s=0.2))
+    try:
+        async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
+            url = proxy.url + "/v1/chat/completions"
+            old = {"X-Program-Id": "old"}
+            # The old program has been served enough to rank below a fresh one.
+            async with http.post(url, json=chat(100, stream=False), headers=old) as resp:
+                assert resp.status == 200
+            first = await http.post(url, json=chat(5000, stream=True), headers=old)
+            await first.content.readline()
+            holder = asyncio.create_task(http.post(url, json=chat(5000, stream=False)))
+            for _ in range(100):  # until the fresh call has preempted the first
+                async with http.get(proxy.url + "/metrics") as resp:
+                    if 'autellix_preemptions_total{engine="sim"} 1.0' in await resp.text():
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the first stream was never preempted")
+            await drain(proxy, 0.2)
+            body = await first.read()
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await holder
+    finally:
+        await runner.cleanup()
+    last = body.strip().split(b"\n\n")[-1]
+    assert orjson.loads(last[6:])["error"]["code"] == "shutting_down"

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.app import STATE
 from proxy.config import EngineConfig, ProxyConfig
 from proxy.serve import serving
 from proxy.server import running_proxy
+from proxy.state import STATE
 from tests.e2e.fakes import Script, fake_engine
 
 pytestmark = pytest.mark.e2e

@@ -14,16 +14,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.config import ProxyConfig
-from proxy.sim.config import SimEngineConfig
+from proxy.keyconfig import ApiKeyConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e.fuzz import parse_answer, random_case, raw_request
 from tests.e2e.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def fuzz_target() -> Iterator[tuple[str, int]]:
-    server = ServerThread(ProxyConfig(port=0, sim=SimEngineConfig(time_scale=0.001)))
+KEYS = [
+    ApiKeyConfig.model_validate({"key": "sk-1", "tenant": "one"}),
+    ApiKeyConfig.model_validate({"key": "sk-2", "tenant": "two", "admin": True}),
+]
+
+
+@pytest.fixture(scope="module", params=["open", "keyed"])
+def fuzz_target(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """The proxy open, and with keys (the fuzzer's bearer tokens include a valid one)."""
+    keys = KEYS if request.param == "keyed" else []
+    server = ServerThread(ProxyConfig(port=0, sim=SimEngineConfig(time_scale=0.001), api_keys=keys))
     host, _, port = server.start().removeprefix("http://").rpartition(":")
     yield host, int(port)
     server.stop()
@@ -48,7 +57,7 @@ def check_answer(status: int, content_type: str, body: bytes) -> None:
 
 
 @settings(
-    max_examples=150,
+    max_examples=120,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

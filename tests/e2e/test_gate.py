@@ -15,8 +15,8 @@ import pytest
 from proxy.config import EngineConfig, GateSettings, ProxyConfig
 from proxy.serve import serving
 from proxy.server import running_proxy
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.server import create_sim_app
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.server import create_sim_app
 from proxy.state import STATE
 
 pytestmark = pytest.mark.e2e

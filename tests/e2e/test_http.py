@@ -13,7 +13,7 @@ import pytest
 from proxy.config import EngineConfig, ProxyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from proxy.state import STATE
 from tests.e2e.fakes import Script, fake_engine, sse
 

@@ -27,7 +27,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 
 from proxy.config import EngineConfig, ProxyConfig
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e import openapi_doc
 from tests.e2e.servers import ServerThread
 

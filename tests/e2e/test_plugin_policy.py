@@ -13,7 +13,7 @@ import pytest
 
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 
 pytestmark = pytest.mark.e2e
 

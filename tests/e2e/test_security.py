@@ -15,12 +15,13 @@ import orjson
 import pytest
 from yarl import URL
 
-from proxy.config import EngineConfig, ProxyConfig, load_config
+from proxy.config import EngineConfig, ProxyConfig
+from proxy.configfile import load_config
 from proxy.errors import ConfigError
 from proxy.keyconfig import ApiKeyConfig
 from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
-from proxy.sim.config import SimEngineConfig
+from proxy.sim.engine.config import SimEngineConfig
 from tests.e2e.fakes import Script, fake_engine
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import pytest
 
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from proxy.sim.config import SimEngineConfig
-from proxy.sim.workloads import from_trace
+from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.simulator.workloads import from_trace
 from proxy.trace import read_trace
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,333 @@
+"""The sweep behind ``autellix bench``: the default rate grid, one ``Point`` per arrival rate x
+policy x workload, and running the points, in worker processes when asked.
+
+Each point simulates the same programs (same seed: common random numbers) at one arrival rate
+under one policy, built by name through the policy registry, so a plug-in policy runs here
+unchanged.
+
+Rates. The coarse grid of a workload is its ``BASE_RATES`` entry (near where fcfs starts to
+queue on one A100 engine) times ``LOADS``, scaled by the number of engines and the preset's
+speed relative to the A100; ``--rates`` replaces it. ``refine`` then adds points where each
+curve crosses the latency target (between the last swept rate under it and the first over it:
+for fcfs that is its knee), and extends a curve that never crossed it past the grid once.
+
+Steady state. Each point measures only the programs of its steady-state window
+(``results.steady_window``): the first ``--warmup`` share of the programs (they meet an empty
+system) and the last ``--cooldown`` share (they keep the engine loaded while the measured ones
+finish) are simulated but not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import multiprocessing
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from proxy.policies.base import Policy
+from proxy.policies.registry import PolicyRegistry
+from proxy.sim.engine.cost import PRESETS
+from proxy.sim.simulator.des import Simulator
+from proxy.sim.simulator.progress import Progress
+from proxy.sim.simulator.results import Metrics, bracket, curve, metrics, steady_window
+from proxy.sim.simulator.simconfig import MAX_MODEL_LEN, SimConfig, config_from_args
+from proxy.sim.simulator.summary import VLLM_BASELINE, targets_of
+from proxy.sim.simulator.workloads import WORKLOAD_NAMES, WorkloadSpec, generate, paper_workloads
+
+# Programs per second near which fcfs starts to queue on one A100 engine, measured with
+# resent and with fresh contexts (docs/simulator.md); the default grid is LOADS times these.
+BASE_RATES = {
+    "resend": {"chatbot": 1.3, "react": 0.5, "lats": 0.07, "mixed": 0.18},
+    "fresh": {"chatbot": 2.8, "react": 1.0, "lats": 0.12, "mixed": 0.3},
+}
+# The coarse grid (the lowest load is the light-load reference of the latency target); the
+# refinement pass adds REFINE_POINTS rates inside each curve's crossing of the target.
+LOADS = (0.4, 0.7, 1.0, 1.3, 1.7, 2.2, 3.0)
+QUICK_LOADS = (0.4, 1.0, 1.7, 3.0)
+REFINE_POINTS = 2
+QUICK_REFINE_POINTS = 1
+EXTEND = 1.5
+"""A curve that never crossed the target on the grid gets one more point at this times its
+highest rate (and one at its square), once."""
+PROGRAMS = {"chatbot": 800, "react": 600, "lats": 150, "mixed": 300}
+FRESH_PROGRAMS = {"chatbot": 1500, "react": 800, "lats": 150, "mixed": 300}
+# Fewer programs make the overloaded points short transients: quick ratios are indicative only.
+QUICK_PROGRAMS = {"chatbot": 800, "react": 600, "lats": 80, "mixed": 150}
+WARMUP = 0.2
+COOLDOWN = 0.2
+POLICIES = (VLLM_BASELINE, "fcfs", "mlfq", "plas", "atlas", "srpt")
+QUICK_POLICIES = (VLLM_BASELINE, "fcfs", "mlfq", "plas", "atlas")
+VLLM06_RATE_SCALE = 0.25
+"""The vLLM 0.6 curve's grid is the workload's times this: without a prefix cache it saturates
+at 0.2 to 0.4 times the rates the other engines sustain (resent contexts are recomputed)."""
+BASELINES = ("fcfs", "mlfq")
+EXTRA_FACTORS = (2.0, 3.0, 5.0, 8.0)
+
+CSV_COLUMNS = (
+    "workload",
+    "policy",
+    "rate",
+    "load",
+    "seed",
+    *(f.name for f in dataclasses.fields(Metrics)),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Point:
+    workload: str
+    policy: str
+    policy_config: Mapping[str, Any]
+    rate: float
+    load: float
+    programs: int
+    seed: int
+    config: SimConfig
+    tool_scale: float
+    fresh: bool
+    specs: Mapping[str, WorkloadSpec]
+    warmup: float = WARMUP
+    cooldown: float = COOLDOWN
+
+
+def make_policy(name: str, config: Mapping[str, Any] | None = None) -> Policy:
+    """The policy of a curve: a registry name or path, or ``vllm-0.6`` (fcfs)."""
+    return PolicyRegistry().create("fcfs" if name == VLLM_BASELINE else name, dict(config or {}))
+
+
+def engine_config(name: str, config: SimConfig) -> SimConfig:
+    """The engines a curve runs on: the paper's first baseline, ``vllm-0.6``, is fcfs on vLLM
+    0.6.1 as it ships (no chunked prefill: a step prefills whole prompts or decodes; no prefix
+    cache); every other curve on the configured engines."""
+    if name != VLLM_BASELINE:
+        return config
+    shape = dataclasses.replace(
+        config.shape,
+        chunked_prefill=False,
+        prefix_cache=False,
+        max_num_batched_tokens=max(MAX_MODEL_LEN, config.shape.max_num_batched_tokens),
+    )
+    return dataclasses.replace(config, shape=shape)
+
+
+def run_point(point: Point) -> dict[str, Any]:
+    """Simulate one point; the CSV row (runs in a worker process)."""
+    programs = generate(
+        point.workload,
+        rate=point.rate,
+        programs=point.programs,
+        seed=point.seed,
+        tool_scale=point.tool_scale,
+        fresh=point.fresh,
+        specs=point.specs,
+    )
+    window = steady_window(len(programs), point.warmup, point.cooldown)
+    measured = {programs[i].id for i in window}
+    policy = make_policy(point.policy, point.policy_config)
+    result = Simulator(point.config, policy).run(programs)
+    row: dict[str, Any] = {
+        "workload": point.workload,
+        "policy": point.policy,
+        "rate": point.rate,
+        "load": point.load,
+        "seed": point.seed,
+    }
+    row.update(dataclasses.asdict(metrics(result, measured)))
+    return row
+
+
+def split_names(value: str | None, default: Sequence[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
+
+
+def policy_configs(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--policy-config {item!r}: expected NAME=JSON")
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError(f"--policy-config {item!r}: the JSON must be an object")
+        out[name.strip()] = value
+    return out
+
+
+def plan(args: argparse.Namespace) -> list[Point]:
+    """Every point of the sweep the arguments describe."""
+    workloads = split_names(args.workloads, WORKLOAD_NAMES)
+    for w in workloads:
+        if w not in WORKLOAD_NAMES:
+            raise ValueError(f"unknown workload {w!r}; known: {', '.join(WORKLOAD_NAMES)}")
+    policies = split_names(args.policies, QUICK_POLICIES if args.quick else POLICIES)
+    configs = policy_configs(args.policy_config)
+    if (
+        args.engines < 1
+        or args.max_num_seqs < 1
+        or (args.programs is not None and args.programs < 1)
+    ):
+        raise ValueError("--engines, --max-num-seqs and --programs must be at least 1")
+    if args.rerank_interval <= 0 or args.latency_factor <= 0 or args.tool_scale < 0:
+        raise ValueError(
+            "--rerank-interval and --latency-factor must be positive, --tool-scale not negative"
+        )
+    steady_window(100, args.warmup, args.cooldown)  # refuses bad shares
+    if args.refine is not None and args.refine < 0:
+        raise ValueError("--refine must not be negative")
+    config = config_from_args(args)
+    cost = config.shape.cost
+    # Faster engines (and more of them) move the knee: scale the default grid by decode speed.
+    reference = PRESETS["llama31-8b-a100"]()
+    speed = _decode_step(reference) / _decode_step(cost) * args.engines
+    loads = QUICK_LOADS if args.quick else LOADS
+    specs = paper_workloads()  # solved once, shipped with every point
+    points = []
+    for workload in workloads:
+        base = BASE_RATES[args.context][workload] * speed
+        if args.rates:
+            pairs = [(r, r / base) for r in sorted(float(r) for r in args.rates.split(","))]
+        else:
+            pairs = [(base * f, f) for f in loads]
+        sizes = FRESH_PROGRAMS if args.context == "fresh" else PROGRAMS
+        n = args.programs or (QUICK_PROGRAMS if args.quick else sizes)[workload]
+        for policy in policies:
+            scale = VLLM06_RATE_SCALE if policy == VLLM_BASELINE and not args.rates else 1.0
+            for rate, load in ((r * scale, f * scale) for r, f in pairs):
+                if rate <= 0:
+                    raise ValueError("rates must be positive")
+                points.append(
+                    Point(
+                        workload,
+                        policy,
+                        configs.get(policy, {}),
+                        round(rate, 6),
+                        round(load, 4),
+                        n,
+                        args.seed,
+                        engine_config(policy, config),
+                        args.tool_scale,
+                        args.context == "fresh",
+                        specs,
+                        args.warmup,
+                        args.cooldown,
+                    )
+                )
+    return points
+
+
+def refine_count(args: argparse.Namespace) -> int:
+    """Points the refinement pass adds per crossing: ``--refine``, else none for given
+    ``--rates`` and REFINE_POINTS (QUICK_REFINE_POINTS with ``--quick``) for the default grid."""
+    if args.refine is not None:
+        return int(args.refine)
+    if args.rates:
+        return 0
+    return QUICK_REFINE_POINTS if args.quick else REFINE_POINTS
+
+
+def refine(
+    points: Sequence[Point],
+    rows: Sequence[Mapping[str, Any]],
+    factor: float,
+    count: int,
+    columns: Sequence[str] = ("latency_mean", "latency_p99"),
+) -> list[Point]:
+    """The second pass: for every curve (workload x policy) and latency target, ``count``
+    rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
+    it (``factor`` x fcfs's latency at the lowest rate, and for the mean x vLLM 0.6's when
+    that curve was swept, as ``summary.ratios`` reads them), once with the points the engines
+    fell behind on counted as over the target (steady) and once as measured (finite run); for
+    fcfs that bracket is its knee. A curve that stayed steady and under the target on the
+    whole grid gets the rates EXTEND and EXTEND**2 times its highest swept rate instead. Rates
+    already swept are not repeated; each new point copies its curve's settings."""
+    if count <= 0:
+        return []
+    templates: dict[tuple[str, str], Point] = {}
+    for point in points:
+        templates.setdefault((point.workload, point.policy), point)
+    out: list[Point] = []
+    for (workload, policy), template in templates.items():
+        base = template.rate / template.load if template.load else 1.0
+        wanted: set[float] = set()
+        targets = {
+            key: value
+            for key, value in targets_of(rows, workload, factor).items()
+            if key[0] in columns
+        }
+        for ((column, _), target), steady in itertools.product(targets.items(), (True, False)):
+            rates, values = curve(rows, workload, policy, column, steady=steady)
+            if not rates or not math.isfinite(target):
+                continue
+            around = bracket(rates, values, target)
+            if around is not None:
+                lo, hi = around
+                step = (hi / lo) ** (1.0 / (count + 1))
+                wanted.update(lo * step**k for k in range(1, count + 1))
+            elif steady and all(v <= target for v in values):
+                wanted.update(rates[-1] * EXTEND**k for k in (1, 2))
+        swept = {round(p.rate, 6) for p in points if (p.workload, p.policy) == (workload, policy)}
+        for rate in sorted({round(r, 6) for r in wanted} - swept):
+            out.append(dataclasses.replace(template, rate=rate, load=round(rate / base, 4)))
+    return out
+
+
+def _decode_step(cost: Any) -> float:
+    return float(
+        cost.step_time(
+            num_decodes=32,
+            decode_context_tokens=32 * 1024,
+            num_prefill_tokens=0,
+            prefill_attn_pairs=0,
+        )
+    )
+
+
+def sweep(
+    points: Sequence[Point], *, jobs: int, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Run every point, in worker processes when ``jobs`` > 1; rows in plan order."""
+    # Costliest first, so that the workers finish together.
+    order = sorted(range(len(points)), key=lambda i: -_cost_hint(points[i]))
+    rows: list[dict[str, Any] | None] = [None] * len(points)
+
+    def done(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        if progress is not None:
+            progress.advance(f"{row['workload']} {row['policy']} {row['rate']:g}/s")
+
+    if jobs <= 1:
+        for i in order:
+            done(i, run_point(points[i]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_point, points[i]): i for i in order}
+            for future in _as_completed(futures):
+                done(futures[future], future.result())
+    return [r for r in rows if r is not None]
+
+
+def _as_completed(futures: Mapping[Any, int]) -> Iterable[Any]:
+    from concurrent.futures import as_completed
+
+    return as_completed(futures)
+
+
+def _cost_hint(point: Point) -> float:
+    per_program = {"chatbot": 1.0, "react": 1.0, "lats": 12.0, "mixed": 5.0}
+    return point.programs * per_program.get(point.workload, 1.0) * (1 + point.load)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
