@@ -335,6 +335,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
         run.response = relay.response
     finally:
         account(ctx, run)
+        ctx.state.gate.forget(ticket)
     observe(ctx, run)
     return run.response
 

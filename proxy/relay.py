@@ -293,7 +293,8 @@ class StreamRelay:
                         "engine sent an event that is not JSON", code="engine_bad_answer"
                     )
                     break
-            if self._cut and self._ending is None:
+            # A cut that lands after [DONE] came too late: the client has the whole answer.
+            if self._cut and self._ending is None and not self.watcher.done:
                 self.watcher.discard()
                 return False
             failure = failure or self._ending
@@ -308,7 +309,7 @@ class StreamRelay:
             upstream.close()  # the engine sees its connection drop and aborts the request
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if self._cut and self._ending is None:
+            if self._cut and self._ending is None and not self.watcher.done:
                 self.watcher.discard()
                 return False
             failure = (

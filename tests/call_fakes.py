@@ -92,6 +92,9 @@ class FakeGate:
     def release(self, ticket: Ticket) -> None:
         self.log.append("release")
 
+    def forget(self, ticket: Ticket) -> None:
+        self.log.append("forget")
+
     def program_changed(self, program: Program) -> None:
         self.log.append(f"program_changed {program.id}")
 
