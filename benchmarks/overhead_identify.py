@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 from proxy.intercept.identify import Identifier, Identity
+from proxy.intercept.tokens import prompt_tokens
 from proxy.intercept.wire import ChatCompletionRequest, validate
-from proxy.routes import prompt_tokens_estimate
 
 
 def prepare(
@@ -21,7 +21,7 @@ def prepare(
     conversation = identity.conversation
     known = conversation.known if conversation is not None else 0
     validate(ChatCompletionRequest, body, known_messages=known)
-    prompt_tokens_estimate(body, chat=True, conversation=conversation)
+    prompt_tokens(body, chat=True, conversation=conversation)
     return identity
 
 

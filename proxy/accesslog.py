@@ -57,9 +57,10 @@ CALL_NOTE = web.RequestKey("autellix_call_note", _Noted)
 
 
 def call_arrived(ctx: CallContext, outcome: Outcome) -> None:
-    """The call was filed in its program: remember it for the access line."""
-    since = time.perf_counter() - ctx.arrived
-    ctx.request[CALL_NOTE] = _Noted(ctx, outcome, time.time() - since)
+    """The call was filed in its program: remember it for the access line (if one is kept)."""
+    if ctx.state.config.access_log:
+        since = time.perf_counter() - ctx.arrived
+        ctx.request[CALL_NOTE] = _Noted(ctx, outcome, time.time() - since)
     if call_log.isEnabledFor(logging.DEBUG):
         call_log.debug(
             "call %s arrived: program %s (identified by %s, %d calls so far), level %d, "

@@ -256,6 +256,9 @@ async def _poll(state: ProxyState) -> None:
             log.exception("engine refresh failed")
         for engine in state.pool.engines.values():
             state.metrics.engine_healthy.labels(engine.name).set(1 if engine.healthy else 0)
+        # An engine back in health, with models listed anew or a queue of its own drained, may
+        # take waiting calls now, and a model no engine serves any more fails its waiters.
+        state.gate.dispatch()
 
 
 def create_app(config: ProxyConfig) -> web.Application:

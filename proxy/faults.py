@@ -3,7 +3,8 @@ on them for nothing.
 
 ``first_byte_timeout_s`` bounds the wait for an engine's answer to begin once the call was sent
 (so time held in the proxy's own gate never counts); ``idle_timeout_s`` bounds the silence
-inside an answer. ``retry_elsewhere`` decides whether a call whose engine failed before
+inside an answer; ``timeout_s`` the whole call at the engine, checked by those same timers
+(one per phase of a call, none per chunk). ``retry_elsewhere`` decides whether a call whose engine failed before
 answering may go to another engine: the client has received nothing from it, so nothing is
 lost by sending the call again.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Protocol
 
 import aiohttp
@@ -40,29 +42,66 @@ _BEFORE_ANSWER = frozenset({"engine_unreachable", "engine_timeout", "engine_erro
 
 
 class IdleWatch:
-    """Closes an engine response that has been silent for ``seconds``. Each chunk costs only a
-    clock read (``kick``); the timer re-arms itself lazily."""
+    """Closes an engine response that has been silent for ``seconds``, or that is still going
+    at ``deadline`` (loop time; the engine's ``timeout_s``, end to end). Each chunk costs only
+    a clock read (``kick``); the one timer re-arms itself lazily."""
 
-    __slots__ = ("_handle", "_loop", "_upstream", "fired", "last", "seconds")
+    __slots__ = ("_handle", "_loop", "_upstream", "deadline", "expired", "fired", "last", "seconds")
 
-    def __init__(self, upstream: aiohttp.ClientResponse, seconds: float) -> None:
+    def __init__(
+        self, upstream: aiohttp.ClientResponse, seconds: float, deadline: float | None = None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._upstream = upstream
         self.seconds = seconds
+        self.deadline = math.inf if deadline is None else deadline
         self.last = self._loop.time()
-        self.fired = False
-        self._handle = self._loop.call_at(self.last + seconds, self._check)
+        self.fired = False  # silent too long
+        self.expired = False  # past the deadline
+        self._handle = self._loop.call_at(min(self.last + seconds, self.deadline), self._check)
 
     def kick(self) -> None:
         self.last = self._loop.time()
 
     def _check(self) -> None:
-        due = self.last + self.seconds
-        if self._loop.time() < due:
+        now = self._loop.time()
+        due = min(self.last + self.seconds, self.deadline)
+        if now < due:
             self._handle = self._loop.call_at(due, self._check)
             return
-        self.fired = True
+        if now >= self.deadline:
+            self.expired = True
+        else:
+            self.fired = True
         self._upstream.close()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+class TaskTimer:
+    """``asyncio.timeout_at`` for the request path, at a fraction of its cost: one loop timer
+    that cancels the task at ``when``. The caller turns a ``CancelledError`` into its timeout
+    when ``own`` says the cancellation was this timer's alone (not the client's going away)."""
+
+    __slots__ = ("_cancelling", "_handle", "_task", "fired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        task = asyncio.current_task(loop)
+        assert task is not None  # only ever used from a request's task
+        self._task = task
+        self._cancelling = task.cancelling()
+        self.fired = False
+        self._handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    def own(self) -> bool:
+        """After a CancelledError: was it this timer's, and nobody else's? (Then the task's
+        cancellation is withdrawn, as ``asyncio.timeout`` does.)"""
+        return self.fired and self._task.uncancel() <= self._cancelling
 
     def cancel(self) -> None:
         self._handle.cancel()

@@ -19,15 +19,16 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy.core import lifecycle
 from proxy.core.admission import Admission, EngineSlots, Grant
 from proxy.core.preempt import PreemptRule
-from proxy.core.queue import Waiting
+from proxy.core.queue import INF, Waiting
 from proxy.kvhints.balancers.autellix import AutellixBalancer
 from proxy.kvhints.load import EngineLoad
 from proxy.kvhints.pool import EnginePool, EngineState
 from proxy.kvhints.router import Router
 from proxy.policies.base import Policy, Priority
-from proxy.records import Call, Program
+from proxy.records import Call, CallState, Program
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,8 @@ class Gate:
         self._on_preempt = on_preempt
         self._degraded = False
         self._dispatch_pending = False
+        self._armed: asyncio.TimerHandle | None = None
+        self._armed_at = INF
         self.preemptions = 0
 
     @property
@@ -109,7 +112,7 @@ class Gate:
     async def acquire(self, ticket: Ticket) -> EngineState:
         """Wait for a slot; returns the engine. Cancelling the wait leaves the queue cleanly.
         Unknown models and pools with no healthy engine for the model raise at once."""
-        self.pool.choose(ticket.model)  # raises NotFound / ServiceUnavailable with a clear message
+        self._check_model(ticket.model)
         now = self.clock()
         entry = ticket.entry
         if entry is None:
@@ -117,17 +120,24 @@ class Gate:
                 ticket.call, ticket.program, ticket, lane=ticket.model
             )
         ticket.preempt_requested = False
+        call = ticket.call
+        if call.queued_since is None:  # back after a failed attempt: it waits again from now
+            lifecycle.requeued(call, now, preempted_before=call.state is CallState.PREEMPTED)
         self._sync()
-        # The future exists before the call can queue, so any grant reaches it.
-        ticket.future = asyncio.get_running_loop().create_future()
-        grant = self.core.offer(entry, now)
+        # With a hand-over already due (a slot was released, the loop has not run the
+        # dispatch yet), the newcomer queues: the dispatch decides by rank, not by who came
+        # back first (a preempted call must not take back the slot it gave up).
+        grant = self.core.offer(entry, now, may_grant=not self._dispatch_pending)
         ticket.priority = entry.rank
-        if grant is not None:
-            ticket.future = None
+        if grant is not None:  # a free slot and nobody better waiting: no future to make
             return self._apply(grant)
+        # Grants come from ``dispatch``, which runs from the loop, never inside this call: a
+        # future made now, before this task yields, receives any grant.
+        future: asyncio.Future[EngineState] = asyncio.get_running_loop().create_future()
+        ticket.future = future
         self._consider_preemption(entry, now)
         try:
-            return await ticket.future
+            return await future
         except asyncio.CancelledError:
             self.core.cancel(entry)
             if ticket.engine is not None:  # granted just as it was cancelled: give it back
@@ -145,9 +155,16 @@ class Gate:
             self.core.release(ticket.entry)
         ticket.engine = None
         ticket.on_preempt = None
-        if not self._dispatch_pending:
+        # Nobody waiting: nothing to hand on (a call that comes later finds the slot free).
+        if len(self.core.queue) and not self._dispatch_pending:
             self._dispatch_pending = True
             asyncio.get_running_loop().call_soon(self._dispatch_soon)
+
+    def forget(self, ticket: Ticket) -> None:
+        """The ticket's call is over: drop its place in the core, so the ticket and its entry
+        (which point at each other) are freed at once by reference counting, not left for the
+        cyclic collector (which may have frozen them; ``proxy.upkeep``)."""
+        ticket.entry = None
 
     def _dispatch_soon(self) -> None:
         self._dispatch_pending = False
@@ -170,9 +187,22 @@ class Gate:
 
     def program_changed(self, program: Program) -> None:
         """``program``'s records changed (a call of it finished): its waiting calls, and with
-        a tenant-scoped policy its tenant's, are ranked again."""
+        a tenant-scoped policy its tenant's, are ranked again, and the best waiting call may
+        now outrank a running one."""
         if len(self.core.queue):
-            self.core.queue.touch(program, self.clock())
+            now = self.clock()
+            self.core.queue.touch(program, now)
+            self._recheck(now)
+
+    def _recheck(self, now: float | None = None) -> None:
+        """Look again at whether the best waiting call may preempt: after its rank improved,
+        or once a running call it outranks has had its quantum."""
+        if not self.config.preempt or not len(self.core.queue):
+            return
+        now = self.clock() if now is None else now
+        best = self.core.queue.peek(now)
+        if best is not None:
+            self._consider_preemption(best, now)
 
     def dispatch(self) -> None:
         """Give free slots to the best waiting calls."""
@@ -181,26 +211,43 @@ class Gate:
         self._sync()
         now = self.clock()
         for grant in self.core.dispatch(now, alive=_alive):
-            self._apply(grant)
+            self._apply(grant)  # at once: an error deciding the next one loses no grant
         if self._degraded:
             self._fail_stranded()
+        self._recheck(now)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _check_model(self, model: str | None) -> None:
+        """Raise the pool's NotFound / ServiceUnavailable, with its clear message, unless a
+        healthy engine serves ``model`` (looked up without building the pool's lists)."""
+        for state in self.pool.engines.values():
+            if state.healthy and (
+                model is None or (state.models is not None and model in state.models)
+            ):
+                return
+        self.pool.serving(model)
 
     def _sync(self) -> None:
         """Mirror the pool's engines (health, models, cap, own queue) into the core."""
         adaptive = self.config.adaptive
         degraded = False
+        served: set[str] = set()
         for state in self.pool.engines.values():
             degraded = degraded or not state.healthy or state.models is None
+            if state.healthy and state.models is not None:
+                served |= state.models
             slots = self.core.engine(state.name)
             slots.cap = state.backend.config.max_inflight
             slots.models = state.models
             # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
             held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0
             slots.open = state.healthy and not held_back
-        # With every engine healthy and its models known, no waiting call can be stranded.
-        self._degraded = degraded
+        # With every engine healthy, its models known and every waiting model served, no
+        # waiting call can be stranded.
+        self._degraded = degraded or any(
+            isinstance(lane, str) and lane not in served for lane in self.core.queue.lanes()
+        )
 
     def _pick(
         self, slots: list[EngineSlots[Ticket]], entry: Waiting[Ticket]
@@ -232,6 +279,21 @@ class Gate:
             ticket.future.set_result(engine)
         return engine
 
+    def _arm(self, at: float, now: float) -> None:
+        """Look again at ``at`` (a running call's quantum ends, or a waiting call's
+        anti-starvation deadline passes): one timer at a time, the earliest."""
+        if at == INF or (self._armed is not None and self._armed_at <= at):
+            return
+        if self._armed is not None:
+            self._armed.cancel()
+        self._armed_at = at
+        self._armed = asyncio.get_running_loop().call_later(max(0.0, at - now), self._fire)
+
+    def _fire(self) -> None:
+        self._armed = None
+        self._armed_at = INF
+        self._recheck()
+
     def _fail_stranded(self) -> None:
         """Calls waiting for a model that no healthy engine serves any more fail now, with the
         pool's own error, rather than wait for an engine that may never come back."""
@@ -250,8 +312,9 @@ class Gate:
     def _consider_preemption(self, entry: Waiting[Ticket], now: float) -> None:
         if not self.config.preempt:
             return
-        victim = self.core.victim(entry, now, _preemptible)
+        victim, ready_at = self.core.victim(entry, now, _preemptible)
         if victim is None:
+            self._arm(min(ready_at, self.core.queue.next_due()), now)
             return
         ticket = victim.item
         ticket.preempt_requested = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from multidict import CIMultiDict
 
 from proxy.drain import DRAIN
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
-from proxy.faults import IdleWatch, settle
+from proxy.faults import IdleWatch, TaskTimer, settle
 from proxy.intercept.usage import Reply, StreamWatcher
 from proxy.kvhints.pool import EngineState
 from proxy.metrics import Metrics
@@ -48,6 +49,14 @@ class Outcome:
     client_gone: bool = False
     upstream_failed: bool = False
     failure: str | None = None  # why, when upstream_failed
+    # Loop time by which the engine must have finished (its ``timeout_s`` from the send):
+    # checked by the timers the relay runs anyway, rather than by one more timer per call.
+    deadline: float | None = None
+
+
+def engine_deadline(engine: EngineState) -> float:
+    """The ``Outcome.deadline`` of a call sent to ``engine`` now."""
+    return asyncio.get_running_loop().time() + engine.backend.config.timeout_s
 
 
 def upstream_session() -> aiohttp.ClientSession:
@@ -86,22 +95,33 @@ async def open_upstream(
     headers: dict[str, str],
     connect_timeout_s: float,
     metrics: Metrics,
+    deadline: float | None = None,
 ) -> aiohttp.ClientResponse:
     """Send the request and return the engine's response with its body not yet read.
 
     A connection failure becomes 502 with code ``engine_unreachable`` (nothing reached the
     engine, so the caller may try another); a timeout becomes 504. The answer must begin
-    within the engine's ``first_byte_timeout_s``.
+    within the engine's ``first_byte_timeout_s`` (and before ``deadline``, loop time).
     """
     backend = engine.backend
+    # No total: aiohttp would arm a timer per request for it; ``deadline`` bounds the call.
     timeout = aiohttp.ClientTimeout(
-        total=backend.config.timeout_s, sock_connect=connect_timeout_s, connect=connect_timeout_s
+        total=None, sock_connect=connect_timeout_s, connect=connect_timeout_s
     )
+    loop = asyncio.get_running_loop()
+    first_byte = loop.time() + backend.config.first_byte_timeout_s
+    timer = TaskTimer(loop, first_byte if deadline is None else min(first_byte, deadline))
     try:
-        async with asyncio.timeout(backend.config.first_byte_timeout_s):
+        try:
             return await session.request(
                 method, backend.base_url + path, data=data, headers=headers, timeout=timeout
             )
+        except asyncio.CancelledError:
+            if not timer.own():
+                raise
+            raise TimeoutError from None
+        finally:
+            timer.cancel()
     except TimeoutError:
         metrics.upstream_errors.labels(backend.name, "timeout").inc()
         err: ProxyError = GatewayTimeout(
@@ -134,35 +154,33 @@ async def relay_whole(
 ) -> web.Response:
     """A non-streamed answer (or any error answer): read it all, pass it on unchanged.
     ``expect_json``: a 200 must hold JSON (a generation answer), else it is a 502."""
-    idle = None if engine is None else engine.backend.config.idle_timeout_s
+    watch = None
+    if not upstream.content.is_eof():  # all of it here already (the usual case): no timer
+        idle = math.inf if engine is None else engine.backend.config.idle_timeout_s
+        if min(idle, outcome.deadline or math.inf) < math.inf:
+            # No kick while reading: the whole read must end within idle_timeout_s.
+            watch = IdleWatch(upstream, idle, outcome.deadline)
     try:
-        async with asyncio.timeout(idle):
-            body = await upstream.read()
-    except TimeoutError as exc:
-        err: ProxyError = GatewayTimeout(
-            "engine did not finish its answer in time", code="engine_timeout"
-        )
+        body = await upstream.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        if watch is not None and (watch.fired or watch.expired):
+            err: ProxyError = GatewayTimeout(
+                "engine did not finish its answer in time", code="engine_timeout"
+            )
+        else:
+            err = BadGateway(f"engine broke off its answer: {exc}", code="engine_error")
         raise _failed(engine, err) from exc
-    except aiohttp.ClientError as exc:
-        err = BadGateway(f"engine broke off its answer: {exc}", code="engine_error")
-        raise _failed(engine, err) from exc
+    finally:
+        if watch is not None:
+            watch.cancel()
     outcome.status = upstream.status
     outcome.first_byte_at = outcome.first_byte_at or time.perf_counter()
-    if upstream.status == 200 and expect_json and not _is_json_object(body):
+    if upstream.status == 200 and not outcome.reply.absorb_body(body) and expect_json:
         err = BadGateway(
             "engine answered 200 with a body that is not a JSON object", code="engine_bad_answer"
         )
         raise _failed(engine, err)
-    if upstream.status == 200:
-        outcome.reply.absorb_body(body)
     return web.Response(status=upstream.status, body=body, headers=_copy_headers(upstream, headers))
-
-
-def _is_json_object(body: bytes) -> bool:
-    try:
-        return isinstance(orjson.loads(body), dict)
-    except orjson.JSONDecodeError:
-        return False
 
 
 def _failed(engine: EngineState | None, err: ProxyError) -> ProxyError:
@@ -250,7 +268,9 @@ class StreamRelay:
         outcome.status = upstream.status
         response = await self._open(upstream)
         watch = (
-            None if engine is None else IdleWatch(upstream, engine.backend.config.idle_timeout_s)
+            None
+            if engine is None
+            else IdleWatch(upstream, engine.backend.config.idle_timeout_s, outcome.deadline)
         )
         failure: ProxyError | None = None
         try:
@@ -273,12 +293,13 @@ class StreamRelay:
                         "engine sent an event that is not JSON", code="engine_bad_answer"
                     )
                     break
-            if self._cut and self._ending is None:
+            # A cut that lands after [DONE] came too late: the client has the whole answer.
+            if self._cut and self._ending is None and not self.watcher.done:
                 self.watcher.discard()
                 return False
             failure = failure or self._ending
-            if failure is None and watch is not None and watch.fired:
-                failure = _silent(engine)
+            if failure is None and watch is not None:
+                failure = _watch_error(watch, engine)
             if failure is None:
                 rest = self.watcher.flush()
                 if rest:
@@ -288,13 +309,13 @@ class StreamRelay:
             upstream.close()  # the engine sees its connection drop and aborts the request
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if self._cut and self._ending is None:
+            if self._cut and self._ending is None and not self.watcher.done:
                 self.watcher.discard()
                 return False
-            failure = self._ending or (
-                _silent(engine)
-                if watch is not None and watch.fired
-                else BadGateway(
+            failure = (
+                self._ending
+                or (None if watch is None else _watch_error(watch, engine))
+                or BadGateway(
                     f"engine stream broke off: {exc or type(exc).__name__}", code="engine_error"
                 )
             )
@@ -348,6 +369,12 @@ async def relay_stream(
     await relay.relay(upstream, outcome, engine)
     assert relay.response is not None
     return relay.response
+
+
+def _watch_error(watch: IdleWatch, engine: EngineState | None) -> ProxyError | None:
+    if watch.expired:
+        return GatewayTimeout("engine did not finish its answer in time", code="engine_timeout")
+    return _silent(engine) if watch.fired else None
 
 
 def _silent(engine: EngineState | None) -> ProxyError:

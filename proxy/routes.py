@@ -13,7 +13,7 @@ from proxy.calls import CallContext, serve_call, upstream_headers
 from proxy.drain import shutting_down
 from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.faults import settle
-from proxy.ids import upstream_id, valid_request_id
+from proxy.ids import valid_request_id
 from proxy.intercept.identify import strip_program
 from proxy.intercept.scrub import strip_engine_fields
 from proxy.intercept.tokens import prompt_tokens
@@ -26,7 +26,7 @@ from proxy.intercept.wire import (
 from proxy.kvhints.pool import EngineState
 from proxy.middleware import REQUEST_ID, route_label
 from proxy.pathguard import checked_path
-from proxy.relay import Outcome, open_upstream, relay_stream, relay_whole
+from proxy.relay import Outcome, engine_deadline, open_upstream, relay_stream, relay_whole
 from proxy.security import PASSTHROUGH
 from proxy.state import STATE, ProxyState
 from proxy.wallclock import WALL_CLOCK
@@ -34,10 +34,10 @@ from proxy.wallclock import WALL_CLOCK
 
 def request_id_of(request: web.Request, state: ProxyState) -> str:
     """The client-facing request id: the client's own X-Request-Id, or one made up. Engines
-    never see it (``upstream_id``), so a client cannot name another's call at an engine."""
+    never see it (``UpstreamIds``), so a client cannot name another's call at an engine."""
     given = request.headers.get("X-Request-Id")
     if given is None:
-        rid = upstream_id()
+        rid = state.upstream_ids.next()
     elif valid_request_id(given):
         rid = given
     else:
@@ -56,9 +56,11 @@ async def send_raw(
     data: bytes | None,
     request_id: str,
     path: str,
+    outcome: Outcome,
 ) -> tuple[aiohttp.ClientResponse, EngineState]:
     """Send a request unchanged to the best engine for ``model``; if it cannot be reached
-    (nothing was sent), mark it unhealthy and try the next one."""
+    (nothing was sent), mark it unhealthy and try the next one. ``outcome`` gets the call's
+    deadline at the engine that took it."""
     tried: list[str] = []
     while True:
         try:
@@ -74,10 +76,12 @@ async def send_raw(
         del headers["Content-Type"]
         if "Content-Type" in request.headers:
             headers["Content-Type"] = request.headers["Content-Type"]
+        outcome.deadline = engine_deadline(engine)
         try:
             upstream = await open_upstream(
                 state.client(), engine, request.method, path, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+                deadline=outcome.deadline,
             )  # fmt: skip
             return upstream, engine
         except BadGateway as err:
@@ -132,7 +136,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     ctx = CallContext(
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
-        request_id=upstream_id(), headers=headers, drop_usage=drop_usage, arrived=arrived,
+        request_id=state.upstream_ids.next(), headers=headers, drop_usage=drop_usage, arrived=arrived,
         raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
@@ -199,14 +203,16 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
-    upstream, engine = await send_raw(request, state, model, raw or None, upstream_id(), path)
+    outcome = Outcome()
+    upstream, engine = await send_raw(
+        request, state, model, raw or None, state.upstream_ids.next(), path, outcome
+    )
     async with upstream:
         headers = {"X-Request-Id": request_id}
         if upstream.content_type == "text/event-stream":
             return await relay_stream(
-                request, upstream, headers, Outcome(), drop_usage_chunk=False, engine=engine
+                request, upstream, headers, outcome, drop_usage_chunk=False, engine=engine
             )
-        outcome = Outcome()
         response = await relay_whole(request, upstream, headers, outcome, engine=engine)
         settle(engine, outcome)
         return response

@@ -40,6 +40,10 @@ class Scheduler:
         self.identifier = identifier
         self.metrics = metrics
         self.clock = clock
+        self._slack: Callable[..., float] | None = getattr(policy, "service_slack", None)
+        # Call id -> the call's service at which the policy must hear of it next (see
+        # ``served``); only calls being streamed with a slack have one.
+        self._report_at: dict[str, float] = {}
 
     def arrive(self, identity: Identity, *, prompt_tokens: int) -> tuple[Program, Call, Priority]:
         """A call entered the proxy: record it in its program and rank it."""
@@ -63,6 +67,7 @@ class Scheduler:
         self.table.start(call, engine, self.clock())
 
     def preempted(self, call: Call) -> None:
+        self._forget_reports(call, None)
         self.table.preempt(call, self.clock())
 
     def served(self, call: Call, tokens: int) -> Priority | None:
@@ -70,6 +75,9 @@ class Scheduler:
         demote it mid-call (the new priority is returned)."""
         now = self.clock()
         self.table.tokens(call, tokens, now)
+        report_at = self._report_at.get(call.id)
+        if report_at is not None and call.service < report_at:
+            return None  # the policy said its answer cannot change before then
         program = self.table.get(call.program_id)
         if program is None:
             return None
@@ -77,7 +85,22 @@ class Scheduler:
         priority = self.policy.on_service(call=call, program=program, now=now)
         if priority.level > before:
             self.metrics.demotions.inc()
+        if self._slack is not None:
+            slack = self._slack(call=call, program=program, now=now)
+            # A hair early rather than a chunk late, whatever the rounding of the boundary.
+            self._report_at[call.id] = call.service + slack * (1 - 1e-9)
         return priority
+
+    def _forget_reports(self, call: Call, program: Program | None) -> None:
+        """The slack given for ``call`` (and, its program's records having changed, for its
+        program's other running calls) no longer holds: they report at their next chunk."""
+        report_at = self._report_at
+        if not report_at:
+            return
+        report_at.pop(call.id, None)
+        if program is not None:
+            for sibling in program.active:
+                report_at.pop(sibling, None)
 
     def finish(
         self,
@@ -93,6 +116,7 @@ class Scheduler:
         call teaches program inference the reply its next call will carry."""
         prompt, completion = usage if usage is not None else (None, None)
         program = self.table.get(call.program_id)  # before finish: it may release the program
+        self._forget_reports(call, program)
         now = self.clock()
         released = self.table.finish(
             call, now, ok=ok, prompt_tokens=prompt, completion_tokens=completion

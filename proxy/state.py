@@ -16,7 +16,7 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.gate import Gate
-from proxy.ids import IdGen
+from proxy.ids import IdGen, UpstreamIds
 from proxy.kvhints.pool import EnginePool
 from proxy.metrics import Metrics
 from proxy.scheduler import Scheduler
@@ -33,6 +33,7 @@ class ProxyState:
     scheduler: Scheduler
     gate: Gate
     ids: IdGen = field(default_factory=IdGen)
+    upstream_ids: UpstreamIds = field(default_factory=UpstreamIds)
     session: aiohttp.ClientSession | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 

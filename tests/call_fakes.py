@@ -95,6 +95,9 @@ class FakeGate:
     def release(self, ticket: Ticket) -> None:
         self.log.append("release")
 
+    def forget(self, ticket: Ticket) -> None:
+        self.log.append("forget")
+
     def program_changed(self, program: Program) -> None:
         self.log.append(f"program_changed {program.id}")
 
@@ -130,6 +133,13 @@ class FakeUpstream:
         default_factory=lambda: CIMultiDict({"Content-Type": "application/json"})
     )
     closed: bool = False
+
+    @property
+    def content(self) -> FakeUpstream:  # the answer's bytes are all in already
+        return self
+
+    def is_eof(self) -> bool:
+        return True
 
     async def read(self) -> bytes:
         return self.body

@@ -292,6 +292,7 @@ async def test_serve_call_fails_over_then_answers_choosing_no_engine_itself() ->
         "acquire e2",
         "release",
         f"program_changed {ctx.program.id}",
+        "forget",  # the ticket's place in the core is dropped once the call is over
     ]
     events = ctx.state.scheduler.events  # type: ignore[attr-defined]
     assert events[:2] == [("started", "e1"), ("started", "e2")]

@@ -14,12 +14,12 @@ before their grant, so a slot is never given to nobody.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from proxy.core.preempt import PreemptRule
-from proxy.core.queue import RankedQueue, Waiting
+from proxy.core.queue import INF, RankedQueue, Waiting
 from proxy.policies.base import Policy, Priority
 
 T = TypeVar("T")
@@ -87,16 +87,28 @@ class Admission(Generic[T]):
 
     # -- calls -------------------------------------------------------------------------------
 
-    def offer(self, w: Waiting[T], now: float) -> Grant[T] | None:
-        """A call wants to run: a grant at once, or None and it waits (ranked now)."""
+    def offer(self, w: Waiting[T], now: float, *, may_grant: bool = True) -> Grant[T] | None:
+        """A call wants to run: a grant at once, or None and it waits (ranked now). It runs
+        at once only if an engine serving its model has room and no better call waits for
+        any of the models that engine serves; ``may_grant`` False queues it regardless (a
+        decision is already due, and the queue's order must make it)."""
         w.rank = self.queue.rank(w, now)
-        slots = self._room_for(w.lane)
-        if slots:
-            head = self.queue.head(w.lane, now)
-            if head is None or not head.order < w.order:
-                return self._grant(w, self._pick(slots, w), now)
+        if may_grant:
+            room = [s for s in self._room_for(w.lane) if self._nobody_better(s, w, now)]
+            if room:
+                # With several engines the picker decides even when one has room: it counts
+                # its choices (a program moved off its full engine, prefixes routed).
+                only = len(self.engines) == 1
+                return self._grant(w, room[0] if only else self._pick(room, w), now)
         self.queue.push(w, now, rank=w.rank)
         return None
+
+    def _nobody_better(self, slots: EngineSlots[T], w: Waiting[T], now: float) -> bool:
+        """Does no call better than ``w`` wait for a model ``slots`` serves?"""
+        if not len(self.queue):
+            return True
+        best = self.best_waiting_for(slots.name, now)
+        return best is None or not best.order < w.order
 
     def cancel(self, w: Waiting[T]) -> None:
         """The call left while waiting."""
@@ -121,10 +133,11 @@ class Admission(Generic[T]):
             self._count(slots, rank.level, +1)
         w.rank = rank
 
-    def dispatch(self, now: float, alive: Callable[[T], bool]) -> list[Grant[T]]:
-        """Give the room there is to the best waiting calls. Calls that are not ``alive`` any
-        more (their client left) are dropped from the queue, never granted."""
-        grants: list[Grant[T]] = []
+    def dispatch(self, now: float, alive: Callable[[T], bool]) -> Iterator[Grant[T]]:
+        """Give the room there is to the best waiting calls, one grant at a time: the caller
+        applies each before the next is decided, so an error part-way (a policy raising while
+        a call is ranked) loses no grant already made. Calls that are not ``alive`` any more
+        (their client left) are dropped from the queue, never granted."""
         queue = self.queue
         engines = self.engines.values()
         if len(self.engines) == 1:  # the common deployment: no lanes or choices to weigh
@@ -133,46 +146,48 @@ class Admission(Generic[T]):
                 lanes = [lane for lane in queue.lanes() if only.serves(lane)]
                 w = queue.pop(now, lanes) if lanes else None
                 if w is None:
-                    break
+                    return
                 if alive(w.item):
-                    grants.append(self._grant(w, only, now))
-            return grants
+                    yield self._grant(w, only, now)
+            return
         while len(queue) and any(s.has_room for s in engines):
             rooms = {lane: room for lane in queue.lanes() if (room := self._room_for(lane))}
             if not rooms:
-                break
+                return
             w = queue.pop(now, rooms)
             if w is None:
-                break
+                return
             if alive(w.item):
-                # Picked even from one engine: the picker counts its choices.
-                grants.append(self._grant(w, self._pick(rooms[w.lane], w), now))
-        return grants
+                yield self._grant(w, self._pick(rooms[w.lane], w), now)
 
     def victim(
         self, w: Waiting[T], now: float, preemptible: Callable[[T], bool]
-    ) -> Waiting[T] | None:
+    ) -> tuple[Waiting[T] | None, float]:
         """The running call that waiting ``w`` may preempt now, if any: the worst-ranked
         ``preemptible`` one, among the engines serving its model, that had its quantum and that
-        ``w`` outranks by the rule's margin."""
+        ``w`` outranks by the rule's margin. Also, when none may be preempted yet, the earliest
+        time one that ``w`` outranks will have had its quantum (inf if none), so the caller
+        can look again then."""
         rule = self.rule
         if not rule.preempt:
-            return None
+            return None, INF
         best: Waiting[T] | None = None
+        ready_at = INF
         for slots in self.engines.values():
             if not slots.running or not slots.serves(w.lane):
                 continue
             if rule.margin > 0 and slots.worst_level() - w.rank.level < rule.margin:
                 continue  # nothing here is bad enough: skip the scan
             for r in slots.running:
-                if (
-                    rule.ready(r.admitted_at, now)
-                    and rule.outranks(w.rank, r.rank)
-                    and preemptible(r.item)
-                    and (best is None or r.order > best.order)
-                ):
+                if not (rule.outranks(w.rank, r.rank) and preemptible(r.item)):
+                    continue
+                if not rule.ready(r.admitted_at, now):
+                    if r.admitted_at is not None:
+                        ready_at = min(ready_at, r.admitted_at + rule.min_quantum_s)
+                    continue
+                if best is None or r.order > best.order:
                     best = r
-        return best
+        return best, (INF if best is not None else ready_at)
 
     def best_waiting_for(self, engine: str, now: float) -> Waiting[T] | None:
         slots = self.engines.get(engine)

@@ -190,9 +190,9 @@ class RankedQueue(Generic[T]):
             if self._size:
                 self.rerank_all(now)
             return
-        due = self._due
-        while due and due[0][0] <= now:
-            at, _, version, w = heapq.heappop(due)
+        # ``self._due`` is read afresh each turn: a re-rank may rebuild it.
+        while self._due and self._due[0][0] <= now:
+            at, _, version, w = heapq.heappop(self._due)
             if w.queued and version == w.due_version:
                 w.due = INF  # its deadline item is spent: a new one must be pushed
                 # Ranked as of its deadline, not of whenever the caller looks: what a promotion

@@ -113,18 +113,19 @@ class Reply:
                 self.finish_reason = finish
         return tokens
 
-    def absorb_body(self, body: bytes) -> None:
-        """Take a whole non-streamed response body."""
+    def absorb_body(self, body: bytes) -> bool:
+        """Take a whole non-streamed response body; whether it is a JSON object (parsed once,
+        for both questions)."""
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return
+            return False
         if not isinstance(obj, dict):
-            return
+            return False
         self.usage = _usage_of(obj)
         choices = obj.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return
+            return True
         first = choices[0]
         message = first.get("message")
         if isinstance(message, dict):
@@ -137,6 +138,7 @@ class Reply:
             self.content.append(first["text"])
         if isinstance(first.get("finish_reason"), str):
             self.finish_reason = first["finish_reason"]
+        return True
 
 
 def _is_usage_only(chunk: dict[str, Any]) -> bool:

@@ -69,6 +69,12 @@ class Policy(Protocol):
 
     A policy that declares neither is re-ranked in full before each decision (correct, O(n)).
 
+    One optional member lets the live proxy report a streaming call's service less often than
+    every chunk: ``service_slack(*, call, program, now) -> float``, asked right after
+    ``on_service``: how much more ``call.service`` the call may gain before ``on_service`` could
+    answer differently if nothing else changes (0: report every chunk; ``math.inf``: never
+    again). A policy that does not declare it gets ``on_service`` after every chunk.
+
     Every method takes keyword arguments only, so the contract can grow new keywords without
     breaking callers; a plug-in that wants to be forward compatible may also accept ``**_``.
     Every method returning a ``Priority`` also sets ``call.level`` to its level.

@@ -161,6 +161,11 @@ class StarvationGuard:
         w = program_wait + live_wait(call, now) - base_wait
         return now + (beta * t - w)
 
+    def since_promotion(self, call: Call) -> float | None:
+        """What ``service_since_promotion`` last answered for the call, without promoting it."""
+        mark = self._marks.get(call.id)
+        return None if mark is None else call.service - mark.service
+
     def promoted(self, call_id: str) -> bool:
         return call_id in self._marks
 

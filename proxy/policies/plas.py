@@ -87,6 +87,16 @@ class PLAS(BasePolicy):
             self.floor.serving(program.tenant, call.id, call.service)
         return self.priority(call=call, program=program, now=now)
 
+    def service_slack(self, *, call: Call, program: Program, now: float) -> float:
+        # While a call runs, its wait is still and its service only grows, so its W / T only
+        # falls: no new promotion, and its level moves only when its service crosses the
+        # boundary. A tenant floor moves with other programs' tokens: then report all.
+        if self.floor is not None:
+            return 0.0
+        since = self.guard.since_promotion(call)
+        service = call.start_service + call.service if since is None else since
+        return self.levels.until_demotion(service)
+
     def stable_until(self, *, call: Call, program: Program, now: float) -> float:
         if self.guard.settled(call):
             return math.inf

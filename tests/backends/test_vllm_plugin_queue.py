@@ -206,6 +206,19 @@ def test_atlas_keeps_a_programs_parallel_calls_together() -> None:
     assert (level(book, "p-1"), level(book, "p-2"), level(book, "q-1")) == (2, 2, 0)
 
 
+def test_a_new_figure_from_the_proxy_reranks_the_programs_waiting_calls() -> None:
+    policy: Policy = ATLAS(ATLASConfig(levels=5, first=1.0, growth=2.0, beta=None))
+    book = CallBook(policy=policy, levels=Levels.from_config(LEVELS), cost=COST)
+    queue: PolicyQueue[Req] = PolicyQueue(book)
+    arrive(book, "p-1", program="p", now=0.0)
+    queue.add_request(Req("p-1"))
+    assert level(book, "p-1") == 0
+    # The program's next call brings the proxy's newer critical path: its waiting sibling
+    # ranks from it too, without waiting for a step to refresh it.
+    arrive(book, "p-2", program="p", service=3.0, now=1.0)
+    assert level(book, "p-1") == 2
+
+
 # -- the queue ------------------------------------------------------------------------------
 
 

@@ -122,7 +122,7 @@ class GateUser:
         best = self.gate.core.queue.peek(self.clock())
         if best is None:
             return None
-        found = self.gate.core.victim(best, self.clock(), lambda t: True)
+        found, _ = self.gate.core.victim(best, self.clock(), lambda t: True)
         return None if found is None else self.names[found.call.id]
 
     def program(self, pid: str) -> Program | None:

@@ -219,3 +219,39 @@ async def test_passive_ejection_and_readmission(
         async with http.post(proxy.url + "/v1/chat/completions", json=CHAT) as resp:
             assert resp.status == 503
         assert len(calls) == 3
+
+
+async def dribble(request: web.Request) -> web.StreamResponse:
+    """Never silent, never done: a byte every 0.1 s, in the call's own content type."""
+    body = await request.json()
+    stream = body.get("stream", False)
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream" if stream else "application/json"}
+    )
+    await resp.prepare(request)
+    while True:
+        await resp.write(
+            b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n' if stream else b" "
+        )
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_that_never_ends_is_cut_at_the_engines_timeout(
+    http: aiohttp.ClientSession, stream: bool
+) -> None:
+    calls: list[str] = []
+    async with (
+        serving(engine_app(dribble, calls)) as url,
+        running_proxy(config(url, timeout_s=0.8)) as proxy,
+        http.post(proxy.url + "/v1/chat/completions", json={**CHAT, "stream": stream}) as resp,
+    ):
+        body = await resp.read()
+    if stream:
+        assert resp.status == 200
+        err = error_of(orjson.loads(body.strip().split(b"\n\n")[-1][6:]))
+    else:
+        assert resp.status == 504
+        err = error_of(orjson.loads(body))
+    assert err["code"] == "engine_timeout"
+    assert "did not finish its answer in time" in err["message"]

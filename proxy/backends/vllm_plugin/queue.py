@@ -110,8 +110,11 @@ class CallBook:
     ) -> Tracked:
         program = self._program(tags.program, now)
         # The proxy's figure replaces the engine's own estimate: it has seen every engine.
+        changed = (program.service, program.critical_path) != (tags.service, tags.service)
         program.service = program.critical_path = tags.service
         program.last_arrival = now
+        if changed:  # the program's waiting calls rank from the new figure
+            self.queue.touch(program, now)
         call = Call(
             id=tags.call,
             program_id=tags.program,
@@ -339,6 +342,18 @@ class PolicyQueue(Generic[R]):
     def __len__(self) -> int:
         return len(self._requests) + len(self._untracked)
 
+    def ids(self) -> set[str]:
+        """The queued requests' ids, in no order (no sort)."""
+        return {*self._requests, *(r.request_id for r in self._untracked)}
+
+    def best_ids(self) -> Iterator[str]:
+        """The queued requests' ids, best first, lazily: O(log n) each for the first m (the
+        untracked ones last). The queue must not change while it is walked."""
+        for w in self.book.queue.best(self.now):
+            yield w.item.request_id
+        for request in self._untracked:
+            yield request.request_id
+
     def __iter__(self) -> Iterator[R]:
         self.book.queue.advance(self.now)  # ranks as of the step being decided
         ranked = [self._requests[w.item.request_id] for w in self.book.queue]
@@ -347,7 +362,7 @@ class PolicyQueue(Generic[R]):
 
 def choose_victims(
     *,
-    waiting: Sequence[str],
+    waiting: Iterable[str],
     running: Sequence[str],
     keys: Mapping[str, SortKey],
     free_slots: int,

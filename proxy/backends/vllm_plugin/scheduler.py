@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import (  # type: ignore[import-not-found, unused-ignore]
@@ -63,6 +64,18 @@ logger = logging.getLogger("vllm.autellix.scheduler")
 
 _UNTRACKED_LEVEL = 1 << 30  # a request the book does not know queues last, by arrival
 _OK = frozenset({"FINISHED_STOPPED", "FINISHED_LENGTH_CAPPED"})
+
+
+class _Keys(dict[str, SortKey]):
+    """Sort keys computed when first asked for: the victim walk reads few waiting calls."""
+
+    def __init__(self, known: dict[str, SortKey], key: Callable[[str], SortKey]) -> None:
+        super().__init__(known)
+        self._key = key
+
+    def __missing__(self, request_id: str) -> SortKey:
+        value = self[request_id] = self._key(request_id)
+        return value
 
 
 class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
@@ -246,9 +259,9 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             served = self.book.served_since_admission(request.request_id, request.num_output_tokens)
             if request.status == RequestStatus.RUNNING and served is not None and served >= quantum:
                 preemptible.add(request.request_id)
-        waiting = [r.request_id for r in self.waiting]
-        for request in self.waiting:
-            keys[request.request_id] = self._queue_key(request)
+        # Walked best first and only as far as the rule needs: no sort of the whole queue.
+        waiting = self.waiting.best_ids()
+        keys = _Keys(keys, lambda rid: self._queue_key(self.requests[rid]))
         limit: int = self.max_num_active_reqs
         streaming: int = self.num_waiting_for_streaming_input
         victims = choose_victims(
@@ -304,7 +317,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                     waiting=len(self.waiting),
                     running=len(self.running),
                 )
-        self._passed_over = {r.request_id for r in self.waiting}
+        self._passed_over = self.waiting.ids()
 
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         held = self._blocks(request.request_id)
