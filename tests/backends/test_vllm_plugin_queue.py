@@ -14,8 +14,8 @@ from proxy.backends.vllm_plugin.queue import (
     CallTags,
     PolicyQueue,
     SortKey,
-    choose_victims,
 )
+from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.core.cost import ServiceCost
 from proxy.policies.atlas import ATLAS, ATLASConfig
 from proxy.policies.base import Policy

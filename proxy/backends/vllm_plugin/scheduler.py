@@ -55,8 +55,8 @@ from proxy.backends.vllm_plugin.queue import (
     CallBook,
     PolicyQueue,
     SortKey,
-    choose_victims,
 )
+from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.policies.levels import Levels
 
 # Under "vllm." so that vLLM's logging configuration sends these lines to the server log.
