@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.backends.registry import make_backend
-from proxy.backends.vllm_plugin.queue import CallBook, CallTags, PolicyQueue, choose_victims
+from proxy.backends.vllm_plugin.queue import CallBook, CallTags, PolicyQueue
+from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.config import EngineConfig
 from proxy.core import lifecycle
 from proxy.core.cost import ServiceCost
