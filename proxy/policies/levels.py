@@ -130,7 +130,11 @@ class StarvationGuard:
         t = program_service + call.service - base_service
         # T = 0 (nothing served by the program or the call) never promotes: such a call ranks
         # by a zero service already, and a mark for it would only cost memory.
-        if t > 0 and w >= self.beta * t:
+        # A promoted call that has not been served since sits at the top already: promoting it
+        # again would only move its wait baseline, so the result would depend on how often the
+        # mechanism asks. Its mark stays until it is served.
+        unserved = mark is not None and call.service == mark.service
+        if t > 0 and w >= self.beta * t and not unserved:
             mark = self._marks[call.id] = _Promotion(wait, call.service)
         return None if mark is None else call.service - mark.service
 

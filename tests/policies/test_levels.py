@@ -106,3 +106,20 @@ def test_forget_drops_the_baseline() -> None:
     guard.forget("c")
     assert not guard.promoted("c")
     assert len(guard) == 0
+
+
+def test_a_promoted_call_keeps_its_mark_until_it_is_served() -> None:
+    """Asking again later must not move the baseline: the rank may not depend on how often the
+    mechanism asks (the gate asks at deadlines, the plug-in at every program update)."""
+    often, seldom = StarvationGuard(beta=1.0), StarvationGuard(beta=1.0)
+    a = Call("c", "p", arrival=0.0, queued_since=0.0)
+    b = Call("c", "p", arrival=0.0, queued_since=0.0)
+    # The program has served 1 unit: W 1 >= T 1 at t=1, and both are promoted.
+    assert _starving(often, a, 1.0, service=1.0) == _starving(seldom, b, 1.0, service=1.0) == 0
+    for now in (2.0, 3.0, 4.0):  # one is asked three more times while it waits, unserved
+        assert _starving(often, a, now, service=1.0) == 0.0
+    # Both run from t=4 and are served 2 units: W since the promotion is 3, T is 1 + 2 = 3,
+    # so both are promoted again, whatever was asked between.
+    for call in (a, b):
+        call.wait, call.queued_since, call.service = 4.0, None, 2.0
+    assert _starving(often, a, 4.0, service=1.0) == _starving(seldom, b, 4.0, service=1.0) == 0
