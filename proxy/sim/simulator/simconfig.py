@@ -7,6 +7,8 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxy.core.concurrency import CapConfig
+from proxy.core.retention import RetentionConfig
 from proxy.sim.engine.cost import LLAMA31_8B_KV_BYTES_PER_TOKEN, PRESETS, CostModel
 from proxy.sim.engine.engine import BLOCK_SIZE, DEFAULT_KV_CAPACITY_TOKENS
 from proxy.sim.simulator.policy_queue import PreemptConfig
@@ -55,7 +57,9 @@ class SimConfig:
         (``SimResult.window_area``), for Little's law.
     decode_stretches: run steps that only decode as one stretch (``EngineModel.
         decode_stretch``); False steps one by one: the same results, slower (1.4x on
-        chatbot)."""
+        chatbot).
+    cap: how many calls each engine runs at once (``proxy.core.concurrency``).
+    retention: which cached contexts each engine keeps (``proxy.core.retention``)."""
 
     engines: int = 1
     shape: EngineShape = field(default_factory=EngineShape)
@@ -67,6 +71,8 @@ class SimConfig:
     oracle: Literal["program", "call"] = "program"
     window: tuple[float, float] | None = None
     decode_stretches: bool = True
+    cap: CapConfig = field(default_factory=CapConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def service_weights(self) -> tuple[float, float]:
         """(prefill_token_s, decode_token_s), the unset ones as the proxy derives them
