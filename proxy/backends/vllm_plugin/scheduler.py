@@ -66,6 +66,12 @@ _UNTRACKED_LEVEL = 1 << 30  # a request the book does not know queues last, by a
 _OK = frozenset({"FINISHED_STOPPED", "FINISHED_LENGTH_CAPPED"})
 
 
+def _stale(request: Any) -> bool:
+    """vLLM's own test for a waiting request it must not resume yet (deliverable output of
+    a step from before its preemption is still in flight)."""
+    return bool(request.num_stale_output_tokens) and not request.drop_stale_output
+
+
 class _Keys(dict[str, SortKey]):
     """Sort keys computed when first asked for: the victim walk reads few waiting calls."""
 
@@ -260,7 +266,11 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             if request.status == RequestStatus.RUNNING and served is not None and served >= quantum:
                 preemptible.add(request.request_id)
         # Walked best first and only as far as the rule needs: no sort of the whole queue.
-        waiting = self.waiting.best_ids()
+        # A call vLLM will skip this step claims no place: one preempted while a step of it
+        # was still in flight waits until that output drains (async scheduling; with
+        # pipeline parallelism that is more than one step), else its victim's slot would
+        # go to a worse call.
+        waiting = (rid for rid in self.waiting.best_ids() if not _stale(self.requests[rid]))
         keys = _Keys(keys, lambda rid: self._queue_key(self.requests[rid]))
         limit: int = self.max_num_active_reqs
         streaming: int = self.num_waiting_for_streaming_input
