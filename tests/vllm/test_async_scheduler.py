@@ -90,6 +90,11 @@ def scheduled_calls(h: Harness) -> list[str]:
     return [e["call"] for e in h.events("scheduled")]
 
 
+def where(h: Harness, event: str, call: str) -> list[int]:
+    """Indexes in the record (the scheduler's order) of ``event`` for ``call``."""
+    return [i for i, e in enumerate(h.events()) if e["event"] == event and e.get("call") == call]
+
+
 # -- admission order ----------------------------------------------------------------------
 
 
@@ -170,31 +175,31 @@ def test_a_better_arrival_preempts_after_the_quantum_and_the_victim_resumes(
     assert len(h.events("preempted")) == 1
     order = scheduled_calls(h)
     assert order == ["f1", "f2", "high", "f2", "peer"]
-    resumed = h.events("scheduled")[3]
-    assert resumed["resumed"] is True
-    high_done = next(i for i, e in enumerate(h.events()) if e["event"] == "finished"
-                     and e["call"] == "high")  # fmt: skip
-    assert h.events().index(resumed) > high_done  # it waited for the better call to finish
+    (_, resumed) = where(h, "scheduled", "f2")
+    assert h.events()[resumed]["resumed"] is True
+    (high_done,) = where(h, "finished", "high")
+    assert resumed > high_done  # it waited for the better call to finish
     assert_all_served(h, served)
 
 
 # -- one record for both classes ----------------------------------------------------------
 
 
-def test_both_classes_record_the_same_admissions_and_preemptions(make: Make) -> None:
-    for scenario in (admission_scenario, preemption_scenario):
-        runs = {}
-        for variant in VARIANTS:
-            h = make(variant)
-            scenario(h)
-            h.run_until_idle()
-            runs[variant.name] = h.decisions()
-            h.close()
-            log = Path(h.sched.autellix_settings.log_path)
-            written = [json.loads(line) for line in log.read_text().splitlines()]
-            assert written == list(h.sched.record.events)  # the file holds the whole record
-        assert runs["async"] == runs["sync"], scenario.__name__
-        assert runs["async-runner-v2"] == runs["sync"], scenario.__name__
+@pytest.mark.parametrize("scenario", [admission_scenario, preemption_scenario])
+def test_every_variant_records_the_same_admissions_and_preemptions(
+    make: Make, scenario: Callable[[Harness], object]
+) -> None:
+    runs = {}
+    for variant in VARIANTS:
+        h = make(variant)
+        scenario(h)
+        h.run_until_idle()
+        runs[variant.name] = h.decisions()
+        h.close()
+        log = Path(h.sched.autellix_settings.log_path)
+        written = [json.loads(line) for line in log.read_text().splitlines()]
+        assert written == list(h.sched.record.events)  # the file holds the whole record
+    assert runs == dict.fromkeys(runs, runs["sync"])
 
 
 # -- a seeded workload --------------------------------------------------------------------

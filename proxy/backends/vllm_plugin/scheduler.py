@@ -20,7 +20,7 @@ object with the RequestQueue methods), ``self.running`` (a list), ``self.request
 and abort passes through it), ``prev_step_scheduled_req_ids``, ``max_num_active_reqs`` /
 ``max_num_running_reqs``, ``kv_cache_manager.get_block_ids`` and ``.usage``, and on requests
 ``request_id``, ``priority``, ``arrival_time``, ``num_prompt_tokens``, ``num_output_tokens``,
-``status``, ``sampling_params.extra_args``.
+``status``, ``num_stale_output_tokens``, ``drop_stale_output``, ``sampling_params.extra_args``.
 """
 
 from __future__ import annotations
@@ -266,10 +266,8 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             if request.status == RequestStatus.RUNNING and served is not None and served >= quantum:
                 preemptible.add(request.request_id)
         # Walked best first and only as far as the rule needs: no sort of the whole queue.
-        # A call vLLM will skip this step claims no place: one preempted while a step of it
-        # was still in flight waits until that output drains (async scheduling; with
-        # pipeline parallelism that is more than one step), else its victim's slot would
-        # go to a worse call.
+        # A call vLLM must skip this step (async: output still in flight from before its
+        # preemption) claims no place, or its victim's slot would go to a worse call.
         waiting = (rid for rid in self.waiting.best_ids() if not _stale(self.requests[rid]))
         keys = _Keys(keys, lambda rid: self._queue_key(self.requests[rid]))
         limit: int = self.max_num_active_reqs
@@ -376,5 +374,6 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
 
 class AutellixAsyncScheduler(AutellixScheduler, AsyncScheduler):  # type: ignore[misc, unused-ignore]
     """The same on vLLM's async scheduler, which GPU builds use by default (the MRO puts
-    ``AsyncScheduler`` between this class's logic and ``Scheduler``). Not tested here: vLLM
-    forces synchronous scheduling on CPU, the only kind these tests run on."""
+    ``AsyncScheduler`` between this class's logic and ``Scheduler``). Tested in-process on
+    vLLM's real classes with outputs one step late (tests/vllm/test_async_scheduler.py); not
+    yet run in an engine with a GPU model runner (docs/vllm.md, "Limits")."""
