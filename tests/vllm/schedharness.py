@@ -124,7 +124,7 @@ class Harness:
     outputs: list[Any] = field(default_factory=list)  # every SchedulerOutput, in order
     # Requests preempted while a step of theirs was still in flight (async only).
     stale_preemptions: set[str] = field(default_factory=set)
-    # The plug-in's preemptions whose beneficiary vLLM did not schedule in that step.
+    # The plug-in's preemptions and releases whose beneficiary vLLM did not schedule then.
     idle_preemptions: list[dict[str, Any]] = field(default_factory=list)
     _pending: deque[tuple[Any, dict[str, int]]] = field(default_factory=deque)
     _batch: set[str] = field(default_factory=set)  # the runner's persistent batch
@@ -219,8 +219,9 @@ class Harness:
             if running.get(rid, 0) > 0:
                 self.stale_preemptions.add(rid)
         for event in list(self.sched.record.events)[seen:]:
-            by_plugin = event["event"] == "preempted" and event["by"] == "autellix"
-            if by_plugin and event["beneficiary"] not in out.num_scheduled_tokens:
+            # The plug-in's preemptions and releases (vLLM's own preemptions have no beneficiary).
+            beneficiary = event.get("beneficiary")
+            if beneficiary is not None and beneficiary not in out.num_scheduled_tokens:
                 self.idle_preemptions.append(event)
         self._check_runner_inputs(out)
         samples: dict[str, int] = {}

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from proxy.backends.plugin_env import LEGACY_PREFIX, PREFIX, SETTINGS
+from proxy.backends.vllm_plugin.inflight import last_step_in_flight
 from tests.vllm.tinymodel import make_tiny_llama
 
 if importlib.util.find_spec("vllm") is None:
@@ -177,9 +178,41 @@ def test_a_better_arrival_preempts_after_the_quantum_and_the_victim_resumes(
     assert order == ["f1", "f2", "high", "f2", "peer"]
     (_, resumed) = where(h, "scheduled", "f2")
     assert h.events()[resumed]["resumed"] is True
-    (high_done,) = where(h, "finished", "high")
-    assert resumed > high_done  # it waited for the better call to finish
+    # It waited for the better call to finish, or (async) to have its last token in flight.
+    (high_done,) = where(h, "released", "high") or where(h, "finished", "high")
+    assert resumed > high_done
     assert_all_served(h, served)
+
+
+# -- a slot about to free itself -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_a_call_with_its_last_token_in_flight_gives_its_slot_without_a_preemption(
+    make: Make, variant: Variant
+) -> None:
+    """Synchronously a call that has generated its last token is gone before the next step,
+    and a waiting call takes its slot. Async, that token is still in flight when the next step
+    is scheduled: the call's slot goes to the waiting call all the same, and no running call
+    is preempted (and recomputed) for it."""
+    h = make(variant)
+    h.submit("f", service=BOTTOM, max_tokens=10)
+    h.submit("r", service=BOTTOM, max_tokens=30)  # the worse of the two (later arrival)
+    f = request_id("f")
+    while f in h.sched.requests and not last_step_in_flight(h.sched.requests[f]):
+        h.step()
+    h.submit("w", service=FRESH, max_tokens=4)
+    out = h.step()
+
+    assert request_id("w") in out.num_scheduled_tokens
+    assert not h.events("preempted")
+    assert len(h.events("released")) == (1 if variant.asynchronous else 0)
+    for released in h.events("released"):
+        assert released["call"] == "f"
+        assert released["beneficiary"] == request_id("w")
+    h.run_until_idle()
+    assert scheduled_calls(h) == ["f", "r", "w"]
+    assert_all_served(h, {"f": 10, "r": 30, "w": 4})
 
 
 # -- one record for both classes ----------------------------------------------------------
@@ -200,6 +233,7 @@ def test_every_variant_records_the_same_admissions_and_preemptions(
         written = [json.loads(line) for line in log.read_text().splitlines()]
         assert written == list(h.sched.record.events)  # the file holds the whole record
     assert runs == dict.fromkeys(runs, runs["sync"])
+    assert any(d[0] == "preempted" for d in runs["sync"]) == (scenario is preemption_scenario)
 
 
 # -- a seeded workload --------------------------------------------------------------------

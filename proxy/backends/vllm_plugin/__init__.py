@@ -7,6 +7,8 @@ the waiting queue by the policy's priority, demotes calls as they are served, an
 running calls for waiting ones that outrank them, which stock vLLM never does. See docs/vllm.md.
 
 Modules: ``queue`` (pure: the engine's call book, the policy-ordered queue, the preemption
-decision), ``control`` (the engine's end of the proxy's control channel) and ``scheduler``
-(the vLLM subclass; the only module that imports vLLM). Nothing here is imported by the proxy.
+decision), ``victims`` (the preemption rule), ``inflight`` (what vLLM's async-scheduling counters
+say about a request), ``control`` (the engine's end of the proxy's control channel) and
+``scheduler`` (the vLLM subclass; the only module that imports vLLM). Nothing here is imported
+by the proxy.
 """

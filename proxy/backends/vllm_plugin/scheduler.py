@@ -20,7 +20,7 @@ object with the RequestQueue methods), ``self.running`` (a list), ``self.request
 and abort passes through it), ``prev_step_scheduled_req_ids``, ``max_num_active_reqs`` /
 ``max_num_running_reqs``, ``kv_cache_manager.get_block_ids`` and ``.usage``, and on requests
 ``request_id``, ``priority``, ``arrival_time``, ``num_prompt_tokens``, ``num_output_tokens``,
-``status``, ``num_stale_output_tokens``, ``drop_stale_output``, ``sampling_params.extra_args``.
+``status``, ``sampling_params.extra_args`` and the async-scheduling counters ``inflight`` reads.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from proxy.backends.vllm_plugin.control import (
     make_policy,
     parse_tags,
 )
+from proxy.backends.vllm_plugin.inflight import last_step_in_flight, must_wait_for_output
 from proxy.backends.vllm_plugin.queue import (
     CallBook,
     PolicyQueue,
@@ -63,13 +64,8 @@ from proxy.policies.levels import Levels
 logger = logging.getLogger("vllm.autellix.scheduler")
 
 _UNTRACKED_LEVEL = 1 << 30  # a request the book does not know queues last, by arrival
+_DONE: SortKey = (1 << 31, 0.0, "", 0)  # below every call: a slot about to free itself
 _OK = frozenset({"FINISHED_STOPPED", "FINISHED_LENGTH_CAPPED"})
-
-
-def _stale(request: Any) -> bool:
-    """vLLM's own test for a waiting request it must not resume yet (deliverable output of
-    a step from before its preemption is still in flight)."""
-    return bool(request.num_stale_output_tokens) and not request.drop_stale_output
 
 
 class _Keys(dict[str, SortKey]):
@@ -260,15 +256,22 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         quantum = self.autellix_settings.min_quantum_tokens
         keys: dict[str, SortKey] = {}
         preemptible: set[str] = set()
+        # Async: a call whose last token is in flight gives its slot to any waiting call (a
+        # free slot in the synchronous scheduler) rather than a running call being preempted.
+        keep_output = not getattr(self, "requires_kv_delivery", False)
+        done = {r.request_id for r in self.running if keep_output and last_step_in_flight(r)}
         for request in self.running:
-            keys[request.request_id] = self._queue_key(request)
+            keys[request.request_id] = (
+                _DONE if request.request_id in done else self._queue_key(request)
+            )
             served = self.book.served_since_admission(request.request_id, request.num_output_tokens)
             if request.status == RequestStatus.RUNNING and served is not None and served >= quantum:
                 preemptible.add(request.request_id)
+        preemptible |= done
         # Walked best first and only as far as the rule needs: no sort of the whole queue.
         # A call vLLM must skip this step (async: output still in flight from before its
         # preemption) claims no place, or its victim's slot would go to a worse call.
-        waiting = (rid for rid in self.waiting.best_ids() if not _stale(self.requests[rid]))
+        waiting = (r for r in self.waiting.best_ids() if not must_wait_for_output(self.requests[r]))
         keys = _Keys(keys, lambda rid: self._queue_key(self.requests[rid]))
         limit: int = self.max_num_active_reqs
         streaming: int = self.num_waiting_for_streaming_input
@@ -292,6 +295,9 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             # The victim may not be resumed in the same step; if it is, the runner must get
             # its whole token list again, as for vLLM's own forced preemption.
             self.prev_step_scheduled_req_ids.discard(victim_id)
+            if victim_id in done:  # it finishes when its last token arrives, never resumes
+                self._event("released", request, beneficiary=beneficiary, blocks_held=held)
+                continue
             self.book.preempted(victim_id, now=now)
             self._event(
                 "preempted",
