@@ -289,6 +289,16 @@ def test_queue_removal_and_empty_errors() -> None:
     assert names(queue) == ["a", "c"]
 
 
+def test_queue_bulk_removal_skips_requests_queued_elsewhere() -> None:
+    # vLLM's finish_requests asks every waiting queue to drop each waiting request it
+    # finishes; a paused streaming session waits in vLLM's queue of KV-holding requests.
+    queue, reqs, _ = keyed(("a", 1), ("b", 2))
+    stranger = Req("stranger")
+    queue.add_request(stranger)
+    queue.remove_requests([reqs["a"], Req("elsewhere"), stranger])
+    assert names(queue) == ["b"]
+
+
 # -- the preemption rule --------------------------------------------------------------------
 
 

@@ -173,8 +173,17 @@ class Harness:
 
     # -- the proxy's side -------------------------------------------------------------------
 
-    def submit(self, call: str, *, service: float, max_tokens: int, program: str = "") -> str:
-        """A completion as the proxy sends it, for a program with ``service`` attained."""
+    def submit(
+        self,
+        call: str,
+        *,
+        service: float,
+        max_tokens: int,
+        program: str = "",
+        session: bool = False,
+    ) -> str:
+        """A completion as the proxy sends it, for a program with ``service`` attained
+        (``session``: a streaming-input session, which waits for more input after its turn)."""
         hints = CallHints(
             level=_LEVELS.level_of(service),
             program_id=program or f"p-{call}",
@@ -200,6 +209,7 @@ class Harness:
             arrival_time=time.time(),
             priority=body["priority"],
             block_hasher=self._hasher,
+            resumable=session,
         )
         self.sched.add_request(request)
         return rid

@@ -32,6 +32,7 @@ if importlib.util.find_spec("vllm") is None:
 from tests.vllm.schedharness import (  # after the skip: it imports vLLM
     VARIANTS,
     Harness,
+    RequestStatus,
     Variant,
     expected_tokens,
     model_config,
@@ -213,6 +214,29 @@ def test_a_call_with_its_last_token_in_flight_gives_its_slot_without_a_preemptio
     h.run_until_idle()
     assert scheduled_calls(h) == ["f", "r", "w"]
     assert_all_served(h, {"f": 10, "r": 30, "w": 4})
+
+
+# -- aborts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_aborting_a_paused_streaming_session_frees_it(make: Make, variant: Variant) -> None:
+    """A streaming-input session that ended its turn waits for more input in vLLM's queue of
+    requests holding KV blocks, not in the plug-in's; vLLM's abort asks every waiting queue to
+    drop it, and the plug-in's queue must not fail on one it does not hold."""
+    h = make(variant)
+    rid = h.submit("s", service=FRESH, max_tokens=3, session=True)
+    for _ in range(10):
+        h.step()
+    assert h.sched.requests[rid].status == RequestStatus.WAITING_FOR_STREAMING_REQ
+    assert h.tokens[rid] == expected_tokens(3)  # the turn's tokens reached the client
+
+    h.abort("s")
+    h.run_until_idle()
+    assert rid not in h.sched.requests
+    (finished,) = h.events("finished")
+    assert finished["status"] == "FINISHED_ABORTED"
+    assert h.sched.kv_cache_manager.usage == 0.0
 
 
 # -- one record for both classes ----------------------------------------------------------

@@ -325,8 +325,11 @@ class PolicyQueue(Generic[R]):
         raise ValueError(f"request {request.request_id} is not queued")
 
     def remove_requests(self, requests: Iterable[R]) -> None:
+        # Those not queued here are skipped, as vLLM's own queues do: finishing a request asks
+        # every waiting queue to drop it (a paused streaming session waits in another one).
         for request in list(requests):
-            self.remove_request(request)
+            if request.request_id in self._requests or any(r is request for r in self._untracked):
+                self.remove_request(request)
 
     def forget(self, request_id: str) -> None:
         """The request finished while queued (an abort): the book already dropped it."""
