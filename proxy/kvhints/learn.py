@@ -13,6 +13,7 @@ blocks the engine hashes with extra keys (``cache_salt``, images or audio) are s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,7 @@ log = logging.getLogger("autellix.routing")
 
 MAX_INFLIGHT = 4
 TIMEOUT_S = 10.0
+BLOCK_SIZE_WAIT_S = 5.0
 # Chat fields that change the tokens the template renders.
 _CHAT_FIELDS = (
     "tools",
@@ -119,10 +121,9 @@ class Learner:
             if tokens is None:
                 tokens = await self._tokenize(engine, request or {})
             config = engine.backend.config
-            index = self._router.index
-            size = (index.block_sizes.get(engine.name) if index else None) or (
-                self._router.block_tokens
-            )
+            size = await self._block_size(engine.name)
+            if size is None:
+                raise ValueError("the engine's block size is not known (no BlockStored yet)")
             hashes = block_hashes(tokens, size, algo=config.kv_hash_algo, seed=config.kv_hash_seed)
             self._router.learned(engine.name, model, blocks, hashes)
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
@@ -130,6 +131,17 @@ class Learner:
             log.debug("learning engine %s's block hashes failed: %s", engine.name, exc)
         finally:
             self._inflight -= 1
+
+    async def _block_size(self, engine: str) -> int | None:
+        """The engine's block size, as its BlockStored events say; they may trail the answer a
+        little, so wait for them a while."""
+        index = self._router.index
+        for _ in range(int(BLOCK_SIZE_WAIT_S / 0.05)):
+            size = None if index is None else index.block_sizes.get(engine)
+            if size is not None:
+                return size
+            await asyncio.sleep(0.05)
+        return None
 
     async def _tokenize(self, engine: EngineState, request: dict[str, Any]) -> list[int]:
         backend = engine.backend

@@ -4,16 +4,25 @@ evicts them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
+import aiohttp
+from aiohttp import web
+
+from proxy.backends.registry import make_backend
+from proxy.config import EngineConfig
 from proxy.kvhints.balancers import PrefixAware, Tuning
+from proxy.kvhints.enginehash import block_hashes
 from proxy.kvhints.events import REMOVED, STORED, KVEvent, KVEventBatch
 from proxy.kvhints.hashmap import HashMap
 from proxy.kvhints.index import PrefixIndex
-from proxy.kvhints.learn import tokenize_request
+from proxy.kvhints.learn import Learner, tokenize_request
 from proxy.kvhints.load import EngineLoad
+from proxy.kvhints.pool import EngineState
 from proxy.kvhints.router import Router
 from proxy.kvhints.subscriber import apply
+from proxy.serve import serving
 
 LONG = "The same long context, block after block. " * 40
 
@@ -81,3 +90,33 @@ def test_the_tokenize_request_renders_what_the_engine_cached() -> None:
     assert (
         tokenize_request("m", {"messages": [{"role": "user", "content": image}]}, chat=True) is None
     )
+
+
+async def test_the_learner_tokenizes_a_finished_prompt_at_the_engine_and_pairs_its_hashes() -> None:
+    seen: list[dict[str, object]] = []
+
+    async def tokenize(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"tokens": list(range(1, 41)), "count": 40})
+
+    app = web.Application()
+    app.router.add_post("/tokenize", tokenize)
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        config = EngineConfig(name="v", url=url, kind="vllm", kv_events_url="tcp://127.0.0.1:9")
+        engine = EngineState(make_backend(config))
+        index = PrefixIndex()
+        router = Router(PrefixAware(), index=index, hashes=HashMap())
+        index.block_sizes["v"] = 16  # as the engine's BlockStored events said
+        tasks: list[asyncio.Task[None]] = []
+        learner = Learner(router, lambda: session, lambda c: tasks.append(asyncio.create_task(c)))
+        body = {"model": "m", "prompt": LONG, "max_tokens": 3}
+        blocks = router.blocks(body, chat=False)
+        index.stored("v", blocks)  # what routing recorded there
+        learner.after(engine, "m", body, chat=False, blocks=blocks)
+        await asyncio.gather(*tasks)
+    assert seen == [{"model": "m", "prompt": LONG}]
+    assert router.learning[("v", "learned")] == 1
+    engine_blocks = block_hashes(list(range(1, 41)), 16)
+    assert router.hashes is not None
+    assert router.hashes.translate("m", blocks)[-1] == engine_blocks[-1]
+    assert index.size("v") == 0  # the approximation gave way

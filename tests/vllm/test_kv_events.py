@@ -158,7 +158,7 @@ async def test_the_engines_own_hashes_steer_the_follow_up_and_its_eviction_unste
                 vllm_server.base_url + "/tokenize", json={"model": model, "prompt": first["prompt"]}
             ) as r:
                 tokens = (await r.json())["tokens"]
-            size = index.block_sizes["vllm"]
+            size = index.block_sizes["vllm"]  # known: learning waited for it
             own = block_hashes(tokens, size)
             assert own
             await _wait(
