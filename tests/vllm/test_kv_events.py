@@ -181,20 +181,24 @@ async def test_the_engines_own_hashes_steer_the_follow_up_and_its_eviction_unste
             finally:
                 busy.close()
             await _wait(lambda: router.learning[("vllm", "learned")] >= 2, "the follow-up learned")
-            # vLLM drops its prefix cache (once the busy call is gone): the index hears it.
+            # vLLM drops its prefix cache (once the busy call is gone). It publishes the clear
+            # with its next step's events, so the index hears it once vLLM runs a call again.
             cleared = router.events[("vllm", "AllBlocksCleared")]
             for _ in range(100):
                 async with http.post(vllm_server.base_url + "/reset_prefix_cache") as r:
                     if r.status == 200 and (await r.json()).get("success"):
                         break
                 await asyncio.sleep(0.2)
-            await _wait(
-                lambda: router.events[("vllm", "AllBlocksCleared")] > cleared, "the clear event"
-            )
+            else:
+                raise AssertionError("vLLM did not reset its prefix cache")
             busy = await http.post(url, json=_body(model, "busy again", 3000, stream=True))
             try:
                 assert busy.headers["X-Autellix-Engine"] == "vllm"
                 await busy.content.readline()
+                await _wait(
+                    lambda: router.events[("vllm", "AllBlocksCleared")] > cleared,
+                    "the clear event",
+                )
                 again = _body(model, OTHER + "and once more?", 4)
                 async with http.post(url, json=again, headers=headers) as r:
                     assert r.status == 200, await r.text()
