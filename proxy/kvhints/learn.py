@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -76,9 +76,14 @@ def tokenize_request(model: str, body: Mapping[str, Any], *, chat: bool) -> dict
 class Learner:
     """Spawns the learning of finished calls' prompts (``spawn`` runs a task the app owns)."""
 
-    def __init__(self, router: Router, session: Any, spawn: Any) -> None:
+    def __init__(
+        self,
+        router: Router,
+        session: Callable[[], aiohttp.ClientSession],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
         self._router = router
-        self._session = session  # () -> aiohttp.ClientSession
+        self._session = session
         self._spawn = spawn
         self._inflight = 0
 
