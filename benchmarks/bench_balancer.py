@@ -10,13 +10,15 @@ reads it: steady, a point whose engines served under 90% of the offered work cou
 the target; and finite run, every point as measured), the ratios of the Autellix and
 prefix-aware balancers' rates to the others'. Then a refinement pass bisects each balancer's
 steady capacity (the highest rate its engines keep up with) between the grid points that
-bracket it, ``--refine`` times, for each of ``--seeds`` seeds, and prints the median capacity
-and the capacity ratios, each exact to the bisection's last step.
+bracket it, ``--refine`` times, for each of ``--seeds`` seeds, until the bracket is narrower
+than ``--tolerance`` (2%) of the rate, and prints the median capacity over the seeds, the ratios
+of the medians with the range the brackets leave them in, and the share of prompt tokens served
+from the prefix cache at capacity.
 
 The balancers are the live proxy's own objects (``proxy.kvhints.balancers``).
 
     python benchmarks/bench_balancer.py [--workloads chatbot,lats] [--engines 4] [--jobs 2]
-        [--seeds 5] [--refine 4]
+        [--seeds 5] [--tolerance 0.02] [--refine 8]
 """
 
 from __future__ import annotations
@@ -77,12 +79,17 @@ def reach(rows: list[dict[str, Any]], target: float, steady: bool) -> tuple[floa
     return None if at is None else (at.rate, at.bounded)
 
 
-def steady_bracket(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
-    """The last rate the engines kept up with and the first they did not (the capacity lies
-    between); None if they kept up everywhere or nowhere."""
-    points = sorted((r["rate"], r["served"] >= STEADY_SERVED) for r in rows)
-    for (r0, ok0), (r1, ok1) in itertools.pairwise(points):
-        if ok0 and not ok1:
+Bracket = tuple[dict[str, Any], dict[str, Any]]
+"""The run at the highest rate a key's engines kept up with, and the run at the lowest rate
+they did not: its steady capacity lies between."""
+
+
+def steady_bracket(rows: list[dict[str, Any]]) -> Bracket | None:
+    """The runs at the last rate the engines kept up with and at the first they did not (the
+    capacity lies between); None if they kept up everywhere or nowhere."""
+    points = sorted(rows, key=lambda r: r["rate"])
+    for r0, r1 in itertools.pairwise(points):
+        if r0["served"] >= STEADY_SERVED > r1["served"]:
             return r0, r1
     return None
 
@@ -98,40 +105,68 @@ def refine(
     pool: ProcessPoolExecutor,
     rows: list[dict[str, Any]],
     keys: list[tuple[str, str, int]],
-    steps: int,
+    tolerance: float,
+    max_steps: int,
     engines: int,
-) -> dict[tuple[str, str, int], tuple[float, float] | None]:
-    """Bisect each (workload, balancer, seed)'s steady capacity between the grid's bracket,
-    ``steps`` times, all keys' runs of a step at once (a balancer steady over the whole grid
-    is first run at higher rates until it is not). None where no bracket was found."""
-    brackets: dict[tuple[str, str, int], tuple[float, float] | None] = {}
-    above: dict[tuple[str, str, int], float] = {}  # steady over the whole grid: its top rate
+    extra: list[dict[str, Any]],
+) -> dict[tuple[str, str, int], Bracket | None]:
+    """Bisect each (workload, balancer, seed)'s steady capacity inside the grid's bracket until
+    the bracket is narrower than ``tolerance`` of its lower end (at most ``max_steps`` times),
+    all keys' runs of a step at once; a balancer steady over the whole grid is first run at
+    higher rates until it is not. None where no bracket was found. Its runs are added to
+    ``extra``."""
+    brackets: dict[tuple[str, str, int], Bracket | None] = {}
+    above: dict[tuple[str, str, int], dict[str, Any]] = {}  # steady over the whole grid: top
     for key in keys:
         curve = [r for r in rows if (r["workload"], r["balancer"], r["seed"]) == key]
         brackets[key] = steady_bracket(curve)
         if brackets[key] is None and all(r["served"] >= STEADY_SERVED for r in curve):
-            above[key] = max(r["rate"] for r in curve)
+            above[key] = max(curve, key=lambda r: r["rate"])
     # Past the grid's top: raise the rate by half until the engines fall behind (a few times).
     for _ in range(4):
         if not above:
             break
         live = list(above)
-        jobs = [(k[0], k[1], round(above[k] * 1.5, 6), PROGRAMS[k[0]], engines, k[2]) for k in live]
+        jobs = [
+            (k[0], k[1], round(above[k]["rate"] * 1.5, 6), PROGRAMS[k[0]], engines, k[2])
+            for k in live
+        ]
         for k, r in zip(live, pool.map(run, jobs), strict=True):
+            extra.append(r)
             if r["served"] >= STEADY_SERVED:
-                above[k] = r["rate"]
+                above[k] = r
             else:
-                brackets[k] = (above.pop(k), r["rate"])
-    for _ in range(steps):
-        live = [k for k, v in brackets.items() if v is not None]
+                brackets[k] = (above.pop(k), r)
+    for _ in range(max_steps):
+        live = [k for k, v in brackets.items() if v is not None and width(v) > tolerance]
+        if not live:
+            break
         jobs = []
         for k in live:
             lo, hi = brackets[k]  # type: ignore[misc]
-            jobs.append((k[0], k[1], round((lo + hi) / 2, 6), PROGRAMS[k[0]], engines, k[2]))
+            mid = round((lo["rate"] + hi["rate"]) / 2, 6)
+            jobs.append((k[0], k[1], mid, PROGRAMS[k[0]], engines, k[2]))
         for k, r in zip(live, pool.map(run, jobs), strict=True):
+            extra.append(r)
             lo, hi = brackets[k]  # type: ignore[misc]
-            brackets[k] = (r["rate"], hi) if r["served"] >= STEADY_SERVED else (lo, r["rate"])
+            brackets[k] = (r, hi) if r["served"] >= STEADY_SERVED else (lo, r)
     return brackets
+
+
+def width(bracket: Bracket) -> float:
+    """A bracket's width relative to its lower end."""
+    lo, hi = bracket
+    return float((hi["rate"] - lo["rate"]) / lo["rate"])
+
+
+def capacity(found: list[Bracket]) -> tuple[float, float, float]:
+    """The median over seeds of the brackets' midpoints, lower ends and upper ends: the
+    capacity and the range it is known to lie in."""
+    return (
+        statistics.median((lo["rate"] + hi["rate"]) / 2 for lo, hi in found),
+        statistics.median(lo["rate"] for lo, _ in found),
+        statistics.median(hi["rate"] for _, hi in found),
+    )
 
 
 def main() -> None:
@@ -141,7 +176,13 @@ def main() -> None:
     parser.add_argument("--latency-factor", type=float, default=5.0)
     parser.add_argument("--jobs", type=int, default=min(2, multiprocessing.cpu_count()))
     parser.add_argument("--seeds", type=int, default=5, help="seeds per point (median of them)")
-    parser.add_argument("--refine", type=int, default=4, help="bisection steps of capacity")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.02,
+        help="bisect each capacity until its bracket is this narrow, relative to its rate",
+    )
+    parser.add_argument("--refine", type=int, default=8, help="most bisection steps")
     parser.add_argument("--balancers", default=",".join(BALANCERS))
     args = parser.parse_args()
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -160,34 +201,45 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
         rows = list(pool.map(run, jobs))
         keys = [(w, b, seed) for w in workloads for b in balancers for seed in seeds]
-        capacity = refine(pool, rows, keys, args.refine, args.engines)
+        extra: list[dict[str, Any]] = []
+        brackets = refine(pool, rows, keys, args.tolerance, args.refine, args.engines, extra)
     wall = time.monotonic() - started
     for w in workloads:
         report(w, [r for r in rows if r["workload"] == w and r["seed"] == 0], balancers, args)
-        caps: dict[str, float] = {}
+        caps: dict[str, tuple[float, float, float]] = {}
         for b in balancers:
-            found = [capacity[(w, b, seed)] for seed in seeds]
-            if all(c is not None for c in found):
-                caps[b] = statistics.median((c[0] + c[1]) / 2 for c in found if c is not None)
-                width = max(c[1] - c[0] for c in found if c is not None)
-                shares = [
-                    r["cached"] for r in rows if r["workload"] == w and r["balancer"] == b
-                    and r["served"] >= STEADY_SERVED
-                ]  # fmt: skip
-                cached = statistics.median(shares) if shares else math.nan
-                print(
-                    f"steady capacity, {b}: {caps[b]:.3f}/s (median of {len(seeds)} seed(s), "
-                    f"each within {width:.3f}/s); prefix-cache share {cached:.0%}"
-                )
-            else:
+            found = [brackets[(w, b, seed)] for seed in seeds]
+            if any(f is None for f in found):
                 print(f"steady capacity, {b}: not bracketed by the grid")
+                continue
+            done = [f for f in found if f is not None]
+            caps[b] = capacity(done)
+            # The share of prompt tokens served from the prefix cache at capacity: in the run
+            # at the highest rate the engines kept up with.
+            cached = statistics.median(lo["cached"] for lo, _ in done)
+            print(
+                f"steady capacity, {b}: {caps[b][0]:.4f}/s (median of {len(seeds)} seed(s); "
+                f"median bracket {caps[b][1]:.4f}-{caps[b][2]:.4f}, widest "
+                f"{max(width(f) for f in done):.1%}); prefix-cache share at capacity "
+                f"{cached:.0%}"
+            )
         for ours in (b for b in OURS if b in caps):
-            cells = [f"vs {o} {caps[ours] / caps[o]:.2f}x" for o in BASELINES if o in caps]
+            cells = []
+            for o in (b for b in BASELINES if b in caps):
+                mine, theirs = caps[ours], caps[o]
+                cells.append(
+                    f"vs {o} {mine[0] / theirs[0]:.2f}x "
+                    f"(between {mine[1] / theirs[2]:.2f} and {mine[2] / theirs[1]:.2f})"
+                )
+            if "autellix" in caps and ours != "autellix":
+                mine, theirs = caps[ours], caps["autellix"]
+                cells.append(f"vs autellix {mine[0] / theirs[0]:.2f}x")
             if cells:
                 print(f"capacity ratio {ours}: " + ", ".join(cells))
-    cpu = sum(r["cpu"] for r in rows)
+    cpu = sum(r["cpu"] for r in rows + extra)
     print(
-        f"\n{len(rows)} grid points, {cpu:.0f} CPU-s, {wall:.0f} s wall on {args.jobs} process(es)"
+        f"\n{len(rows)} grid points and {len(extra)} refinement runs, {cpu:.0f} CPU-s, "
+        f"{wall:.0f} s wall on {args.jobs} process(es)"
     )
 
 

@@ -25,7 +25,9 @@ from proxy.ids import IdGen
 from proxy.intercept.identify import Identifier, IdentifyConfig
 from proxy.kvhints.balancers.registry import BalancerRegistry
 from proxy.kvhints.breaker import Breaker
+from proxy.kvhints.hashmap import HashMap
 from proxy.kvhints.index import PrefixIndex
+from proxy.kvhints.learn import Learner
 from proxy.kvhints.pool import EnginePool
 from proxy.kvhints.router import Router
 from proxy.kvhints.subscriber import subscribe
@@ -97,10 +99,14 @@ def build_policy(config: ProxyConfig, weights: dict[str, float] | None = None) -
 
 def build_router(config: ProxyConfig, pool: EnginePool) -> Router:
     """The configured balancer behind the gate, with a prefix index. The simulated engine's
-    KV events name the blocks the proxy computes; other engines' events hash token ids, so
-    what the proxy routed to them is recorded too (docs/routing.md)."""
+    KV events name the blocks the proxy computes; vLLM's hash token ids, so what the proxy
+    routed to them is recorded too, until their own hashes of a prompt are learned
+    (``proxy.kvhints.learn``; docs/routing.md)."""
     routing = config.routing
     exact = {e.name for e in config.engines if e.kv_events_url and e.kind == "sim"}
+    learned = any(
+        e.kind == "vllm" and e.kv_events_url and e.kv_hash_algo != "none" for e in config.engines
+    )
 
     def healthy(name: str) -> bool:
         engine = pool.engines.get(name)
@@ -112,6 +118,7 @@ def build_router(config: ProxyConfig, pool: EnginePool) -> Router:
         block_tokens=routing.block_tokens,
         healthy=healthy,
         approximate=lambda name: name not in exact,
+        hashes=HashMap(routing.index_blocks) if learned else None,
     )
 
 
@@ -301,6 +308,9 @@ def create_app(config: ProxyConfig) -> web.Application:
     app[STATE] = ProxyState(
         config=config, metrics=metrics, pool=pool, scheduler=scheduler, gate=gate, ids=ids
     )
+    state = app[STATE]
+    if router.hashes is not None:
+        state.learner = Learner(router, state.client, state.spawn)
     app.cleanup_ctx.append(_engines_ctx)
     app.cleanup_ctx.append(_collector_ctx)
     app.cleanup_ctx.append(_control_ctx)

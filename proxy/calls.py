@@ -338,6 +338,9 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
         account(ctx, run)
         ctx.state.gate.forget(ticket)
     observe(ctx, run)
+    learner = ctx.state.learner
+    if run.ok and run.engine is not None and learner is not None:
+        learner.after(run.engine, ctx.model, ctx.body, chat=ctx.chat, blocks=ticket.blocks)
     return run.response
 
 

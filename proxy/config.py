@@ -95,6 +95,17 @@ class EngineConfig(BaseModel):
         "endpoint, e.g. tcp://10.0.0.5:5557): the prefix index learns its blocks from them. "
         "Needs pyzmq and msgpack (extra 'kvevents').",
     )
+    kv_hash_algo: Literal["sha256", "sha256_cbor", "none"] = Field(
+        default="sha256",
+        description="vLLM with kv_events_url: the engine's --prefix-caching-hash-algo. After "
+        "each call the proxy asks the engine's /tokenize for the prompt's tokens and hashes "
+        "them as the engine does, so the follow-up is matched against the blocks the engine's "
+        "events say it holds (docs/routing.md). 'none': only clear entries from events.",
+    )
+    kv_hash_seed: str | None = Field(
+        default=None,
+        description="The engine's PYTHONHASHSEED, if it sets one (it seeds vLLM's block hashes).",
+    )
 
     @field_validator("kind")
     @classmethod

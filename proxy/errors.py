@@ -40,6 +40,13 @@ class Unauthorized(ProxyError):
     type = "authentication_error"
 
 
+class Forbidden(ProxyError):
+    """The client's key may not do this."""
+
+    status = 403
+    type = "permission_error"
+
+
 class NotFound(ProxyError):
     """Unknown model, route or record."""
 

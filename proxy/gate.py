@@ -267,6 +267,7 @@ class Gate:
             affinity=ticket.program.engine,
             blocks=ticket.blocks,
             now=self.clock(),
+            model=ticket.model,
         )
         return slots[choice]
 

@@ -25,6 +25,7 @@ from proxy.intercept.wire import (
 )
 from proxy.kvhints.pool import EngineState
 from proxy.middleware import REQUEST_ID, route_label
+from proxy.passroute import engines_for, stored_object
 from proxy.pathguard import checked_path
 from proxy.relay import Outcome, engine_deadline, open_upstream, relay_stream, relay_whole
 from proxy.security import PASSTHROUGH
@@ -52,26 +53,19 @@ def request_id_of(request: web.Request, state: ProxyState) -> str:
 async def send_raw(
     request: web.Request,
     state: ProxyState,
-    model: str | None,
+    engines: list[EngineState],
     data: bytes | None,
     request_id: str,
     path: str,
     outcome: Outcome,
 ) -> tuple[aiohttp.ClientResponse, EngineState]:
-    """Send a request unchanged to the best engine for ``model``; if it cannot be reached
-    (nothing was sent), mark it unhealthy and try the next one. ``outcome`` gets the call's
-    deadline at the engine that took it."""
+    """Send a request unchanged to the first of ``engines`` (``proxy.passroute``); if it
+    cannot be reached (nothing was sent), mark it unhealthy and try the next one. For an
+    object stored on one engine, an engine's 404 sends it on to the next, too. ``outcome``
+    gets the call's deadline at the engine that took it."""
     tried: list[str] = []
-    while True:
-        try:
-            engine = state.pool.choose(model)
-        except ServiceUnavailable:
-            if not tried:
-                raise
-            raise BadGateway(
-                f"no engine serving {model or 'this request'} could be reached (tried {', '.join(tried)})",
-                code="engine_unreachable",
-            ) from None
+    seek = stored_object(path)
+    for i, engine in enumerate(engines):
         headers = upstream_headers(request, state, engine, request_id)
         del headers["Content-Type"]
         if "Content-Type" in request.headers:
@@ -83,15 +77,21 @@ async def send_raw(
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
                 deadline=outcome.deadline,
             )  # fmt: skip
-            return upstream, engine
         except BadGateway as err:
             if err.code != "engine_unreachable":
                 raise
             state.pool.mark_failed(engine, err.message)
             state.metrics.engine_healthy.labels(engine.name).set(0)
             tried.append(engine.name)
-            if len(tried) >= len(state.pool.engines):
-                raise
+            continue
+        if seek and upstream.status == 404 and i < len(engines) - 1:
+            upstream.release()  # not stored there: ask the next engine
+            continue
+        return upstream, engine
+    raise BadGateway(
+        f"no engine serving this request could be reached (tried {', '.join(tried)})",
+        code="engine_unreachable",
+    )
 
 
 async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
@@ -186,8 +186,9 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
-    """Any other /v1 route (embeddings, responses, tokenize, ...), forwarded unchanged to an
-    engine that serves the model the request names (or any engine if it names none)."""
+    """Any other allowlisted /v1 route (embeddings, responses, audio, ...), forwarded unchanged
+    to an engine that serves the model the request names (or any engine if it names none),
+    chosen as ``proxy.passroute`` says."""
     state = request.app[STATE]
     request_id = request_id_of(request, state)
     raw_path, _, query = request.raw_path.partition("?")
@@ -204,8 +205,9 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             model = parsed["model"]
     outcome = Outcome()
+    engines = engines_for(request, state, model, path)
     upstream, engine = await send_raw(
-        request, state, model, raw or None, state.upstream_ids.next(), path, outcome
+        request, state, engines, raw or None, state.upstream_ids.next(), path, outcome
     )
     async with upstream:
         headers = {"X-Request-Id": request_id}

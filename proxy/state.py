@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.config import ProxyConfig
 from proxy.gate import Gate
 from proxy.ids import IdGen, UpstreamIds
+from proxy.kvhints.learn import Learner
 from proxy.kvhints.pool import EnginePool
 from proxy.metrics import Metrics
 from proxy.scheduler import Scheduler
@@ -36,6 +37,7 @@ class ProxyState:
     upstream_ids: UpstreamIds = field(default_factory=UpstreamIds)
     session: aiohttp.ClientSession | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    learner: Learner | None = None  # learns vLLM engines' block hashes of finished calls
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget task that the app still owns (kept referenced, awaited at

@@ -90,6 +90,11 @@ def test_vllm_runs_the_plugin_with_priority_and_kv_events() -> None:
     (engine,) = json.loads(services["proxy-vllm"]["environment"]["AUTELLIX_ENGINES"])
     assert engine["scheduler_plugin"] is True
     assert engine["control_url"] == "tcp://vllm:5599"
+    # The proxy reads the engine's KV events and hashes prompts with the engine's algorithm.
+    assert engine["kv_events_url"] == "tcp://vllm:5557"
+    assert "tcp://*:5557" in command
+    assert f"--prefix-caching-hash-algo={engine['kv_hash_algo']}" in command
+    assert "PYTHONHASHSEED" not in services["vllm"]["environment"]
     # The plug-in binds where the proxy pushes, under the engine-side prefix.
     assert services["vllm"]["environment"]["AUTELLIX_PLUGIN_CONTROL_ADDR"] == "tcp://0.0.0.0:5599"
 

@@ -36,6 +36,7 @@ class KVEvent:
     hashes: tuple[int, ...] = ()
     parent: int | None = None  # BlockStored: the block before the first one
     medium: str | None = None  # "GPU", "CPU"...: where the blocks live
+    block_size: int | None = None  # BlockStored: tokens per block
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +120,13 @@ def decode_event(raw: object) -> KVEvent | None:
     medium = medium if isinstance(medium, str) else None
     if tag == STORED:
         parent = fields.get("parent_block_hash")
+        size = fields.get("block_size")
         return KVEvent(
             STORED,
             _hashes(fields.get("block_hashes")),
             None if parent is None else _hash(parent),
             medium,
+            size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None,
         )
     if tag == REMOVED:
         return KVEvent(REMOVED, _hashes(fields.get("block_hashes")), None, medium)
@@ -176,7 +179,7 @@ def encode_message(
                     "block_hashes": list(e.hashes),
                     "parent_block_hash": e.parent,
                     "token_ids": [],
-                    "block_size": block_size,
+                    "block_size": e.block_size or block_size,
                     "lora_id": None,
                     "medium": e.medium or "GPU",
                     "lora_name": None,

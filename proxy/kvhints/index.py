@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from proxy.kvhints.enginehash import short
+
 
 class PrefixIndex:
     def __init__(self, capacity: int = 200_000) -> None:
@@ -24,6 +26,7 @@ class PrefixIndex:
         self.hits = 0  # calls whose chosen engine held at least one block
         self.blocks_asked = 0
         self.blocks_hit = 0
+        self.block_sizes: dict[str, int] = {}  # per engine, as its BlockStored events say
 
     def __len__(self) -> int:
         return sum(len(blocks) for blocks in self._engines.values())
@@ -73,6 +76,24 @@ class PrefixIndex:
                 break
             for engine in alive:
                 out[engine] = i + 1
+        return out
+
+    def match_mapped(self, mapped: Sequence[int | None], engines: Iterable[str]) -> dict[str, int]:
+        """For each of ``engines``, the longest leading run of a prompt's blocks it holds by
+        its own hashes: ``mapped`` pairs each of the prompt's blocks with an engine block hash
+        (``HashMap.translate``). An engine holding a block holds the blocks before it (it keys
+        each block by the chain before it, and evicts a chain from its tail), so the last
+        held one counts."""
+        out = dict.fromkeys(engines, 0)
+        for engine in out:
+            blocks = self._engines.get(engine)
+            if not blocks:
+                continue
+            for k in range(len(mapped), 0, -1):
+                h = mapped[k - 1]
+                if h is not None and (h in blocks or short(h) in blocks):
+                    out[engine] = k
+                    break
         return out
 
     def count(self, asked: int, hit: int) -> None:

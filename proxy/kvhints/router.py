@@ -1,7 +1,9 @@
 """The live proxy's side of balancing: the gate asks ``Router.pick`` once per call, among the
 engines with room. It fills in what each engine holds of the call's prompt (the prefix
 index), asks the balancer, counts its decision and any move off a program's engine, and, for
-engines without exact KV events, records the call's blocks there (the approximation)."""
+engines without exact KV events, records the call's blocks there (the approximation). Where
+an engine's block hashes have been learned for a prompt's text (``HashMap``, fed by
+``proxy.kvhints.learn``), what that engine holds is read from its own events instead."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from proxy.kvhints.balancers.base import Balancer, Decision, Route, least_loaded
 from proxy.kvhints.blocks import prompt_blocks
+from proxy.kvhints.hashmap import HashMap
 from proxy.kvhints.index import PrefixIndex
 from proxy.kvhints.load import EngineLoad
 
@@ -24,7 +27,8 @@ log = logging.getLogger("autellix.routing")
 
 class Router:
     """``healthy(name)`` tells a move off an unhealthy engine from one off a full engine;
-    ``approximate(name)``: record routed blocks for this engine (it sends no exact events)."""
+    ``approximate(name)``: record routed blocks for this engine (it sends no exact events);
+    ``hashes``: the pairs of the proxy's block hashes with engines' (None: none learned)."""
 
     def __init__(
         self,
@@ -34,6 +38,7 @@ class Router:
         block_tokens: int = 16,
         healthy: Callable[[str], bool] = lambda name: True,
         approximate: Callable[[str], bool] = lambda name: True,
+        hashes: HashMap | None = None,
     ) -> None:
         self.balancer = balancer
         self.index = index
@@ -43,6 +48,9 @@ class Router:
         self.decisions: Counter[str] = Counter()
         self.moves: Counter[tuple[str, str]] = Counter()  # (engine left, why)
         self.events: Counter[tuple[str, str]] = Counter()  # (engine, event kind), by the feed
+        self.hashes = hashes
+        self.learning: Counter[tuple[str, str]] = Counter()  # (engine, result) of learning
+        self.engine_hash_matches = 0  # calls some engine was found to hold by its own hashes
 
     def blocks(self, body: Mapping[str, Any], *, chat: bool) -> tuple[int, ...]:
         """The call's prompt blocks, if there is an index to look them up in."""
@@ -59,11 +67,19 @@ class Router:
         affinity: str | None,
         blocks: Sequence[int] = (),
         now: float,
+        model: str | None = None,
     ) -> int:
         """Index into ``engines`` (never empty) of the engine for this call."""
         index = self.index
         if index is not None and blocks:
             held = index.match(blocks, (e.name for e in engines))
+            if self.hashes is not None:
+                mapped = self.hashes.translate(model, blocks)
+                if any(h is not None for h in mapped):
+                    exact = index.match_mapped(mapped, held)
+                    if any(exact.values()):
+                        self.engine_hash_matches += 1
+                    held = {name: max(n, exact[name]) for name, n in held.items()}
             engines = [replace(e, cached=held[e.name]) for e in engines]
         route = Route(program, prompt_tokens, affinity, len(blocks))
         decision = self.balancer.choose(call=route, engines=engines, now=now)
@@ -90,6 +106,21 @@ class Router:
 
     def forget(self, program: str) -> None:
         self.balancer.forget(program=program)
+
+    def learned(
+        self, engine: str, model: str, blocks: Sequence[int], engine_blocks: Sequence[int]
+    ) -> None:
+        """``engine`` hashed a prompt of ``model`` whose blocks are ``blocks`` into
+        ``engine_blocks``: pair them, and drop what was recorded there for that prompt by
+        approximation, so that from now on only the engine's own events (its stores and
+        evictions) say whether it holds the prompt."""
+        if self.hashes is None or self.index is None:
+            return
+        if self.hashes.learn(model, blocks, engine_blocks):
+            self.index.removed(engine, blocks)
+            self.learning[(engine, "learned")] += 1
+        else:
+            self.learning[(engine, "short")] += 1
 
     def collector(self, engines: Callable[[], Iterable[str]]) -> Collector:
         return _RoutingCollector(self, engines)
@@ -130,6 +161,15 @@ class _RoutingCollector(Collector):
         for (engine, kind), n in sorted(router.events.items()):
             events.add_metric([engine, kind], n)
         yield events
+        learning = CounterMetricFamily(
+            "autellix_prefix_learned",
+            "Finished calls whose prompt was tokenized by their engine to learn its block "
+            "hashes, by result (learned, short: under one block, failed).",
+            labels=["engine", "result"],
+        )
+        for (engine, result), n in sorted(router.learning.items()):
+            learning.add_metric([engine, result], n)
+        yield learning
         index = router.index
         if index is None:
             return

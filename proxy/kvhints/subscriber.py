@@ -23,6 +23,8 @@ def apply(
         counts[(engine, event.kind)] += 1
         if event.kind == STORED:
             index.stored(engine, event.hashes)
+            if event.block_size is not None:
+                index.block_sizes[engine] = event.block_size
         elif event.kind == REMOVED:
             index.removed(engine, event.hashes)
         elif event.kind == CLEARED:

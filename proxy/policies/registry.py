@@ -7,15 +7,13 @@ name the plug-in and what is wrong (DESIGN.md, rule 8).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from importlib import metadata
 from typing import Any
 
 from proxy.errors import ConfigError
-from proxy.plugins import import_class
+from proxy.plugins import PluginRegistry, hook_problems, where
 from proxy.policies.atlas import ATLAS
 from proxy.policies.base import RANKS_BY, Policy
 from proxy.policies.fcfs import FCFS
@@ -34,9 +32,9 @@ _HOOKS = ("on_arrival", "priority", "on_service", "on_finish")
 _HOOK_KEYWORDS = ("call", "program", "now")
 
 
-class PolicyRegistry:
-    """Finds, checks and builds policies. No module-level state: each app (or test) builds its
-    own, and ``register`` adds names to this instance only.
+class PolicyRegistry(PluginRegistry):
+    """Finds, checks and builds policies (``proxy.plugins.PluginRegistry``). No module-level
+    state: each app (or test) builds its own.
 
     ``builtins``: name -> class (default: the built-in policies); ``group``: the entry-point
     group searched for plug-ins; ``entry_points``: where entry points come from (default
@@ -51,63 +49,13 @@ class PolicyRegistry:
         group: str = ENTRY_POINT_GROUP,
         entry_points: Callable[[str], Any] | None = None,
     ) -> None:
-        self._builtins = builtins
-        self._group = group
-        self._entry_points = entry_points or (lambda g: metadata.entry_points(group=g))
-        self._extra: dict[str, type] = {}
-
-    def register(self, name: str, cls: type) -> None:
-        """Make ``cls`` available as ``name`` in this registry (shape-checked now)."""
-        check_policy_class(cls, name)
-        self._extra[name] = cls
-
-    def names(self) -> list[str]:
-        return sorted(self.available())
-
-    def _plugins(self) -> dict[str, metadata.EntryPoint]:
-        found: dict[str, metadata.EntryPoint] = {}
-        for ep in self._entry_points(self._group):
-            other = found.get(ep.name)
-            if other is not None and other.value != ep.value:
-                raise ConfigError(
-                    f"policy plug-in name {ep.name!r} is claimed by two entry points in group "
-                    f"{self._group!r}: {other.value} and {ep.value}; uninstall one"
-                )
-            found[ep.name] = ep
-        return found
-
-    def available(self) -> dict[str, str]:
-        """Every policy known by name, and where it comes from."""
-        out = {name: f"registered {_where(cls)}" for name, cls in self._extra.items()}
-        for name, cls in self._builtins.items():
-            out.setdefault(name, f"built-in {_where(cls)}")
-        for name, ep in self._plugins().items():
-            out.setdefault(name, f"entry point {ep.value}")
-        return out
-
-    def load_class(self, ref: str) -> type:
-        """The policy class for ``ref`` (a name or ``package.module:Class``), shape-checked."""
-        if ref in self._extra:
-            return self._extra[ref]
-        if ref in self._builtins:
-            cls = self._builtins[ref]
-        elif ":" in ref:
-            cls = import_class(ref, "policy")
-        else:
-            ep = self._plugins().get(ref)
-            if ep is None:
-                known = ", ".join(sorted(self.available()))
-                raise ConfigError(
-                    f"unknown policy {ref!r}; known: {known}; or give package.module:Class"
-                )
-            try:
-                cls = ep.load()
-            except Exception as exc:  # a plug-in can fail to import in any way
-                raise ConfigError(
-                    f"policy plug-in {ref!r} (entry point {ep.value}) cannot be loaded: {exc}"
-                ) from exc
-        check_policy_class(cls, ref)
-        return cls
+        super().__init__(
+            kind="policy",
+            builtins=builtins,
+            group=group,
+            check=check_policy_class,
+            entry_points=entry_points,
+        )
 
     def create(
         self, ref: str, config: Mapping[str, object] | None = None, *, live: bool = False
@@ -130,10 +78,6 @@ class PolicyRegistry:
         return policy
 
 
-def _where(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def check_policy_class(cls: type, ref: str) -> None:
     """Raise ConfigError unless ``cls`` has the Policy shape: a ``name`` string, a ``live_ok``
     bool, a known ``ranks_by`` if it declares one, the four hooks taking ``call``, ``program`` and ``now`` by keyword and nothing else
@@ -147,7 +91,7 @@ def check_policy_class(cls: type, ref: str) -> None:
     if getattr(cls, "ranks_by", "service") not in RANKS_BY:
         problems.append(f"its 'ranks_by' is not one of {', '.join(map(repr, RANKS_BY))}")
     for hook in _HOOKS:
-        problems.extend(_hook_problems(cls, hook))
+        problems.extend(hook_problems(cls, hook, _HOOK_KEYWORDS))
     config_cls = getattr(cls, "Config", None)
     if config_cls is not None and not (
         isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)
@@ -155,37 +99,8 @@ def check_policy_class(cls: type, ref: str) -> None:
         problems.append("its 'Config' is not a dataclass")
     if problems:
         raise ConfigError(
-            f"policy plug-in {ref!r} ({_where(cls)}) is not a Policy: " + "; ".join(problems)
+            f"policy plug-in {ref!r} ({where(cls)}) is not a Policy: " + "; ".join(problems)
         )
-
-
-def _hook_problems(cls: type, hook: str) -> list[str]:
-    method = getattr(cls, hook, None)
-    if not callable(method):
-        return [f"method {hook}() is missing"]
-    try:
-        params = list(inspect.signature(method).parameters.values())[1:]  # drop self
-    except (TypeError, ValueError):
-        return []  # a builtin or C callable: nothing to inspect
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
-    by_name = {p.name: p for p in params}
-    problems = []
-    for keyword in _HOOK_KEYWORDS:
-        param = by_name.get(keyword)
-        if param is None and not takes_any:
-            problems.append(f"method {hook}() does not accept keyword argument {keyword!r}")
-        elif param is not None and param.kind is param.POSITIONAL_ONLY:
-            problems.append(f"method {hook}() takes {keyword!r} positionally only")
-    extra = [
-        p.name
-        for p in params
-        if p.name not in _HOOK_KEYWORDS
-        and p.default is p.empty
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    if extra:
-        problems.append(f"method {hook}() requires arguments the contract does not pass: {extra}")
-    return problems
 
 
 def _settings(cls: type, data: Mapping[str, object], ref: str) -> object | None:

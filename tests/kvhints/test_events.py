@@ -48,7 +48,7 @@ def test_map_layout_with_digest_hashes() -> None:
     assert batch == KVEventBatch(
         12.5,
         (
-            KVEvent(STORED, (1, 7), None, "GPU"),
+            KVEvent(STORED, (1, 7), None, "GPU", 16),
             KVEvent(REMOVED, (7,), None, "GPU"),
             KVEvent(CLEARED),
         ),
@@ -67,11 +67,16 @@ def test_array_layout() -> None:
     )
     batch = decode_batch(payload)
     assert batch.rank == 0
-    assert batch.events == (KVEvent(STORED, (5, 6), 4, "GPU"), KVEvent(REMOVED, (5,), None, "CPU"))
+    assert batch.events == (
+        KVEvent(STORED, (5, 6), 4, "GPU", 16),
+        KVEvent(REMOVED, (5,), None, "CPU"),
+    )
 
 
 def test_the_message_frames_round_trip() -> None:
-    batch = KVEventBatch(3.0, (KVEvent(STORED, (2**64 - 1, 3), 1, "GPU"), KVEvent(CLEARED)), rank=1)
+    batch = KVEventBatch(
+        3.0, (KVEvent(STORED, (2**64 - 1, 3), 1, "GPU", 16), KVEvent(CLEARED)), rank=1
+    )
     frames = encode_message(41, batch, topic="kv")
     assert frames[0] == b"kv"
     assert frames[1] == (41).to_bytes(8, "big")
@@ -146,7 +151,7 @@ def test_what_msgspec_structs_shaped_as_vllms_encode(array_like: bool) -> None:
         KVEventBatch(
             5.0,
             (
-                KVEvent(STORED, (int.from_bytes(b"\x01" * 32, "big"), 2), None, "GPU"),
+                KVEvent(STORED, (int.from_bytes(b"\x01" * 32, "big"), 2), None, "GPU", 16),
                 KVEvent(REMOVED, (2,), None, "GPU"),
                 KVEvent(CLEARED),
             ),

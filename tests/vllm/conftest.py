@@ -201,6 +201,9 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         kv_events_addr=f"ipc://{root}/kv-events",
     )
     env = dict(os.environ)
+    # vLLM seeds its block hashes with PYTHONHASHSEED when set: the proxy's kv_hash_seed would
+    # have to match, so the engine runs with its default seed, as docs/routing.md advises.
+    env.pop("PYTHONHASHSEED", None)
     for name in ("TMPDIR", "VLLM_CACHE_ROOT", "VLLM_RPC_BASE_PATH", "TORCHINDUCTOR_CACHE_DIR"):
         folder = root / name.lower()
         folder.mkdir()
@@ -220,6 +223,7 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         *("--scheduler-cls", SCHEDULER_CLS, "--scheduling-policy", "priority"),
         *("--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN)),
         "--disable-log-stats",
+        *("--prefix-caching-hash-algo", "sha256"),  # the proxy hashes tokens the same way
         "--kv-events-config",
         json.dumps(
             {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": server.kv_events_addr}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Mapping
-from importlib import metadata
 from typing import Any
 
 from proxy.errors import ConfigError
@@ -19,7 +18,7 @@ from proxy.kvhints.balancers.autellix import AutellixBalancer
 from proxy.kvhints.balancers.base import Balancer, Tuning
 from proxy.kvhints.balancers.prefix import PrefixAware
 from proxy.kvhints.balancers.simple import LeastLoaded, RoundRobin
-from proxy.plugins import import_class
+from proxy.plugins import PluginRegistry, hook_problems, where
 
 ENTRY_POINT_GROUP = "autellix.balancers"
 
@@ -33,9 +32,9 @@ _HOOKS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-class BalancerRegistry:
-    """Finds, checks and builds balancers; no module-level state (each app builds its own).
-    ``entry_points`` is injectable for tests."""
+class BalancerRegistry(PluginRegistry):
+    """Finds, checks and builds balancers (``proxy.plugins.PluginRegistry``); no module-level
+    state (each app builds its own). ``entry_points`` is injectable for tests."""
 
     def __init__(
         self,
@@ -44,39 +43,13 @@ class BalancerRegistry:
         group: str = ENTRY_POINT_GROUP,
         entry_points: Callable[[str], Any] | None = None,
     ) -> None:
-        self._builtins = builtins
-        self._group = group
-        self._entry_points = entry_points or (lambda g: metadata.entry_points(group=g))
-
-    def names(self) -> list[str]:
-        return sorted({*self._builtins, *(ep.name for ep in self._entry_points(self._group))})
-
-    def load_class(self, ref: str) -> type:
-        if ref in self._builtins:
-            cls = self._builtins[ref]
-        elif ":" in ref:
-            cls = import_class(ref, "balancer")
-        else:
-            found = [ep for ep in self._entry_points(self._group) if ep.name == ref]
-            if not found:
-                raise ConfigError(
-                    f"unknown balancer {ref!r}; known: {', '.join(self.names())}; "
-                    "or give package.module:Class"
-                )
-            if len({ep.value for ep in found}) > 1:
-                raise ConfigError(
-                    f"balancer plug-in name {ref!r} is claimed by two entry points in group "
-                    f"{self._group!r}: {', '.join(ep.value for ep in found)}; uninstall one"
-                )
-            try:
-                cls = found[0].load()
-            except Exception as exc:  # a plug-in can fail to import in any way
-                raise ConfigError(
-                    f"balancer plug-in {ref!r} (entry point {found[0].value}) cannot be "
-                    f"loaded: {exc}"
-                ) from exc
-        check_balancer_class(cls, ref)
-        return cls
+        super().__init__(
+            kind="balancer",
+            builtins=builtins,
+            group=group,
+            check=check_balancer_class,
+            entry_points=entry_points,
+        )
 
     def create(self, ref: str, tuning: Tuning | None = None) -> Balancer:
         """Load ``ref`` and build it (with ``tuning`` if its constructor takes one)."""
@@ -105,38 +78,8 @@ def check_balancer_class(cls: object, ref: str) -> None:
     if not isinstance(name, str) or not name:
         problems.append("it has no 'name' string attribute")
     for hook, keywords in _HOOKS.items():
-        problems.extend(_hook_problems(cls, hook, keywords))
+        problems.extend(hook_problems(cls, hook, keywords))
     if problems:
-        where = f"{cls.__module__}:{cls.__qualname__}"
         raise ConfigError(
-            f"balancer plug-in {ref!r} ({where}) is not a Balancer: " + "; ".join(problems)
+            f"balancer plug-in {ref!r} ({where(cls)}) is not a Balancer: " + "; ".join(problems)
         )
-
-
-def _hook_problems(cls: type, hook: str, keywords: tuple[str, ...]) -> list[str]:
-    method = getattr(cls, hook, None)
-    if not callable(method):
-        return [f"method {hook}() is missing"]
-    try:
-        params = list(inspect.signature(method).parameters.values())[1:]  # drop self
-    except (TypeError, ValueError):
-        return []
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
-    by_name = {p.name: p for p in params}
-    problems = []
-    for keyword in keywords:
-        param = by_name.get(keyword)
-        if param is None and not takes_any:
-            problems.append(f"method {hook}() does not accept keyword argument {keyword!r}")
-        elif param is not None and param.kind is param.POSITIONAL_ONLY:
-            problems.append(f"method {hook}() takes {keyword!r} positionally only")
-    extra = [
-        p.name
-        for p in params
-        if p.name not in keywords
-        and p.default is p.empty
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    if extra:
-        problems.append(f"method {hook}() requires arguments the contract does not pass: {extra}")
-    return problems
