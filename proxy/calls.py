@@ -330,7 +330,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
         raise
     except ProxyError as err:
         if relay is None or relay.response is None:
-            raise  # nothing sent yet: the error middleware answers
+            raise  # nothing sent yet: the edge middleware answers
         # A resumption could not be had (no engine left): the client's stream is open.
         await relay.fail(err)
         run.response = relay.response
