@@ -177,7 +177,7 @@ async def connect(
             state.client(), engine, "POST", ctx.request.path, data=data,
             headers=upstream_headers(ctx.request, state, engine, rid),
             connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
-            deadline=run.outcome.deadline,
+            alarms=state.alarms, deadline=run.outcome.deadline,
         )  # fmt: skip
     except (BadGateway, GatewayTimeout) as err:
         run.tries += 1

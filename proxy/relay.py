@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -20,9 +21,10 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.alarms import Alarms
 from proxy.drain import DRAIN
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
-from proxy.faults import IdleWatch, TaskTimer, settle
+from proxy.faults import IdleWatch, settle
 from proxy.intercept.usage import Reply, StreamWatcher
 from proxy.kvhints.pool import EngineState
 from proxy.metrics import Metrics
@@ -85,6 +87,12 @@ def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CI
     return headers
 
 
+@functools.lru_cache(maxsize=8)
+def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    # No total: aiohttp would arm a timer per request for it; the alarm bounds the call.
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, connect=seconds)
+
+
 async def open_upstream(
     session: aiohttp.ClientSession,
     engine: EngineState,
@@ -95,33 +103,34 @@ async def open_upstream(
     headers: dict[str, str],
     connect_timeout_s: float,
     metrics: Metrics,
+    alarms: Alarms,
     deadline: float | None = None,
 ) -> aiohttp.ClientResponse:
     """Send the request and return the engine's response with its body not yet read.
 
     A connection failure becomes 502 with code ``engine_unreachable`` (nothing reached the
     engine, so the caller may try another); a timeout becomes 504. The answer must begin
-    within the engine's ``first_byte_timeout_s`` (and before ``deadline``, loop time).
+    within the engine's ``first_byte_timeout_s`` (and before ``deadline``, loop time), on
+    one of ``alarms`` (no loop timer of its own).
     """
     backend = engine.backend
-    # No total: aiohttp would arm a timer per request for it; ``deadline`` bounds the call.
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=connect_timeout_s, connect=connect_timeout_s
-    )
-    loop = asyncio.get_running_loop()
-    first_byte = loop.time() + backend.config.first_byte_timeout_s
-    timer = TaskTimer(loop, first_byte if deadline is None else min(first_byte, deadline))
+    first_byte = asyncio.get_running_loop().time() + backend.config.first_byte_timeout_s
+    alarm = alarms.at(first_byte if deadline is None else min(first_byte, deadline))
     try:
         try:
             return await session.request(
-                method, backend.base_url + path, data=data, headers=headers, timeout=timeout
+                method,
+                backend.base_url + path,
+                data=data,
+                headers=headers,
+                timeout=_connect_timeout(connect_timeout_s),
             )
         except asyncio.CancelledError:
-            if not timer.own():
+            if not alarm.own():
                 raise
             raise TimeoutError from None
         finally:
-            timer.cancel()
+            alarm.cancel()
     except TimeoutError:
         metrics.upstream_errors.labels(backend.name, "timeout").inc()
         err: ProxyError = GatewayTimeout(

@@ -81,7 +81,7 @@ async def send_raw(
             upstream = await open_upstream(
                 state.client(), engine, request.method, path, data=data, headers=headers,
                 connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
-                deadline=outcome.deadline,
+                alarms=state.alarms, deadline=outcome.deadline,
             )  # fmt: skip
             return upstream, engine
         except BadGateway as err:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from proxy.alarms import Alarms
 from proxy.config import ProxyConfig
 from proxy.gate import Gate
 from proxy.ids import IdGen, UpstreamIds
@@ -36,6 +37,7 @@ class ProxyState:
     upstream_ids: UpstreamIds = field(default_factory=UpstreamIds)
     session: aiohttp.ClientSession | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    alarms: Alarms = field(default_factory=Alarms)  # the request path's deadlines
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget task that the app still owns (kept referenced, awaited at
