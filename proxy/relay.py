@@ -282,8 +282,9 @@ class StreamRelay:
             else IdleWatch(upstream, engine.backend.config.idle_timeout_s, outcome.deadline)
         )
         failure: ProxyError | None = None
+        read = upstream.content.readany  # (not ``iter_any``: one coroutine less per read)
         try:
-            async for data in upstream.content.iter_any():
+            while data := await read():
                 if self._cut:
                     break
                 if watch is not None:

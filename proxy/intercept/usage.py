@@ -141,10 +141,6 @@ class Reply:
         return True
 
 
-def _is_usage_only(chunk: dict[str, Any]) -> bool:
-    return chunk.get("choices") == [] and _usage_of(chunk) is not None
-
-
 def _payload(event: bytes) -> bytes:
     """The data of one SSE event (its ``data:`` lines joined), without the blank line."""
     if event.startswith(b"data:") and b"\n" not in event:
@@ -250,8 +246,8 @@ class StreamWatcher:
             not self._crlf
             and complete.find(b"\n") == len(complete) - 2
             and complete.startswith(b"data:")
-        ):  # one event of one data line per read: the usual case with engines; no copies
-            out, tokens = self._chunk(memoryview(complete)[5:-2])
+        ):  # one event of one data line per read: the usual case with engines
+            out, tokens = self._chunk(complete[5:-2])  # (a bytes slice parses faster than a view)
             return (complete if out is None else out), tokens
         original = complete
         if self._crlf:
@@ -259,9 +255,15 @@ class StreamWatcher:
         events = complete.split(_SEP)  # the last item is the empty tail after the last event
         tokens = 0
         kept: list[bytes] | None = None  # set once an event is dropped or changed
+        chunk_of = self._chunk
         for i in range(len(events) - 1):
             event = events[i]
-            out, n = self._observe(event)
+            # Many events per read when the engine outpaces the proxy: ``_observe`` inlined.
+            if event.startswith(b"data:") and b"\n" not in event:
+                payload = event[5:]
+            else:
+                payload = _payload(event)
+            out, n = chunk_of(payload) if payload else (None, 0)
             tokens += n
             if out is not None and kept is None:
                 kept = [e + _SEP for e in events[:i] if e]
@@ -292,13 +294,13 @@ class StreamWatcher:
         payload = _payload(event)
         return self._chunk(payload) if payload else (None, 0)
 
-    def _chunk(self, payload: bytes | memoryview) -> tuple[bytes | None, int]:
+    def _chunk(self, payload: bytes) -> tuple[bytes | None, int]:
         """Take one event's data; return (None if the event goes on unchanged, else its
         replacement with the blank line, or b"" to drop it; the tokens it carried)."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            if bytes(payload).strip() == b"[DONE]":
+            if payload.strip() == b"[DONE]":
                 self.done = True
                 return None, 0
             self.garbled = True  # not JSON: the engine is babbling; never forwarded whole
@@ -312,6 +314,7 @@ class StreamWatcher:
             tokens = self.reply.absorb_chunk(changed)
             return b"data: " + orjson.dumps(changed) + _SEP, tokens
         tokens = self.reply.absorb_chunk(chunk)
-        if self._drop_usage and _is_usage_only(chunk):
+        # The usage-only chunk: no choices (``[]``) and a usage; tested inline, once per event.
+        if self._drop_usage and chunk.get("choices") == [] and _usage_of(chunk) is not None:
             return b"", tokens
         return None, tokens
