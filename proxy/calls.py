@@ -201,11 +201,11 @@ class engine_busy:  # a step, like ``engine_slot``
 
     async def __aenter__(self) -> None:
         self.engine.inflight += 1
-        self.metrics.inflight.labels(self.engine.name).inc()
+        self.metrics.engine(self.engine.name).inflight.value += 1
 
     async def __aexit__(self, *exc: object) -> None:
         self.engine.inflight -= 1
-        self.metrics.inflight.labels(self.engine.name).dec()
+        self.metrics.engine(self.engine.name).inflight.value -= 1
 
 
 async def relay_answer(
@@ -284,8 +284,9 @@ def observe(ctx: CallContext, run: Attempts) -> None:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
     usage = outcome.reply.usage
     if usage is not None and run.engine is not None:
-        metrics.tokens.labels(run.engine.name, "prompt").inc(usage.prompt_tokens)
-        metrics.tokens.labels(run.engine.name, "completion").inc(usage.completion_tokens)
+        meters = metrics.engine(run.engine.name)
+        meters.prompt_tokens.value += usage.prompt_tokens
+        meters.completion_tokens.value += usage.completion_tokens
 
 
 async def serve_call(ctx: CallContext) -> web.StreamResponse:
@@ -312,7 +313,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
         while run.response is None:
             async with engine_slot(ctx.state.gate, ticket) as engine:
                 run.engine = engine
-                ctx.state.metrics.admissions.labels(engine.name).inc()
+                ctx.state.metrics.engine(engine.name).admissions.value += 1
                 accesslog.call_admitted(ctx, engine)
                 upstream = await connect(ctx, engine, run)
                 if upstream is None:

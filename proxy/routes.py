@@ -115,7 +115,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     if principal is None or not principal.engine_control:
         body = strip_engine_fields(body)
     # An unknown model fails here, before the call is recorded; the gate chooses the engine.
-    state.pool.serving(wire.model)
+    state.pool.check(wire.model)
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
