@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from proxy.config import ProxyConfig
+from proxy.configfile import YamlError, load_yaml
 from proxy.errors import ConfigError, Unauthorized
 from proxy.keyconfig import ApiKeyConfig
 
@@ -96,10 +96,10 @@ def load_keys(config: ProxyConfig) -> list[ApiKeyConfig]:
     path = Path(config.api_keys_file)
     try:
         text = path.read_text(encoding="utf-8")
-        data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data: Any = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except OSError as exc:
         raise ConfigError(f"cannot read api_keys_file {path}: {exc.strerror}") from exc
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, YamlError) as exc:
         raise ConfigError(f"api_keys_file {path} is not valid YAML or JSON: {exc}") from exc
     if isinstance(data, dict):
         data = data.get("api_keys")
