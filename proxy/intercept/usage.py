@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from proxy.intercept.deltas import DeltaTemplate
+
 
 @dataclass(slots=True)
 class Usage:
@@ -176,6 +178,7 @@ class StreamWatcher:
         "_buffer",
         "_crlf",
         "_drop_usage",
+        "_template",
         "_whole",
         "done",
         "garbled",
@@ -192,6 +195,7 @@ class StreamWatcher:
         self.done = False  # saw data: [DONE]
         self.garbled = False  # saw a data payload that is not JSON: the engine is babbling
         self.rewrite: Rewrite | None = None
+        self._template = DeltaTemplate()  # text deltas read without parsing (``deltas``)
 
     def whole_events(self, on: bool) -> None:
         """Forward only complete events from now on (a segment that may be cut), or not."""
@@ -297,6 +301,12 @@ class StreamWatcher:
     def _chunk(self, payload: bytes) -> tuple[bytes | None, int]:
         """Take one event's data; return (None if the event goes on unchanged, else its
         replacement with the blank line, or b"" to drop it; the tokens it carried)."""
+        template = self._template
+        if template.ready and self.rewrite is None:
+            text = template.text(payload)
+            if text is not None:  # the learnt event with other text: nothing else to read
+                self.reply.content.append(text)
+                return None, template.tokens
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -314,6 +324,8 @@ class StreamWatcher:
             tokens = self.reply.absorb_chunk(changed)
             return b"data: " + orjson.dumps(changed) + _SEP, tokens
         tokens = self.reply.absorb_chunk(chunk)
+        if not template.ready:
+            template.learn(payload, chunk, tokens)
         # The usage-only chunk: no choices (``[]``) and a usage; tested inline, once per event.
         if self._drop_usage and chunk.get("choices") == [] and _usage_of(chunk) is not None:
             return b"", tokens
