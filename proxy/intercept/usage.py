@@ -171,7 +171,8 @@ class StreamWatcher:
     finds every complete event at once). Engines end events with ``\n\n``; a stream that
     carries a ``\r`` is switched for good to a slower search that also knows ``\r\n\r\n``.
     When every event of a read is forwarded as it came, the forwarded bytes are the read's own
-    (no copy).
+    (no copy). Events that differ from a parsed one only in their text are read without
+    parsing (``proxy.intercept.deltas``).
     """
 
     __slots__ = (
