@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import aiohttp
@@ -142,14 +143,6 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     return await serve_call(ctx)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await generation(request, chat=True)
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await generation(request, chat=False)
-
-
 def _model_card(model: str, engines: list[str], created: int) -> dict[str, object]:
     # The models are served through this proxy: it owns the listing, since the proxy started.
     # Which engines serve each is an extra field (clients ignore fields they do not know).
@@ -248,8 +241,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
+    # Partials rather than wrappers: a coroutine less in the chain each resumption goes through.
+    app.router.add_post("/v1/chat/completions", functools.partial(generation, chat=True))
+    app.router.add_post("/v1/completions", functools.partial(generation, chat=False))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)
