@@ -176,7 +176,7 @@ async def connect(
         return await open_upstream(
             state.client(), engine, "POST", ctx.request.path, data=data,
             headers=upstream_headers(ctx.request, state, engine, rid),
-            connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+            connect=state.upstream_timeout, metrics=state.metrics,
             alarms=state.alarms, deadline=run.outcome.deadline,
         )  # fmt: skip
     except (BadGateway, GatewayTimeout) as err:

@@ -27,7 +27,7 @@ from proxy.auth import OPEN_PATHS, PRINCIPAL, KeyTable, authenticate
 from proxy.drain import Drain
 from proxy.edge import check_headers, decode_body
 from proxy.errors import NotFound, PayloadTooLarge, ProxyError, ServiceUnavailable
-from proxy.metrics import Metrics
+from proxy.metrics import Counter, Metrics
 
 log = logging.getLogger("autellix.http")
 
@@ -79,7 +79,6 @@ def edge_middleware(metrics: Metrics, keys: KeyTable, drain: Drain, body_limit: 
     """The app's only middleware. ``keys`` empty: the proxy runs open (no key checked);
     ``body_limit``: the most bytes a request body may inflate to."""
     requests, errors, latency = metrics.requests, metrics.errors, metrics.latency
-    shut = ServiceUnavailable  # raised for requests that reach a draining proxy
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -100,7 +99,7 @@ def edge_middleware(metrics: Metrics, keys: KeyTable, drain: Drain, body_limit: 
                 elif drain.draining:
                     # A request on a connection opened before the drain (the listener is
                     # closed already).
-                    raise shut("the proxy is shutting down", code="shutting_down")
+                    raise ServiceUnavailable("the proxy is shutting down", code="shutting_down")
                 else:
                     drain.enter()
                     try:
@@ -132,6 +131,6 @@ def edge_middleware(metrics: Metrics, keys: KeyTable, drain: Drain, body_limit: 
     return edge
 
 
-def _answer(err: ProxyError, request: web.Request, errors: Any, route: str) -> web.Response:
+def _answer(err: ProxyError, request: web.Request, errors: Counter, route: str) -> web.Response:
     errors.labels(route, err.type).inc()
     return error_response(err, request)

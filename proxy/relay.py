@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -87,9 +86,9 @@ def _copy_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CI
     return headers
 
 
-@functools.lru_cache(maxsize=8)
-def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    # No total: aiohttp would arm a timer per request for it; the alarm bounds the call.
+def connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """The timeout of every engine request: ``seconds`` to connect. No total: aiohttp would
+    arm a timer per request for it; an alarm bounds the wait for the answer instead."""
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, connect=seconds)
 
 
@@ -101,17 +100,17 @@ async def open_upstream(
     *,
     data: bytes | None,
     headers: dict[str, str],
-    connect_timeout_s: float,
+    connect: aiohttp.ClientTimeout,
     metrics: Metrics,
     alarms: Alarms,
     deadline: float | None = None,
 ) -> aiohttp.ClientResponse:
     """Send the request and return the engine's response with its body not yet read.
 
-    A connection failure becomes 502 with code ``engine_unreachable`` (nothing reached the
-    engine, so the caller may try another); a timeout becomes 504. The answer must begin
-    within the engine's ``first_byte_timeout_s`` (and before ``deadline``, loop time), on
-    one of ``alarms`` (no loop timer of its own).
+    ``connect``: a ``connect_timeout``. A connection failure becomes 502 with code
+    ``engine_unreachable`` (nothing reached the engine, so the caller may try another); a
+    timeout becomes 504. The answer must begin within the engine's ``first_byte_timeout_s``
+    (and before ``deadline``, loop time), on one of ``alarms`` (no loop timer of its own).
     """
     backend = engine.backend
     first_byte = asyncio.get_running_loop().time() + backend.config.first_byte_timeout_s
@@ -123,7 +122,7 @@ async def open_upstream(
                 backend.base_url + path,
                 data=data,
                 headers=headers,
-                timeout=_connect_timeout(connect_timeout_s),
+                timeout=connect,
             )
         except asyncio.CancelledError:
             if not alarm.own():

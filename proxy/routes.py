@@ -81,7 +81,7 @@ async def send_raw(
         try:
             upstream = await open_upstream(
                 state.client(), engine, request.method, path, data=data, headers=headers,
-                connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
+                connect=state.upstream_timeout, metrics=state.metrics,
                 alarms=state.alarms, deadline=outcome.deadline,
             )  # fmt: skip
             return upstream, engine
