@@ -32,34 +32,27 @@ _TRIES = 4  # events of a stream to learn from before giving up on its shape
 class DeltaTemplate:
     """One stream's template (``learn`` from a parsed event; ``text`` of the next ones)."""
 
-    __slots__ = ("_head", "_size", "_tail", "_tries", "tokens")
+    __slots__ = ("_tries", "event", "payload", "tokens")
 
     def __init__(self) -> None:
-        self._head = b""
-        self._tail = b""
-        self._size = 0  # len(head) + len(tail): an event must be longer to hold text
+        # ``between``'s arguments for an event's data: the halves and their length together
+        # (an event must be longer to hold text); None until learnt.
+        self.payload: tuple[bytes, bytes, int] | None = None
+        # The same for bytes that may be one whole event of one data line ("data:" ...
+        # "\n\n"), as ``between``'s arguments; None until learnt. The halves hold no
+        # newline and the text no control character, so bytes that match are one event.
+        self.event: tuple[bytes, bytes, int] | None = None
         self._tries = _TRIES
         self.tokens = 0  # what ``Reply.absorb_chunk`` counted for the learnt event
 
     @property
     def ready(self) -> bool:
-        return self._size > 0
+        return self.payload is not None
 
     def text(self, payload: bytes) -> str | None:
-        """The delta text of ``payload`` if it is the learnt event with other text; else
-        None (the caller parses it)."""
-        if (
-            len(payload) > self._size
-            and payload.startswith(self._head)
-            and payload.endswith(self._tail)
-        ):
-            middle = payload[len(self._head) : len(payload) - len(self._tail)]
-            if _UNSAFE.search(middle) is None:
-                try:
-                    return middle.decode()
-                except UnicodeDecodeError:
-                    return None
-        return None
+        """The delta text of ``payload`` (an event's data) if it is the learnt event with
+        other text; else None (the caller parses it)."""
+        return None if self.payload is None else between(payload, *self.payload)
 
     def learn(self, payload: bytes, chunk: dict[str, Any], tokens: int) -> None:
         """Take ``payload`` (parsed as ``chunk``, which counted ``tokens``) as the template,
@@ -82,8 +75,26 @@ class DeltaTemplate:
             return
         if probe != _with_text(chunk, _PROBE):
             return  # the bytes found were not this event's text (a look-alike elsewhere)
-        self._head, self._tail, self._size = head, tail, len(head) + len(tail)
+        if b"\n" in head or b"\n" in tail:
+            return  # (never from one data line; kept so that ``event_text`` stays exact)
+        size = len(head) + len(tail)
+        self.payload = (head, tail, size)
+        self.event = (b"data:" + head, tail + b"\n\n", size + 7)
         self.tokens = tokens
+
+
+def between(data: bytes, head: bytes, tail: bytes, size: int) -> str | None:
+    """The text between ``head`` and ``tail`` (together ``size`` bytes long), if ``data`` is
+    them with safe, non-empty text between; else None."""
+    if len(data) > size and data.startswith(head) and data.endswith(tail):
+        end = len(data) - len(tail)
+        # Searched in place: a read of many events fails here, at its first quote, uncopied.
+        if _UNSAFE.search(data, len(head), end) is None:
+            try:
+                return data[len(head) : end].decode()
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 def _plain_text(chunk: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.intercept.deltas import DeltaTemplate
+from proxy.intercept.deltas import DeltaTemplate, between
 
 
 @dataclass(slots=True)
@@ -203,6 +203,12 @@ class StreamWatcher:
         self._whole = on or self._drop_usage
 
     def feed(self, data: bytes) -> tuple[bytes, int]:
+        event = self._template.event
+        if event is not None and not self._buffer and self.rewrite is None:
+            text = between(data, *event)
+            if text is not None:  # one text delta, the usual read: goes on as it came
+                self.reply.content.append(text)
+                return data, self._template.tokens
         if not self._crlf and b"\r" in data:
             self._crlf = True
         buf = self._buffer
@@ -303,8 +309,8 @@ class StreamWatcher:
         """Take one event's data; return (None if the event goes on unchanged, else its
         replacement with the blank line, or b"" to drop it; the tokens it carried)."""
         template = self._template
-        if template.ready and self.rewrite is None:
-            text = template.text(payload)
+        if template.payload is not None and self.rewrite is None:
+            text = between(payload, *template.payload)
             if text is not None:  # the learnt event with other text: nothing else to read
                 self.reply.content.append(text)
                 return None, template.tokens

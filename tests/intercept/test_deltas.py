@@ -57,6 +57,24 @@ def test_a_plain_stream_is_read_by_template_with_the_same_result() -> None:
     assert watcher.reply.finish_reason == "stop"
 
 
+def test_reads_of_many_events_or_of_parts_of_one_give_the_same_result() -> None:
+    texts = [f" t{i}" for i in range(20)] + [' "q"', "ü", " end"]
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": t}) for t in texts] + [event({}, "stop")]
+    stream = b"".join(events)
+    expected, expected_tokens = parsed_reply(events)
+    for size in (7, 64, 300, len(stream)):  # reads cut anywhere, or holding many events
+        watcher = StreamWatcher(drop_usage_chunk=False, whole_events=True)
+        out, tokens = [], 0
+        for at in range(0, len(stream), size):
+            forward, n = watcher.feed(stream[at : at + size])
+            out.append(forward)
+            tokens += n
+        out.append(watcher.flush())
+        assert b"".join(out) == stream
+        assert (watcher.reply, tokens) == (expected, expected_tokens)
+
+
 def test_text_with_quotes_escapes_or_control_characters_is_parsed() -> None:
     texts = ["say", ' "hi"', " back\\slash", " new\nline", "\t", "ok"]
     events = [event({"content": t}) for t in texts]
