@@ -32,7 +32,7 @@ _TRIES = 4  # events of a stream to learn from before giving up on its shape
 class DeltaTemplate:
     """One stream's template (``learn`` from a parsed event; ``text`` of the next ones)."""
 
-    __slots__ = ("_tries", "event", "payload", "tokens")
+    __slots__ = ("_tries", "event", "listed", "payload", "tokens")
 
     def __init__(self) -> None:
         # ``between``'s arguments for an event's data: the halves and their length together
@@ -42,6 +42,7 @@ class DeltaTemplate:
         # "\n\n"), as ``between``'s arguments; None until learnt. The halves hold no
         # newline and the text no control character, so bytes that match are one event.
         self.event: tuple[bytes, bytes, int] | None = None
+        self.listed: tuple[bytes, bytes, int] | None = None  # an event of a read's split
         self._tries = _TRIES
         self.tokens = 0  # what ``Reply.absorb_chunk`` counted for the learnt event
 
@@ -80,6 +81,7 @@ class DeltaTemplate:
         size = len(head) + len(tail)
         self.payload = (head, tail, size)
         self.event = (b"data:" + head, tail + b"\n\n", size + 7)
+        self.listed = (b"data:" + head, tail, size + 5)
         self.tokens = tokens
 
 

@@ -267,8 +267,15 @@ class StreamWatcher:
         tokens = 0
         kept: list[bytes] | None = None  # set once an event is dropped or changed
         chunk_of = self._chunk
+        listed = self._template.listed if self.rewrite is None else None
         for i in range(len(events) - 1):
             event = events[i]
+            if listed is not None and (text := between(event, *listed)) is not None:
+                self.reply.content.append(text)  # a text delta (``proxy.intercept.deltas``)
+                tokens += self._template.tokens
+                if kept is not None:
+                    kept.append(event + _SEP)
+                continue
             # Many events per read when the engine outpaces the proxy: ``_observe`` inlined.
             if event.startswith(b"data:") and b"\n" not in event:
                 payload = event[5:]

@@ -75,6 +75,21 @@ def test_reads_of_many_events_or_of_parts_of_one_give_the_same_result() -> None:
         assert (watcher.reply, tokens) == (expected, expected_tokens)
 
 
+def test_a_held_back_usage_chunk_leaves_the_text_deltas_around_it_forwarded() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 4}
+    usage_only = b"data: " + orjson.dumps({**HEAD, "choices": [], "usage": usage}) + b"\n\n"
+    texts = [event({"content": t}) for t in ["a", "b", "c", "d"]]
+    # One read: two deltas, the usage chunk the client did not ask for, two more deltas.
+    stream = texts[0] + texts[1] + usage_only + texts[2] + texts[3]
+    watcher = StreamWatcher(drop_usage_chunk=True)
+    watcher.feed(texts[0] + texts[1])  # the template is learnt from these
+    forward, tokens = watcher.feed(stream)
+    assert forward == texts[0] + texts[1] + texts[2] + texts[3]
+    assert tokens == 4
+    assert watcher.reply.text == "ababcd"
+    assert watcher.reply.usage is not None
+
+
 def test_text_with_quotes_escapes_or_control_characters_is_parsed() -> None:
     texts = ["say", ' "hi"', " back\\slash", " new\nline", "\t", "ok"]
     events = [event({"content": t}) for t in texts]
