@@ -2,7 +2,7 @@
 (``access_log: true``; logger ``autellix.access``), and debug lines along the way
 (``--log-level debug``; logger ``autellix.calls``).
 
-The access line is written by the error middleware, the one place that knows the status the
+The access line is written by the edge middleware, the one place that knows the status the
 client finally got (an answer, an error, or 499 when the client went away), from what the
 call's steps noted on the request. Lines are ``key=value`` pairs (logfmt), one per call::
 
@@ -86,7 +86,7 @@ def call_preempted(ctx: CallContext, engine: EngineState, tokens: int) -> None:
 
 
 def request_done(request: web.Request, status: int, started: float) -> None:
-    """Called by the middleware for every request, when its answer is done."""
+    """Called by the edge for every request, when its answer is done."""
     elapsed = time.perf_counter() - started
     if call_log.isEnabledFor(logging.DEBUG):
         call_log.debug(

@@ -18,7 +18,7 @@ from proxy.backends.registry import make_backend
 from proxy.backends.vllm_control import ControlChannel
 from proxy.config import ProgramsConfig, ProxyConfig
 from proxy.core import lifecycle
-from proxy.drain import DRAIN, Drain, drain_middleware
+from proxy.drain import DRAIN, Drain
 from proxy.errors import ConfigError
 from proxy.gate import Gate, GateConfig
 from proxy.ids import IdGen
@@ -32,7 +32,7 @@ from proxy.kvhints.pool import EnginePool
 from proxy.kvhints.router import Router
 from proxy.kvhints.subscriber import subscribe
 from proxy.metrics import Metrics
-from proxy.middleware import METRICS, error_middleware
+from proxy.middleware import METRICS, edge_middleware
 from proxy.policies.base import Policy, program_scalar
 from proxy.policies.registry import PolicyRegistry
 from proxy.policies.tenant import with_tenant_fairness
@@ -275,10 +275,11 @@ def create_app(config: ProxyConfig) -> web.Application:
     ids = IdGen()
     keys = KeyTable(load_keys(config))
     scheduler = build_scheduler(config, metrics, ids, keys.weights)
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    drain = Drain()
+    edge = edge_middleware(metrics, keys, drain, config.max_body_bytes)
+    app = web.Application(middlewares=[edge], client_max_size=config.max_body_bytes)
     viewer_of = security.install(app, config, scheduler.identifier, keys)
-    app[DRAIN] = Drain()
-    app.middlewares.append(drain_middleware)
+    app[DRAIN] = drain
     app[METRICS] = metrics
     app[TABLE] = scheduler.table
     app[WALL_CLOCK] = WallClock.capture()

@@ -13,16 +13,16 @@ import hmac
 import ipaddress
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from pydantic import TypeAdapter, ValidationError
 
 from proxy.config import ProxyConfig
+from proxy.configfile import YamlError, load_yaml
 from proxy.errors import ConfigError, Unauthorized
 from proxy.keyconfig import ApiKeyConfig
 
@@ -96,10 +96,10 @@ def load_keys(config: ProxyConfig) -> list[ApiKeyConfig]:
     path = Path(config.api_keys_file)
     try:
         text = path.read_text(encoding="utf-8")
-        data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data: Any = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except OSError as exc:
         raise ConfigError(f"cannot read api_keys_file {path}: {exc.strerror}") from exc
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, YamlError) as exc:
         raise ConfigError(f"api_keys_file {path} is not valid YAML or JSON: {exc}") from exc
     if isinstance(data, dict):
         data = data.get("api_keys")
@@ -112,8 +112,8 @@ def load_keys(config: ProxyConfig) -> list[ApiKeyConfig]:
     return keys
 
 
-def bearer_token(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization")
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("Authorization")
     if auth is None:
         return None
     scheme, _, token = auth.strip().partition(" ")
@@ -121,25 +121,18 @@ def bearer_token(request: web.Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def auth_middleware(table: KeyTable) -> Any:
-    """Require a configured key on every route but ``OPEN_PATHS`` (only when keys exist)."""
-
-    @web.middleware
-    async def require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
-            token = bearer_token(request)
-            if token is None:
-                raise Unauthorized(
-                    "missing API key: send 'Authorization: Bearer <key>'",
-                    code="missing_api_key",
-                )
-            principal = table.lookup(token)
-            if principal is None:
-                raise Unauthorized("incorrect API key provided", code="invalid_api_key")
-            request[PRINCIPAL] = principal
-        return await handler(request)
-
-    return require_key
+def authenticate(table: KeyTable, headers: Mapping[str, str]) -> Principal:
+    """The holder of the configured key the request presents, or 401 (checked by the edge on
+    every route but ``OPEN_PATHS``, when keys exist)."""
+    token = bearer_token(headers)
+    if token is None:
+        raise Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+        )
+    principal = table.lookup(token)
+    if principal is None:
+        raise Unauthorized("incorrect API key provided", code="invalid_api_key")
+    return principal
 
 
 def warn_if_open(config: ProxyConfig, table: KeyTable) -> None:

@@ -176,8 +176,8 @@ async def connect(
         return await open_upstream(
             state.client(), engine, "POST", ctx.request.path, data=data,
             headers=upstream_headers(ctx.request, state, engine, rid),
-            connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
-            deadline=run.outcome.deadline,
+            connect=state.upstream_timeout, metrics=state.metrics,
+            alarms=state.alarms, deadline=run.outcome.deadline,
         )  # fmt: skip
     except (BadGateway, GatewayTimeout) as err:
         run.tries += 1
@@ -191,21 +191,22 @@ async def connect(
 
 
 class engine_busy:  # a step, like ``engine_slot``
-    """Count the call at its engine while the engine works on it."""
+    """Count the call at its engine while the engine works on it. (A plain ``with``: nothing
+    here waits, and an ``async with`` costs two coroutines per call.)"""
 
-    __slots__ = ("engine", "metrics")
+    __slots__ = ("engine", "gauge")
 
     def __init__(self, metrics: Metrics, engine: EngineState) -> None:
-        self.metrics = metrics
         self.engine = engine
+        self.gauge = metrics.engine(engine.name).inflight
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         self.engine.inflight += 1
-        self.metrics.inflight.labels(self.engine.name).inc()
+        self.gauge.value += 1
 
-    async def __aexit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.engine.inflight -= 1
-        self.metrics.inflight.labels(self.engine.name).dec()
+        self.gauge.value -= 1
 
 
 async def relay_answer(
@@ -284,8 +285,9 @@ def observe(ctx: CallContext, run: Attempts) -> None:
         metrics.ttft.labels(ctx.route).observe(outcome.first_byte_at - ctx.arrived)
     usage = outcome.reply.usage
     if usage is not None and run.engine is not None:
-        metrics.tokens.labels(run.engine.name, "prompt").inc(usage.prompt_tokens)
-        metrics.tokens.labels(run.engine.name, "completion").inc(usage.completion_tokens)
+        meters = metrics.engine(run.engine.name)
+        meters.prompt_tokens.value += usage.prompt_tokens
+        meters.completion_tokens.value += usage.completion_tokens
 
 
 async def serve_call(ctx: CallContext) -> web.StreamResponse:
@@ -312,25 +314,26 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
         while run.response is None:
             async with engine_slot(ctx.state.gate, ticket) as engine:
                 run.engine = engine
-                ctx.state.metrics.admissions.labels(engine.name).inc()
+                ctx.state.metrics.engine(engine.name).admissions.value += 1
                 accesslog.call_admitted(ctx, engine)
                 upstream = await connect(ctx, engine, run)
                 if upstream is None:
                     continue  # nothing reached the engine: try another
-                async with engine_busy(ctx.state.metrics, engine), upstream:
-                    preemptible = can_resume and engine.backend.capabilities.resume
-                    answered = await relay_answer(
-                        ctx, upstream, relay, ticket, run, preemptible=preemptible
-                    )
-                    if not answered and relay is not None:
-                        resume_later(ctx, engine, relay, run)
+                with engine_busy(ctx.state.metrics, engine):
+                    async with upstream:
+                        preemptible = can_resume and engine.backend.capabilities.resume
+                        answered = await relay_answer(
+                            ctx, upstream, relay, ticket, run, preemptible=preemptible
+                        )
+                        if not answered and relay is not None:
+                            resume_later(ctx, engine, relay, run)
         run.ok = run.outcome.status == 200 and not run.outcome.upstream_failed
     except (asyncio.CancelledError, ConnectionResetError):
         ctx.state.metrics.client_disconnects.labels(ctx.route).inc()
         raise
     except ProxyError as err:
         if relay is None or relay.response is None:
-            raise  # nothing sent yet: the error middleware answers
+            raise  # nothing sent yet: the edge middleware answers
         # A resumption could not be had (no engine left): the client's stream is open.
         await relay.fail(err)
         run.response = relay.response

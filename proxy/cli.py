@@ -17,7 +17,6 @@ from proxy.errors import ConfigError
 from proxy.preflight import check_config, describe_settings
 from proxy.serve import install_uvloop, start_app
 from proxy.server import resolve, sim_engine_config, start_proxy
-from proxy.sim.engine.server import create_sim_app
 from proxy.upkeep import settle_heap
 
 log = logging.getLogger("autellix")
@@ -126,6 +125,9 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 async def _sim_engine(config: ProxyConfig) -> None:
+    # Imported here: the simulated engine's server is no part of a serving proxy's memory.
+    from proxy.sim.engine.server import create_sim_app
+
     sim = sim_engine_config(config)
     runner, port = await start_app(create_sim_app(sim), config.host, config.port)
     log.info("simulated engine (model %s) listening on http://%s:%d", sim.model, config.host, port)

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from proxy.auth import OPEN_PATHS
 from proxy.errors import ServiceUnavailable
 
 log = logging.getLogger("autellix.drain")
@@ -46,26 +44,18 @@ class Drain:
     streams: set[Endable] = field(default_factory=set)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def enter(self) -> None:
+        """A request (not a probe) began; the edge refuses new ones once ``draining``."""
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
 
 DRAIN = web.AppKey("autellix_drain", Drain)
-
-
-@web.middleware
-async def drain_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    state = request.app[DRAIN]
-    if request.path in OPEN_PATHS:
-        return await handler(request)
-    if state.draining:
-        # A request on a connection opened before the drain: the listener is already closed.
-        raise ServiceUnavailable("the proxy is shutting down", code="shutting_down")
-    state.in_flight += 1
-    state.idle.clear()
-    try:
-        return await handler(request)
-    finally:
-        state.in_flight -= 1
-        if state.in_flight == 0:
-            state.idle.set()
 
 
 def shutting_down(app: web.Application) -> bool:

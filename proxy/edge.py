@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDictProxy
 
 from proxy.errors import BadRequest, PayloadTooLarge, ProxyError
 
@@ -55,20 +54,26 @@ def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def body_decoder(limit: int) -> Any:
-    """Middleware that decompresses a gzip or deflate request body (aiohttp's own
-    decompression is off, see ``shaped_runner``)."""
+async def decode_body(request: web.Request, limit: int) -> None:
+    """Decompress a gzip or deflate request body (aiohttp's own decompression is off, see
+    ``ShapedRunner``); the handlers read it through ``request.read()``, which returns it."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        body = _decompress(await request.read(), encoding, limit)
+        request._read_bytes = body
 
-    @web.middleware
-    async def decode_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-        encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        if encoding and encoding != "identity":
-            body = _decompress(await request.read(), encoding, limit)
-            # The handlers read the body through request.read(), which returns this cache.
-            request._read_bytes = body
-        return await handler(request)
 
-    return decode_body
+def check_headers(headers: CIMultiDictProxy[str]) -> None:
+    """aiohttp keeps header bytes that are not UTF-8 as lone surrogates; anything that later
+    encodes such a value would fail deep inside. Refuse them here, naming the header."""
+    for name, value in headers.items():
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    f"header {name} is not valid UTF-8", param=name, code="invalid_header"
+                ) from None
 
 
 class _ShapedHandler(RequestHandler):

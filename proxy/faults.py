@@ -79,34 +79,6 @@ class IdleWatch:
         self._handle.cancel()
 
 
-class TaskTimer:
-    """``asyncio.timeout_at`` for the request path, at a fraction of its cost: one loop timer
-    that cancels the task at ``when``. The caller turns a ``CancelledError`` into its timeout
-    when ``own`` says the cancellation was this timer's alone (not the client's going away)."""
-
-    __slots__ = ("_cancelling", "_handle", "_task", "fired")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        task = asyncio.current_task(loop)
-        assert task is not None  # only ever used from a request's task
-        self._task = task
-        self._cancelling = task.cancelling()
-        self.fired = False
-        self._handle = loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self.fired = True
-        self._task.cancel()
-
-    def own(self) -> bool:
-        """After a CancelledError: was it this timer's, and nobody else's? (Then the task's
-        cancellation is withdrawn, as ``asyncio.timeout`` does.)"""
-        return self.fired and self._task.uncancel() <= self._cancelling
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
 def retry_elsewhere(
     err: ProxyError,
     engine: EngineState,

@@ -63,6 +63,19 @@ class Observations:
         self.sum += amount
 
 
+class EngineMeters:
+    """The children of one engine's labelled instruments, bound once (``Metrics.engine``):
+    a call updates four of them, and each ``labels`` lookup builds and hashes a tuple."""
+
+    __slots__ = ("admissions", "completion_tokens", "inflight", "prompt_tokens")
+
+    def __init__(self, metrics: Metrics, engine: str) -> None:
+        self.admissions = metrics.admissions.labels(engine)
+        self.inflight = metrics.inflight.labels(engine)
+        self.prompt_tokens = metrics.tokens.labels(engine, "prompt")
+        self.completion_tokens = metrics.tokens.labels(engine, "completion")
+
+
 class _Instrument:
     kind = ""
 
@@ -247,10 +260,17 @@ class Metrics:
             "Calls sent again to another engine after theirs failed before answering.",
             ["engine"],
         )
+        self._engines: dict[str, EngineMeters] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(
             _Collector([v for v in vars(self).values() if isinstance(v, _Instrument)])
         )
+
+    def engine(self, name: str) -> EngineMeters:
+        meters = self._engines.get(name)
+        if meters is None:
+            meters = self._engines[name] = EngineMeters(self, name)
+        return meters
 
     def program_ended(self, program: Program) -> None:
         if program.last_completion is not None:

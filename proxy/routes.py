@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import aiohttp
@@ -74,8 +75,8 @@ async def send_raw(
         try:
             upstream = await open_upstream(
                 state.client(), engine, request.method, path, data=data, headers=headers,
-                connect_timeout_s=state.config.connect_timeout_s, metrics=state.metrics,
-                deadline=outcome.deadline,
+                connect=state.upstream_timeout, metrics=state.metrics,
+                alarms=state.alarms, deadline=outcome.deadline,
             )  # fmt: skip
         except BadGateway as err:
             if err.code != "engine_unreachable":
@@ -115,7 +116,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     if principal is None or not principal.engine_control:
         body = strip_engine_fields(body)
     # An unknown model fails here, before the call is recorded; the gate chooses the engine.
-    state.pool.serving(wire.model)
+    state.pool.check(wire.model)
     drop_usage = False
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
@@ -140,14 +141,6 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         raw=raw if body is parsed else None,
     )  # fmt: skip
     return await serve_call(ctx)
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await generation(request, chat=True)
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await generation(request, chat=False)
 
 
 def _model_card(model: str, engines: list[str], created: int) -> dict[str, object]:
@@ -250,8 +243,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
+    # Partials rather than wrappers: a coroutine less in the chain each resumption goes through.
+    app.router.add_post("/v1/chat/completions", functools.partial(generation, chat=True))
+    app.router.add_post("/v1/completions", functools.partial(generation, chat=False))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold slashes (org/name)
     app.router.add_get("/health", health)

@@ -23,7 +23,6 @@ from proxy.errors import ConfigError
 from proxy.preflight import check_config
 from proxy.serve import bind, start_app
 from proxy.sim.engine.config import SimEngineConfig
-from proxy.sim.engine.server import create_sim_app
 
 log = logging.getLogger("autellix")
 
@@ -74,6 +73,10 @@ async def start_proxy(config: ProxyConfig) -> RunningProxy:
     runners: list[web.AppRunner] = []
     sim_url = None
     if not config.engines:
+        # Imported only to embed it: a proxy in front of real engines never loads the
+        # simulated engine's server and models (about 2 MiB resident).
+        from proxy.sim.engine.server import create_sim_app
+
         sim = sim_engine_config(config)
         try:
             sim_runner, sim_port = await start_app(create_sim_app(sim), "127.0.0.1", 0)

@@ -14,12 +14,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from proxy.alarms import Alarms
 from proxy.config import ProxyConfig
 from proxy.gate import Gate
 from proxy.ids import IdGen, UpstreamIds
 from proxy.kvhints.learn import Learner
 from proxy.kvhints.pool import EnginePool
 from proxy.metrics import Metrics
+from proxy.relay import connect_timeout
 from proxy.scheduler import Scheduler
 from proxy.table import ProcessTable
 
@@ -38,6 +40,11 @@ class ProxyState:
     session: aiohttp.ClientSession | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     learner: Learner | None = None  # learns vLLM engines' block hashes of finished calls
+    alarms: Alarms = field(default_factory=Alarms)  # the request path's deadlines
+    upstream_timeout: aiohttp.ClientTimeout = field(init=False)  # built once, not per call
+
+    def __post_init__(self) -> None:
+        self.upstream_timeout = connect_timeout(self.config.connect_timeout_s)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget task that the app still owns (kept referenced, awaited at

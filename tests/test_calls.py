@@ -137,7 +137,7 @@ async def test_the_engine_counts_the_call_only_while_it_works_on_it() -> None:
     seen: list[int] = []
 
     async def work() -> None:
-        async with engine_busy(metrics, e1):
+        with engine_busy(metrics, e1):
             seen.append(e1.inflight)
             raise RuntimeError
 

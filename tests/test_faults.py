@@ -1,5 +1,5 @@
-"""The request path's cheap timers: a task timer that tells its own cancellation from a
-client's, and an idle watch that also enforces the call's deadline."""
+"""The request path's cheap timers: alarms (task deadlines on one loop timer) that tell their
+own cancellation from a client's, and an idle watch that also enforces the call's deadline."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from proxy.faults import IdleWatch, TaskTimer
+from proxy.alarms import Alarms
+from proxy.faults import IdleWatch
 
 
-async def wait_with_timer(seconds: float) -> str:
+async def wait_with_timer(seconds: float, alarms: Alarms | None = None) -> str:
     loop = asyncio.get_running_loop()
-    timer = TaskTimer(loop, loop.time() + seconds)
+    timer = (alarms or Alarms()).at(loop.time() + seconds)
     try:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
@@ -39,6 +40,30 @@ async def test_a_client_cancellation_is_not_taken_for_the_timers() -> None:
     task.cancel()  # the client went away before the timer fired
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_alarms_share_one_timer_and_each_rings_for_its_own_task() -> None:
+    alarms = Alarms()
+    late = asyncio.create_task(wait_with_timer(0.05, alarms))
+    soon = asyncio.create_task(wait_with_timer(0.01, alarms))
+    spared = asyncio.create_task(wait_with_timer(0.02, alarms))
+    await asyncio.sleep(0)  # all three armed
+    spared.cancel()  # its client left: its alarm is cancelled, never rung
+    with pytest.raises(asyncio.CancelledError):
+        await spared
+    assert await soon == "timed out"
+    assert not late.done()  # the earlier alarm rang alone; the timer re-armed for this one
+    assert await late == "timed out"
+    assert len(alarms) == 0
+
+
+async def test_cancelled_alarms_do_not_pile_up() -> None:
+    alarms = Alarms()
+    far = asyncio.get_running_loop().time() + 3600
+    for _ in range(10_000):  # calls answered in time: each alarm cancelled long before due
+        alarms.at(far).cancel()
+    assert len(alarms) == 0
+    assert alarms.entries <= 200  # rebuilt without the dead entries as they accumulate
 
 
 def hold_the_loop(seconds: float) -> None:

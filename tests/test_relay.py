@@ -4,7 +4,7 @@ not complete."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from aiohttp.test_utils import make_mocked_request
 
@@ -27,12 +27,15 @@ class Upstream:
     def __init__(self, after_done: Callable[[], None]) -> None:
         self.after_done = after_done
         self.content = self
+        self.reads = [CHUNK, DONE]
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        yield CHUNK
-        yield DONE
+    async def readany(self) -> bytes:
+        """As aiohttp's ``StreamReader.readany``: b"" once the stream has ended."""
+        if self.reads:
+            return self.reads.pop(0)
         self.after_done()
         await asyncio.sleep(0)
+        return b""
 
     def close(self) -> None:
         pass

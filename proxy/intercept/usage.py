@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from proxy.intercept.deltas import DeltaTemplate, between
+
 
 @dataclass(slots=True)
 class Usage:
@@ -141,10 +143,6 @@ class Reply:
         return True
 
 
-def _is_usage_only(chunk: dict[str, Any]) -> bool:
-    return chunk.get("choices") == [] and _usage_of(chunk) is not None
-
-
 def _payload(event: bytes) -> bytes:
     """The data of one SSE event (its ``data:`` lines joined), without the blank line."""
     if event.startswith(b"data:") and b"\n" not in event:
@@ -173,13 +171,15 @@ class StreamWatcher:
     finds every complete event at once). Engines end events with ``\n\n``; a stream that
     carries a ``\r`` is switched for good to a slower search that also knows ``\r\n\r\n``.
     When every event of a read is forwarded as it came, the forwarded bytes are the read's own
-    (no copy).
+    (no copy). Events that differ from a parsed one only in their text are read without
+    parsing (``proxy.intercept.deltas``).
     """
 
     __slots__ = (
         "_buffer",
         "_crlf",
         "_drop_usage",
+        "_template",
         "_whole",
         "done",
         "garbled",
@@ -196,12 +196,19 @@ class StreamWatcher:
         self.done = False  # saw data: [DONE]
         self.garbled = False  # saw a data payload that is not JSON: the engine is babbling
         self.rewrite: Rewrite | None = None
+        self._template = DeltaTemplate()  # text deltas read without parsing (``deltas``)
 
     def whole_events(self, on: bool) -> None:
         """Forward only complete events from now on (a segment that may be cut), or not."""
         self._whole = on or self._drop_usage
 
     def feed(self, data: bytes) -> tuple[bytes, int]:
+        event = self._template.event
+        if event is not None and not self._buffer and self.rewrite is None:
+            text = between(data, *event)
+            if text is not None:  # one text delta, the usual read: goes on as it came
+                self.reply.content.append(text)
+                return data, self._template.tokens
         if not self._crlf and b"\r" in data:
             self._crlf = True
         buf = self._buffer
@@ -250,8 +257,8 @@ class StreamWatcher:
             not self._crlf
             and complete.find(b"\n") == len(complete) - 2
             and complete.startswith(b"data:")
-        ):  # one event of one data line per read: the usual case with engines; no copies
-            out, tokens = self._chunk(memoryview(complete)[5:-2])
+        ):  # one event of one data line per read: the usual case with engines
+            out, tokens = self._chunk(complete[5:-2])  # (a bytes slice parses faster than a view)
             return (complete if out is None else out), tokens
         original = complete
         if self._crlf:
@@ -259,9 +266,22 @@ class StreamWatcher:
         events = complete.split(_SEP)  # the last item is the empty tail after the last event
         tokens = 0
         kept: list[bytes] | None = None  # set once an event is dropped or changed
+        chunk_of = self._chunk
+        listed = self._template.listed if self.rewrite is None else None
         for i in range(len(events) - 1):
             event = events[i]
-            out, n = self._observe(event)
+            if listed is not None and (text := between(event, *listed)) is not None:
+                self.reply.content.append(text)  # a text delta (``proxy.intercept.deltas``)
+                tokens += self._template.tokens
+                if kept is not None:
+                    kept.append(event + _SEP)
+                continue
+            # Many events per read when the engine outpaces the proxy: ``_observe`` inlined.
+            if event.startswith(b"data:") and b"\n" not in event:
+                payload = event[5:]
+            else:
+                payload = _payload(event)
+            out, n = chunk_of(payload) if payload else (None, 0)
             tokens += n
             if out is not None and kept is None:
                 kept = [e + _SEP for e in events[:i] if e]
@@ -292,13 +312,19 @@ class StreamWatcher:
         payload = _payload(event)
         return self._chunk(payload) if payload else (None, 0)
 
-    def _chunk(self, payload: bytes | memoryview) -> tuple[bytes | None, int]:
+    def _chunk(self, payload: bytes) -> tuple[bytes | None, int]:
         """Take one event's data; return (None if the event goes on unchanged, else its
         replacement with the blank line, or b"" to drop it; the tokens it carried)."""
+        template = self._template
+        if template.payload is not None and self.rewrite is None:
+            text = between(payload, *template.payload)
+            if text is not None:  # the learnt event with other text: nothing else to read
+                self.reply.content.append(text)
+                return None, template.tokens
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            if bytes(payload).strip() == b"[DONE]":
+            if payload.strip() == b"[DONE]":
                 self.done = True
                 return None, 0
             self.garbled = True  # not JSON: the engine is babbling; never forwarded whole
@@ -312,6 +338,9 @@ class StreamWatcher:
             tokens = self.reply.absorb_chunk(changed)
             return b"data: " + orjson.dumps(changed) + _SEP, tokens
         tokens = self.reply.absorb_chunk(chunk)
-        if self._drop_usage and _is_usage_only(chunk):
+        if not template.ready:
+            template.learn(payload, chunk, tokens)
+        # The usage-only chunk: no choices (``[]``) and a usage; tested inline, once per event.
+        if self._drop_usage and chunk.get("choices") == [] and _usage_of(chunk) is not None:
             return b"", tokens
         return None, tokens

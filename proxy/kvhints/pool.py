@@ -110,6 +110,14 @@ class EnginePool:
         ``serving(model)``."""
         return min(self.serving(model), key=lambda s: (s.inflight, s.load.waiting or 0))
 
+    def check(self, model: str | None) -> None:
+        """Raise what ``serving`` raises, without building its lists when a healthy engine
+        serves ``model`` (once per call)."""
+        for s in self.engines.values():
+            if s.healthy and (model is None or (s.models is not None and model in s.models)):
+                return
+        self.serving(model)
+
     def serving(self, model: str | None) -> list[EngineState]:
         """The healthy engines that serve ``model`` (None: any engine); never empty.
 
