@@ -2,14 +2,13 @@
 
 Pure and synchronous like the rest of the core: no clock, ``now`` comes from the caller. The
 simulator's engine model (``proxy.sim.simulator.prefix_cache``) and the vLLM plug-in
-(``proxy.backends.vllm_plugin.retention``) read one ``RetentionConfig`` and share these rules:
+(``proxy.backends.vllm_plugin.retention``) read one ``RetentionConfig`` and share these rules
+(the last two in ``proxy.core.kvcache``):
 
 - ``EvictionOrder``: which cached context goes first when the cache must make room. "lru" is
-  the engines' own rule; "rank" evicts the contexts of the programs the policy ranks worst
-  (highest level) first, least recently used among equals. Under a least-attained-service
-  policy the worst-ranked program is served last, so its context is the one needed furthest in
-  the future: rank order approximates Belady's rule where LRU ignores the order calls are
-  served in. Under FCFS every level is 0 and "rank" is LRU.
+  the engines' own rule; "rank" evicts first the contexts no waiting call needs, then those of
+  the waiting calls the policy ranks worst (class docstring): the context needed furthest in
+  the future goes first, as far as the queue tells.
 - ``GapLearner``: the time a finished call's context is held for its program's next call, from
   the program's own gaps between a call's finish and its next call (``learned_ttl``).
 - ``Holds``: the held (pinned, not evictable) contexts, within ``max_pinned_share`` of the
@@ -19,14 +18,12 @@ simulator's engine model (``proxy.sim.simulator.prefix_cache``) and the vLLM plu
 
 from __future__ import annotations
 
-import heapq
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 EvictOrder = Literal["lru", "rank"]
-K = TypeVar("K", bound=Hashable)
 
 TTL_QUANTILE = 0.9
 """The quantile of a program's recent gaps its TTL is set to. A hold that ends just before the
@@ -169,214 +166,3 @@ class GapLearner:
 
     def __len__(self) -> int:
         return len(self._gaps)
-
-
-class EvictionOrder(Generic[K]):
-    """Evictable cached contexts and the order they go in (module docstring). Each entry is a
-    key, the program it belongs to, its size in blocks and its level (the policy's level of
-    the program's latest call; larger is worse). Under "lru" levels are ignored."""
-
-    def __init__(self, evict: EvictOrder) -> None:
-        self.by_rank = evict == "rank"
-        self._levels: dict[int, OrderedDict[K, int]] = {}
-        self._where: dict[K, tuple[int, str]] = {}
-        self._programs: dict[str, set[K]] = {}
-        self._used: dict[K, int] = {}  # when each entry was last used, in puts and touches
-        self._clock = 0
-        self.blocks = 0
-
-    def put(self, key: K, program: str, blocks: int, level: int) -> None:
-        """Add (or replace) an entry, most recently used within its level."""
-        self.remove(key)
-        level = level if self.by_rank else 0
-        self._levels.setdefault(level, OrderedDict())[key] = blocks
-        self._where[key] = (level, program)
-        self._programs.setdefault(program, set()).add(key)
-        self._clock += 1
-        self._used[key] = self._clock
-        self.blocks += blocks
-
-    def touch(self, key: K) -> None:
-        """The entry was used: most recently used within its level."""
-        where = self._where.get(key)
-        if where is not None:
-            self._levels[where[0]].move_to_end(key)
-            self._clock += 1
-            self._used[key] = self._clock
-
-    def get(self, key: K) -> int | None:
-        where = self._where.get(key)
-        return None if where is None else self._levels[where[0]][key]
-
-    def set_level(self, program: str, level: int) -> None:
-        """The program's rank changed (its next call arrived, ranked anew)."""
-        if not self.by_rank:
-            return
-        # In their order of use, so they keep their LRU order among themselves.
-        for key in sorted(self._programs.get(program, ()), key=self._used.__getitem__):
-            old, _ = self._where[key]
-            if old != level:
-                blocks = self._levels[old].pop(key)
-                if not self._levels[old]:
-                    del self._levels[old]
-                self._levels.setdefault(level, OrderedDict())[key] = blocks
-                self._where[key] = (level, program)
-
-    def remove(self, key: K) -> int:
-        """Drop an entry (used up, or held again); its blocks, 0 if it was not here."""
-        where = self._where.pop(key, None)
-        if where is None:
-            return 0
-        level, program = where
-        entries = self._levels[level]
-        blocks = entries.pop(key)
-        del self._used[key]
-        if not entries:
-            del self._levels[level]
-        keys = self._programs[program]
-        keys.discard(key)
-        if not keys:
-            del self._programs[program]
-        self.blocks -= blocks
-        return blocks
-
-    def victim(self) -> K | None:
-        """The entry to evict next: the worst level's least recently used."""
-        if not self._levels:
-            return None
-        return next(iter(self._levels[max(self._levels)]))
-
-    def evict(self) -> tuple[K, int] | None:
-        key = self.victim()
-        if key is None:
-            return None
-        return key, self.remove(key)
-
-    def order(self) -> list[K]:
-        """Every entry, first to be evicted first."""
-        return [k for level in sorted(self._levels, reverse=True) for k in self._levels[level]]
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._where
-
-
-@dataclass(slots=True)
-class Held(Generic[K]):
-    key: K
-    program: str
-    blocks: int
-    until: float
-    level: int
-    seq: int
-
-
-class Holds(Generic[K]):
-    """Held contexts: pinned for their program's next call, within ``max_pinned_share`` of
-    ``capacity_blocks``. The caller keeps the blocks; this decides which holds exist and which
-    end, and returns what it released so the caller frees it."""
-
-    def __init__(self, config: RetentionConfig, capacity_blocks: int) -> None:
-        self.config = config
-        self.limit = int(config.max_pinned_share * capacity_blocks) if config.holds else 0
-        self.capacity = capacity_blocks
-        self.pinned = 0
-        self._held: dict[K, Held[K]] = {}
-        self._programs: dict[str, set[K]] = {}
-        self._deadlines: list[tuple[float, int, K]] = []
-        self._seq = 0
-        self.refused = 0
-        """Holds refused or cut short for the bound (the bound is binding when this grows)."""
-
-    def hold(
-        self, key: K, program: str, blocks: int, level: int, ttl: float | None, now: float
-    ) -> tuple[bool, list[Held[K]]]:
-        """Hold ``blocks`` for ``key`` until ``now + ttl``. Returns whether it is held and the
-        holds displaced to make room: under "rank" a better-ranked context displaces the worst
-        held one (largest level, then oldest); under "lru" the oldest."""
-        if ttl is None or ttl <= 0 or blocks <= 0 or blocks > self.limit:
-            return False, []
-        displaced: list[Held[K]] = []
-        self.release(key)
-        while self.pinned + blocks > self.limit:
-            worst = self._worst()
-            if worst is None or (self.config.evict == "rank" and worst.level < level):
-                self.refused += 1
-                for h in displaced:  # nothing gained: put them back
-                    self._add(h)
-                return False, []
-            displaced.append(self._drop(worst.key))
-        if displaced:
-            self.refused += 1
-        self._seq += 1
-        self._add(Held(key, program, blocks, now + ttl, level, self._seq))
-        return True, displaced
-
-    def _add(self, h: Held[K]) -> None:
-        self._held[h.key] = h
-        self._programs.setdefault(h.program, set()).add(h.key)
-        self.pinned += h.blocks
-        heapq.heappush(self._deadlines, (h.until, h.seq, h.key))
-
-    def _worst(self) -> Held[K] | None:
-        if not self._held:
-            return None
-        if self.config.evict == "rank":
-            return max(self._held.values(), key=lambda h: (h.level, -h.seq))
-        return min(self._held.values(), key=lambda h: h.seq)
-
-    def _drop(self, key: K) -> Held[K]:
-        h = self._held.pop(key)
-        keys = self._programs[h.program]
-        keys.discard(key)
-        if not keys:
-            del self._programs[h.program]
-        self.pinned -= h.blocks
-        return h
-
-    def get(self, key: K) -> Held[K] | None:
-        return self._held.get(key)
-
-    def release(self, key: K) -> Held[K] | None:
-        """End the hold on ``key`` (its program's next call took it), if there is one."""
-        return self._drop(key) if key in self._held else None
-
-    def release_program(self, program: str) -> list[Held[K]]:
-        """End every hold of ``program``."""
-        return [self._drop(k) for k in sorted(self._programs.get(program, ()), key=str)]
-
-    def expired(self, now: float) -> list[Held[K]]:
-        """End the holds whose TTL has passed by ``now``."""
-        out: list[Held[K]] = []
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, seq, key = heapq.heappop(deadlines)
-            h = self._held.get(key)
-            if h is not None and h.seq == seq:
-                out.append(self._drop(key))
-        return out
-
-    def shed(self, blocks: int) -> list[Held[K]]:
-        """Running calls need ``blocks`` more than are free: end holds, worst first, until
-        they have them (a hold never costs a running call its place)."""
-        out: list[Held[K]] = []
-        freed = 0
-        while freed < blocks and self._held:
-            worst = self._worst()
-            assert worst is not None
-            out.append(self._drop(worst.key))
-            freed += worst.blocks
-        return out
-
-    @property
-    def share(self) -> float:
-        """The share of the cache held now."""
-        return self.pinned / self.capacity if self.capacity else 0.0
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._held
