@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -143,11 +143,14 @@ class EvictionOrder(Generic[K]):
 
     def order(self) -> list[K]:
         """Every entry, first to be evicted first."""
-        out: list[K] = []
+        return list(self.iter_order())
+
+    def iter_order(self) -> Iterator[K]:
+        """The entries, first to be evicted first, as far as the caller reads (it must not
+        change the order meanwhile)."""
         for level in sorted(self._levels, reverse=True):
             entries = self._levels[level]
-            out.extend(entries if level in (0, IDLE) else reversed(entries))
-        return out
+            yield from entries if level in (0, IDLE) else reversed(entries)
 
     def __len__(self) -> int:
         return len(self._where)

@@ -20,7 +20,8 @@ object with the RequestQueue methods), ``self.running`` (a list), ``self.request
 and abort passes through it), ``prev_step_scheduled_req_ids``, ``max_num_active_reqs`` /
 ``max_num_running_reqs``, ``kv_cache_manager.get_block_ids`` and ``.usage``, and on requests
 ``request_id``, ``priority``, ``arrival_time``, ``num_prompt_tokens``, ``num_output_tokens``,
-``status``, ``sampling_params.extra_args``.
+``status``, ``sampling_params.extra_args``. KV retention's own (block pool, free queue) are
+listed in ``retention.py``; without them it turns itself off.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from proxy.backends.vllm_plugin.queue import (
     PolicyQueue,
     SortKey,
 )
+from proxy.backends.vllm_plugin.retention import KVRetention, retention_from_env
 from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.policies.levels import Levels
 
@@ -102,6 +104,9 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         self.control = ControlReceiver(settings.control_addr) if settings.control_addr else None
         self._passed_over: set[str] = set()
         self._warned: set[str] = set()
+        # Program-aware KV retention (retention.py); off unless AUTELLIX_PLUGIN_KV_* ask.
+        retention = retention_from_env(os.environ)
+        self.retention = KVRetention(retention, self.kv_cache_manager, event=self._event)
         logger.info(
             "Autellix scheduler: policy=%s levels=%s first=%s growth=%s beta=%s "
             "decode_token_s=%s prefill_token_s=%s min_quantum_tokens=%d preempt=%s control=%s",
@@ -194,6 +199,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         )
         self._event("arrived", request, vllm_priority=request.priority, problems=problems)
         request.priority = tracked.rank.level
+        self.retention.arrived(tracked.program.id, tracked.rank.level, now)
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         now = time.time()
@@ -212,6 +218,13 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
 
     def _before_step(self, now: float) -> None:
         self.waiting.now = now
+        # The blocks one step may allocate: its token budget, plus a block per running call.
+        tokens, block = (
+            getattr(self, "max_num_scheduled_tokens", 0),
+            getattr(self, "block_size", 16),
+        )
+        budget = tokens // max(1, block) + len(self.running) + 1
+        self.retention.before_step(now, running=len(self.running), budget_blocks=budget)
         if self.control is not None:
             self._apply_control(now)
         # Running calls report their tokens; waiting ones are re-ranked by the core when their
@@ -310,17 +323,25 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                 self.book.admitted(
                     request.request_id, output_tokens=request.num_output_tokens, now=now
                 )
+                stats = getattr(request, "prefill_stats", None)  # vLLM's prefix-cache hit
                 self._event(
                     "scheduled",
                     request,
                     resumed=resumed,
                     waiting=len(self.waiting),
                     running=len(self.running),
+                    cached=getattr(stats, "num_local_cached_tokens", None),
                 )
+                if tracked is not None and not resumed:
+                    self.retention.admitted(tracked.program.id, request.request_id)
         self._passed_over = self.waiting.ids()
 
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         held = self._blocks(request.request_id)
+        tracked = self.book.get(request.request_id)
+        if tracked is not None and getattr(request.status, "name", "") in _OK:
+            level, program = tracked.rank.level, tracked.program.id
+            self.retention.finishing(request.request_id, program, level, time.time())
         result = super()._free_request(request, *args, **kwargs)
         status = getattr(request.status, "name", str(request.status))
         try:
