@@ -6,7 +6,6 @@ the vLLM plug-in own the blocks and apply what these decide."""
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -35,11 +34,13 @@ class EvictionOrder(Generic[K]):
 
     def __init__(self, evict: EvictOrder) -> None:
         self.by_rank = evict == "rank"
-        self._levels: dict[int, OrderedDict[K, int]] = {}
-        self._where: dict[K, tuple[int, str]] = {}
+        self._entries: dict[K, _Entry] = {}
         self._programs: dict[str, set[K]] = {}
-        self._waiting: dict[str, tuple[int, int]] = {}  # program: (calls waiting, best level)
-        self._used: dict[K, int] = {}  # when each entry was last used, in puts and touches
+        # program: (calls waiting, best level, when it began to wait, in the order's clock)
+        self._waiting: dict[str, tuple[int, int, int]] = {}
+        # Per level a heap of (sort key, version, key); stale items are skipped when met.
+        self._heaps: dict[int, list[tuple[int, int, K]]] = {}
+        self._counts: dict[int, int] = {}
         self._clock = 0
         self.blocks = 0
 
@@ -51,34 +52,37 @@ class EvictionOrder(Generic[K]):
         return IDLE if waiting is None else waiting[1]
 
     def put(self, key: K, program: str, blocks: int) -> None:
-        """Add (or replace) an entry, most recently used within its level."""
+        """Add (or replace) an entry, most recently used."""
         self.remove(key)
-        level = self.level(program)
-        self._levels.setdefault(level, OrderedDict())[key] = blocks
-        self._where[key] = (level, program)
-        self._programs.setdefault(program, set()).add(key)
         self._clock += 1
-        self._used[key] = self._clock
+        entry = _Entry(program, blocks, self.level(program), self._clock)
+        self._entries[key] = entry
+        self._programs.setdefault(program, set()).add(key)
         self.blocks += blocks
+        self._counts[entry.level] = self._counts.get(entry.level, 0) + 1
+        self._push(key, entry)
 
     def touch(self, key: K) -> None:
-        """The entry was used: most recently used within its level."""
-        where = self._where.get(key)
-        if where is not None:
-            self._levels[where[0]].move_to_end(key)
+        """The entry was used: most recently used."""
+        entry = self._entries.get(key)
+        if entry is not None:
             self._clock += 1
-            self._used[key] = self._clock
+            entry.used = self._clock
+            self._push(key, entry)
 
     def get(self, key: K) -> int | None:
-        where = self._where.get(key)
-        return None if where is None else self._levels[where[0]][key]
+        entry = self._entries.get(key)
+        return None if entry is None else entry.blocks
 
     def waiting(self, program: str, level: int) -> None:
         """A call of ``program`` arrived (or was re-ranked) and waits at ``level``."""
         if not self.by_rank:
             return
-        count, best = self._waiting.get(program, (0, IDLE))
-        self._waiting[program] = (count + 1, min(best, level))
+        count, best, since = self._waiting.get(program, (0, IDLE, 0))
+        if not count:
+            self._clock += 1
+            since = self._clock
+        self._waiting[program] = (count + 1, min(best, level), since)
         self._relevel(program)
 
     def served(self, program: str) -> None:
@@ -89,20 +93,8 @@ class EvictionOrder(Generic[K]):
         if waiting[0] <= 1:
             del self._waiting[program]
         else:
-            self._waiting[program] = (waiting[0] - 1, waiting[1])
+            self._waiting[program] = (waiting[0] - 1, waiting[1], waiting[2])
         self._relevel(program)
-
-    def _relevel(self, program: str) -> None:
-        level = self.level(program)
-        # In their order of use, so they keep their LRU order among themselves.
-        for key in sorted(self._programs.get(program, ()), key=self._used.__getitem__):
-            old, _ = self._where[key]
-            if old != level:
-                blocks = self._levels[old].pop(key)
-                if not self._levels[old]:
-                    del self._levels[old]
-                self._levels.setdefault(level, OrderedDict())[key] = blocks
-                self._where[key] = (level, program)
 
     def forget(self, program: str) -> None:
         """The program ended: none of its calls waits any more."""
@@ -111,29 +103,30 @@ class EvictionOrder(Generic[K]):
 
     def remove(self, key: K) -> int:
         """Drop an entry (used up, or held again); its blocks, 0 if it was not here."""
-        where = self._where.pop(key, None)
-        if where is None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
             return 0
-        level, program = where
-        entries = self._levels[level]
-        blocks = entries.pop(key)
-        del self._used[key]
-        if not entries:
-            del self._levels[level]
-        keys = self._programs[program]
+        self._counts[entry.level] -= 1
+        keys = self._programs[entry.program]
         keys.discard(key)
         if not keys:
-            del self._programs[program]
-        self.blocks -= blocks
-        return blocks
+            del self._programs[entry.program]
+        self.blocks -= entry.blocks
+        return entry.blocks
 
     def victim(self) -> K | None:
         """The entry to evict next (class docstring)."""
-        if not self._levels:
+        levels = [level for level, n in self._counts.items() if n > 0]
+        if not levels:
             return None
-        level = max(self._levels)
-        entries = self._levels[level]
-        return next(iter(entries)) if level in (0, IDLE) else next(reversed(entries))
+        level = max(levels)
+        heap = self._heaps[level]
+        while True:
+            _, version, key = heap[0]
+            entry = self._entries.get(key)
+            if entry is not None and entry.version == version and entry.level == level:
+                return key
+            heapq.heappop(heap)
 
     def evict(self) -> tuple[K, int] | None:
         key = self.victim()
@@ -148,15 +141,65 @@ class EvictionOrder(Generic[K]):
     def iter_order(self) -> Iterator[K]:
         """The entries, first to be evicted first, as far as the caller reads (it must not
         change the order meanwhile)."""
-        for level in sorted(self._levels, reverse=True):
-            entries = self._levels[level]
-            yield from entries if level in (0, IDLE) else reversed(entries)
+        for level in sorted((lv for lv, n in self._counts.items() if n > 0), reverse=True):
+            live = [
+                item
+                for item in self._heaps[level]
+                if (e := self._entries.get(item[2])) is not None
+                and e.version == item[1]
+                and e.level == level
+            ]
+            live.sort()
+            for _, _, key in live:
+                yield key
+
+    def _sort_key(self, entry: _Entry) -> int:
+        # Idle (and "lru"): least recently used first. Waiting: the program that began to
+        # wait last goes first (FCFS within a level serves it last), then least recently used.
+        if entry.level in (0, IDLE):
+            return entry.used
+        since = self._waiting[entry.program][2]
+        return -since * (1 << 32) + entry.used
+
+    def _push(self, key: K, entry: _Entry) -> None:
+        entry.version += 1
+        heap = self._heaps.setdefault(entry.level, [])
+        heapq.heappush(heap, (self._sort_key(entry), entry.version, key))
+        if len(heap) > 2 * self._counts[entry.level] + 64:  # mostly stale: rebuild
+            live = [
+                item
+                for item in heap
+                if (e := self._entries.get(item[2])) is not None
+                and e.version == item[1]
+                and e.level == entry.level
+            ]
+            heapq.heapify(live)
+            self._heaps[entry.level] = live
+
+    def _relevel(self, program: str) -> None:
+        level = self.level(program)
+        for key in self._programs.get(program, ()):
+            entry = self._entries[key]
+            if entry.level != level or level not in (0, IDLE):
+                self._counts[entry.level] -= 1
+                entry.level = level
+                self._counts[level] = self._counts.get(level, 0) + 1
+                self._push(key, entry)  # at its own place in the level: its last use
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._where
+        return key in self._entries
+
+
+@dataclass(slots=True)
+class _Entry:
+    program: str
+    blocks: int
+    level: int
+    used: int
+    version: int = 0
 
 
 @dataclass(slots=True)

@@ -33,7 +33,9 @@ def test_rank_order_evicts_idle_contexts_then_the_worst_waiting() -> None:
     # Idle first (LRU: e before a), then level 3 latest arrival first, then level 1.
     assert order.order() == ["e", "a", "d", "b", "c"]
     assert order.evict() == ("e", 1)
-    order.served("c")  # c's call took its context: idle again, most recently used
+    order.served("c")  # c's call was admitted: idle again, at its place by last use
+    assert order.order() == ["c", "a", "d", "b"]
+    order.touch("c")  # its call used it
     assert order.order() == ["a", "c", "d", "b"]
 
 

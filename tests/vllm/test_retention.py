@@ -34,7 +34,7 @@ with warnings.catch_warnings():
     from vllm.v1.core.block_pool import BlockPool
     from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id
 
-from proxy.backends.vllm_plugin.retention import (  # noqa: E402
+from proxy.backends.vllm_plugin.retention import (
     KVRetention,
     missing_internals,
     retention_from_env,
@@ -157,8 +157,9 @@ def test_rank_eviction_keeps_the_context_a_waiting_call_needs() -> None:
 
 # -- inside a real vLLM ---------------------------------------------------------------------
 
-BLOCKS = 48  # 768 tokens of KV: a few prompts fill it
-CONTEXT = 160  # tokens: 10 full blocks
+BLOCK = 32  # tokens (vLLM's CPU default, 128, would leave too few blocks to see an order)
+BLOCKS = 48  # 1,536 tokens of KV: a few prompts fill it
+CONTEXT = 160  # tokens: 5 full blocks
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 
 
@@ -167,11 +168,14 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServe
     """A vLLM of its own with a small KV cache, rank eviction and a long TTL, and room to
     hold one context only (so a second one displaces the first, which is then under LRU)."""
     root: Path = tmp_path_factory.mktemp("vllm-retention")
-    args = ("--num-gpu-blocks-override", str(BLOCKS), "--max-model-len", "512")
+    args = (
+        *("--num-gpu-blocks-override", str(BLOCKS), "--block-size", str(BLOCK)),
+        *("--max-model-len", "512"),
+    )
     env = {
         "AUTELLIX_PLUGIN_KV_EVICT": "rank",
         "AUTELLIX_PLUGIN_KV_TTL": "600",
-        "AUTELLIX_PLUGIN_KV_PIN_SHARE": "0.25",
+        "AUTELLIX_PLUGIN_KV_PIN_SHARE": "0.15",  # 7 blocks: one context
     }
     with serve(root, args=args, environ=env) as server:
         yield server
@@ -227,8 +231,8 @@ async def test_a_retained_context_hits_where_lru_misses(small_server: VLLMServer
     events = server.events()
     assert any(e["event"] == "kv_held" and e["request_id"] == event(events, "finished", "a1")["req"]
                for e in events)  # fmt: skip
-    released = [e for e in events if e["event"] == "kv_released"]
     b1, a1 = event(events, "finished", "b1")["req"], event(events, "finished", "a1")["req"]
+    released = [e for e in events if e["event"] == "kv_released" and e["request_id"] in (a1, b1)]
     assert [(e["request_id"], e["why"]) for e in released] == [(b1, "displaced"), (a1, "taken")]
     # vLLM's own prefix cache: a's next call found its whole context, b's found none of it.
     assert event(events, "scheduled", "a2")["cached"] == CONTEXT
