@@ -42,6 +42,9 @@ def run(
     window = steady_window(len(programs), 0.2, 0.2)
     measured = {programs[i].id for i in window}
     config = SimConfig(retention=VARIANTS[variant])
+    if args.max_num_seqs:
+        shape = dataclasses.replace(config.shape, max_num_seqs=args.max_num_seqs)
+        config = dataclasses.replace(config, shape=shape)
     if args.cap:
         config = dataclasses.replace(config, cap=CapConfig(mode="fixed", k=args.cap))
     sim = Simulator(config, make_policy(policy))
@@ -75,12 +78,16 @@ def main() -> None:
     parser.add_argument("--programs", type=int)
     parser.add_argument("--fresh", action="store_true", help="fresh contexts (default resent)")
     parser.add_argument("--cap", type=int, help="fixed admission cap k (SimConfig.cap)")
+    parser.add_argument(
+        "--max-num-seqs", type=int, help="sequences an engine runs (a cap's stand-in: 32)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     print(
         "workload rate policy variant | lat(s/tok) ratio p99 | hit | kv pinned cached | "
         "held_hits hits misses evicted expired shed | served  (medians over seeds "
-        f"{args.seeds}{', cap ' + str(args.cap) if args.cap else ''})"
+        f"{args.seeds}{', cap ' + str(args.cap) if args.cap else ''}"
+        f"{', max_num_seqs ' + str(args.max_num_seqs) if args.max_num_seqs else ''})"
     )
     for workload in args.workloads.split(","):
         rates = [float(r) for r in args.rates.split(",")] if args.rates else RATES[workload]
