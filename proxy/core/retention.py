@@ -18,7 +18,7 @@ simulator's engine model (``proxy.sim.simulator.prefix_cache``) and the vLLM plu
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +36,9 @@ TTL_MIN_OWN = 3
 """Gaps a program needs before its own quantile is trusted; until then the engine's pooled
 gaps of all programs are its prior."""
 TTL_POOL = 512
+TTL_PROGRAMS = 4096
+"""Programs whose gaps are remembered (least recently active forgotten first): a long-running
+engine sees programs come and go, and a forgotten one starts again from the pooled prior."""
 TTL_PRIOR_S = 2.0
 """The TTL before any gap was seen: a typical tool call or user turn (the simulator's tool
 times have means of 0.25-1 s, whose 90th percentiles are 0.6-2.3 s)."""
@@ -123,12 +126,15 @@ class GapLearner:
 
     def __init__(self, config: RetentionConfig) -> None:
         self.config = config
-        self._last_finish: dict[str, float] = {}
-        self._gaps: dict[str, deque[float]] = {}
+        self._last_finish: OrderedDict[str, float] = OrderedDict()
+        self._gaps: OrderedDict[str, deque[float]] = OrderedDict()
         self._pool: deque[float] = deque(maxlen=TTL_POOL)
 
     def finished(self, program: str, now: float) -> None:
         self._last_finish[program] = now
+        self._last_finish.move_to_end(program)
+        if len(self._last_finish) > TTL_PROGRAMS:
+            self._last_finish.popitem(last=False)
 
     def arrived(self, program: str, now: float) -> float | None:
         """A call of ``program`` arrived: the gap it closes, if a call of it finished before."""
@@ -139,6 +145,9 @@ class GapLearner:
         own = self._gaps.get(program)
         if own is None:
             own = self._gaps[program] = deque(maxlen=TTL_WINDOW)
+            if len(self._gaps) > TTL_PROGRAMS:
+                self._gaps.popitem(last=False)
+        self._gaps.move_to_end(program)
         own.append(gap)
         self._pool.append(gap)
         return gap

@@ -43,6 +43,7 @@ _POOL_NEEDS = ("touch", "free_blocks", "get_num_free_blocks", "num_gpu_blocks", 
 _QUEUE_NEEDS = ("remove", "prepend_n", "fake_free_list_head")
 
 Event = Callable[..., None]
+_FINISHED_OK = frozenset({"FINISHED_STOPPED", "FINISHED_LENGTH_CAPPED"})
 F = TypeVar("F", bound=Callable[..., None])
 
 
@@ -75,6 +76,14 @@ def retention_from_env(env: Mapping[str, str]) -> RetentionConfig:
         return RetentionConfig.parse(evict, ttl, share)
     except ValueError as exc:
         raise ValueError(f"bad {ENV_EVICT} / {ENV_TTL} / {ENV_PIN_SHARE} setting: {exc}") from exc
+
+
+def step_blocks(scheduler: Any) -> int:
+    """The blocks one step of ``scheduler`` may allocate: its token budget in blocks, plus a
+    block per running call (a decode may start a new block)."""
+    tokens = getattr(scheduler, "max_num_scheduled_tokens", 0)
+    block = getattr(scheduler, "block_size", 16) or 16
+    return int(tokens) // int(block) + len(scheduler.running) + 1
 
 
 def missing_internals(kv_cache_manager: Any) -> list[str]:
@@ -147,6 +156,23 @@ class KVRetention:
         self.order.served(program)
         for h in self.holds.release_program(program):
             self._release(h, "taken", by=request_id)
+
+    @_guarded
+    def freeing(self, request: Any, tracked: Any, now: float) -> None:
+        """vLLM is about to free ``request``'s blocks (``tracked``: the book's record of it,
+        or None): a finished call's context may be held; a call that waited and never ran
+        no longer waits for its program's context."""
+        if tracked is None:
+            return
+        if getattr(request.status, "name", "") in _FINISHED_OK:
+            self.finishing(request.request_id, tracked.program.id, tracked.rank.level, now)
+        elif tracked.call.started_at is None:
+            self.dropped(tracked.program.id)
+
+    @_guarded
+    def dropped(self, program: str) -> None:
+        """A waiting call of ``program`` left without being scheduled (aborted)."""
+        self.order.served(program)
 
     @_guarded
     def finishing(self, request_id: str, program: str, level: int, now: float) -> None:

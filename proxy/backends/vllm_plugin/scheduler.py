@@ -57,7 +57,7 @@ from proxy.backends.vllm_plugin.queue import (
     PolicyQueue,
     SortKey,
 )
-from proxy.backends.vllm_plugin.retention import KVRetention, retention_from_env
+from proxy.backends.vllm_plugin.retention import KVRetention, retention_from_env, step_blocks
 from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.policies.levels import Levels
 
@@ -218,13 +218,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
 
     def _before_step(self, now: float) -> None:
         self.waiting.now = now
-        # The blocks one step may allocate: its token budget, plus a block per running call.
-        tokens, block = (
-            getattr(self, "max_num_scheduled_tokens", 0),
-            getattr(self, "block_size", 16),
-        )
-        budget = tokens // max(1, block) + len(self.running) + 1
-        self.retention.before_step(now, running=len(self.running), budget_blocks=budget)
+        self.retention.before_step(now, running=len(self.running), budget_blocks=step_blocks(self))
         if self.control is not None:
             self._apply_control(now)
         # Running calls report their tokens; waiting ones are re-ranked by the core when their
@@ -338,10 +332,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
 
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         held = self._blocks(request.request_id)
-        tracked = self.book.get(request.request_id)
-        if tracked is not None and getattr(request.status, "name", "") in _OK:
-            level, program = tracked.rank.level, tracked.program.id
-            self.retention.finishing(request.request_id, program, level, time.time())
+        self.retention.freeing(request, self.book.get(request.request_id), time.time())
         result = super()._free_request(request, *args, **kwargs)
         status = getattr(request.status, "name", str(request.status))
         try:
