@@ -100,9 +100,10 @@ class RetentionConfig:
                 value = float(text)
             except ValueError:
                 raise ValueError(f"ttl must be none, learned or seconds, not {ttl!r}") from None
-        evict_order: EvictOrder = "rank" if evict.strip().lower() == "rank" else "lru"
-        if evict.strip().lower() not in ("lru", "rank"):
+        order = evict.strip().lower()
+        if order not in ("lru", "rank"):
             raise ValueError(f"evict must be lru or rank, not {evict!r}")
+        evict_order: EvictOrder = "rank" if order == "rank" else "lru"
         if share is None:
             return cls(evict=evict_order, ttl=value)
         return cls(evict=evict_order, ttl=value, max_pinned_share=share)
