@@ -20,6 +20,8 @@ import aiohttp
 import pytest
 
 from proxy.core.retention import RetentionConfig
+from proxy.sim.engine.holding import HoldingEngine
+from proxy.sim.simulator.prefix_cache import PrefixCache
 from tests.vllm.conftest import VLLMServer, serve
 
 if importlib.util.find_spec("vllm") is None:
@@ -153,6 +155,44 @@ def test_rank_eviction_keeps_the_context_a_waiting_call_needs() -> None:
         engine.fill(free - 4)  # room for all but one context
         assert cached(a) is kept
         assert cached(b) is not kept
+
+
+@pytest.mark.parametrize(
+    "config",
+    [RetentionConfig(), RetentionConfig(evict="rank"), RetentionConfig("rank", 60.0, 0.5)],
+    ids=["lru", "rank", "rank+ttl"],
+)
+def test_the_plugin_and_the_simulator_keep_the_same_context(config: RetentionConfig) -> None:
+    # One event sequence through both users of the core: a's context is freed first, then
+    # b's (ranked worse); a's next call arrives and waits; the cache must then give up all but
+    # one context.
+    engine = Engine(12, config)
+    a = engine.run("a1", 4)
+    engine.finish("a1", "a")
+    b = engine.run("b1", 4)
+    engine.finish("b1", "b", level=3)
+    engine.retention.arrived("a", 0, 1.0)
+    free = engine.pool.get_num_free_blocks()
+    engine.retention.before_step(1.0, running=0, budget_blocks=free - 4)
+    engine.fill(free - 4)
+    plugin = {"a": cached(a), "b": cached(b)}
+
+    cache = PrefixCache(16, config, HoldingEngine(kv_capacity_tokens=11 * 16, block_size=16))
+    cache.put(("a", 0), 64, program="a", now=0.0)
+    cache.put(("b", 0), 64, program="b", level=3, now=0.0)
+    cache.arrive("a", 0, 1.0)
+    cache.settle(cache_engine(cache), 1.0)
+    cache.trim(4 * 16)
+    simulator = {p: cache.peek((p, 0), 64, 100) > 0 for p in "ab"}
+    assert plugin == simulator
+    assert engine.retention.pinned_blocks * 16 == cache.held_tokens == (64 if config.holds else 0)
+    assert plugin["a"] is (config.active), "lru keeps the later context, the others a's"
+
+
+def cache_engine(cache: PrefixCache) -> HoldingEngine:
+    engine = cache._engine  # the simulator's engine the cache holds blocks in
+    assert engine is not None
+    return engine
 
 
 # -- inside a real vLLM ---------------------------------------------------------------------
