@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,9 +186,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serve(root: Path) -> Iterator[VLLMServer]:
+def serve(
+    root: Path, *, args: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> Iterator[VLLMServer]:
     """Make the tiny model under ``root``, start vLLM on it with the plug-in, stop it on exit.
-    Usable outside pytest (``ServerFailed`` if it does not come up)."""
+    Usable outside pytest (``ServerFailed`` if it does not come up). ``args`` go after the
+    defaults (a repeated flag overrides one); ``environ`` adds to the engine's environment."""
     model_dir = make_tiny_llama(root / "model")
     port, control_port = _free_port(), _free_port()
     server = VLLMServer(
@@ -215,6 +218,7 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         AUTELLIX_PLUGIN_CONTROL_ADDR=server.control_addr,
         PYTHONUNBUFFERED="1",
     )
+    env.update(environ or {})
     command = [
         sys.executable,
         *("-m", "vllm.entrypoints.openai.api_server"),
@@ -228,6 +232,7 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         json.dumps(
             {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": server.kv_events_addr}
         ),
+        *args,
     ]
     with server.server_log.open("wb") as log:
         proc = subprocess.Popen(

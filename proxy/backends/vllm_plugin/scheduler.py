@@ -21,6 +21,8 @@ and abort passes through it), ``prev_step_scheduled_req_ids``, ``max_num_active_
 ``max_num_running_reqs``, ``kv_cache_manager.get_block_ids`` and ``.usage``, and on requests
 ``request_id``, ``priority``, ``arrival_time``, ``num_prompt_tokens``, ``num_output_tokens``,
 ``status``, ``sampling_params.extra_args`` and the async-scheduling counters ``inflight`` reads.
+KV retention's own (block pool, free queue) are listed in ``retention.py``; without them it
+turns itself off.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from proxy.backends.vllm_plugin.queue import (
     PolicyQueue,
     SortKey,
 )
+from proxy.backends.vllm_plugin.retention import KVRetention, retention_from_env, step_blocks
 from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.policies.levels import Levels
 
@@ -104,6 +107,9 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         self.control = ControlReceiver(settings.control_addr) if settings.control_addr else None
         self._passed_over: set[str] = set()
         self._warned: set[str] = set()
+        # Program-aware KV retention (retention.py); off unless AUTELLIX_PLUGIN_KV_* ask.
+        retention = retention_from_env(os.environ)
+        self.retention = KVRetention(retention, self.kv_cache_manager, event=self._event)
         logger.info(
             "Autellix scheduler: policy=%s levels=%s first=%s growth=%s beta=%s "
             "decode_token_s=%s prefill_token_s=%s min_quantum_tokens=%d preempt=%s control=%s",
@@ -196,6 +202,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         )
         self._event("arrived", request, vllm_priority=request.priority, problems=problems)
         request.priority = tracked.rank.level
+        self.retention.arrived(tracked.program.id, tracked.rank.level, now)
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         now = time.time()
@@ -214,6 +221,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
 
     def _before_step(self, now: float) -> None:
         self.waiting.now = now
+        self.retention.before_step(now, running=len(self.running), budget_blocks=step_blocks(self))
         if self.control is not None:
             self._apply_control(now)
         # Running calls report their tokens; waiting ones are re-ranked by the core when their
@@ -324,17 +332,22 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                 self.book.admitted(
                     request.request_id, output_tokens=request.num_output_tokens, now=now
                 )
+                stats = getattr(request, "prefill_stats", None)  # vLLM's prefix-cache hit
                 self._event(
                     "scheduled",
                     request,
                     resumed=resumed,
                     waiting=len(self.waiting),
                     running=len(self.running),
+                    cached=getattr(stats, "num_local_cached_tokens", None),
                 )
+                if tracked is not None and not resumed:
+                    self.retention.admitted(tracked.program.id, request.request_id)
         self._passed_over = self.waiting.ids()
 
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         held = self._blocks(request.request_id)
+        self.retention.freeing(request, self.book.get(request.request_id), time.time())
         result = super()._free_request(request, *args, **kwargs)
         status = getattr(request.status, "name", str(request.status))
         try:

@@ -111,6 +111,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="vLLM 0.6-style steps: whole prompts prefilled alone, then decodes",
     )
     parser.add_argument(
+        "--kv-evict",
+        choices=("lru", "rank"),
+        default="lru",
+        help="prefix-cache eviction: lru (vLLM's, default) or rank (the policy's, docs/simulator.md)",
+    )
+    parser.add_argument(
+        "--kv-ttl",
+        default="none",
+        help="hold finished contexts: none (default), learned or seconds",
+    )
+    parser.add_argument(
         "--context",
         choices=("resend", "fresh"),
         default="resend",

@@ -18,12 +18,10 @@ goes to the best calls first), and running calls the queue names are preempted f
 waiting ones: aborted, and resubmitted either with their KV swapped out and back
 (``EngineShape.preemption``) or to recompute it.
 
-Prefix cache (per engine, simple on purpose): a finished call's context (prompt + answer, whole
-blocks) stays cached for its program in blocks no running request uses, least recently used
-dropped first whenever the free blocks shrink below it. A call continuing that context on the
-same engine skips prefilling the shared part (all but its last prompt token) if the entry is
-still there when the call first reaches the head of the queue. Parallel calls on one prefix
-each hold their own copy of its blocks (vLLM shares them): that errs on the costly side.
+Prefix cache (per engine, ``prefix_cache.py``): a finished call's context stays cached for its
+program, evicted in LRU or policy-rank order, or held for the program's next call with a TTL
+(``SimConfig.retention``); a call continuing it skips prefilling the shared part if the entry is
+there when the call first reaches the head of the queue.
 """
 
 from __future__ import annotations
@@ -39,10 +37,12 @@ from proxy.core.cost import ServiceCost
 from proxy.kvhints.balancers import Route
 from proxy.policies.base import Policy
 from proxy.records import Call
-from proxy.sim.engine.engine import EngineModel, EngineRequest, StepResult
+from proxy.sim.engine.engine import EngineRequest, StepResult
+from proxy.sim.engine.holding import HoldingEngine
 from proxy.sim.simulator.balancer import Balancer, engine_loads, make_balancer
 from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
-from proxy.sim.simulator.policy_queue import PolicyQueue, PrefixCache, Tracked
+from proxy.sim.simulator.policy_queue import PolicyQueue, Tracked
+from proxy.sim.simulator.prefix_cache import PrefixCache
 from proxy.sim.simulator.results import SimResult
 from proxy.sim.simulator.runs import call_result, program_result, program_run, resubmission
 from proxy.sim.simulator.simconfig import SimConfig
@@ -77,7 +77,7 @@ class Simulator:
         self.engines: list[EngineSlot] = []
         for i in range(config.engines):
             queue = PolicyQueue(policy, on_head=self._on_head)
-            model = EngineModel(
+            model = HoldingEngine(
                 cost=shape.cost,
                 max_num_seqs=shape.max_num_seqs,
                 kv_capacity_tokens=shape.kv_capacity_tokens,
@@ -86,8 +86,11 @@ class Simulator:
                 queue=queue,
                 chunked_prefill=shape.chunked_prefill,
             )
-            cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
+            cache = None
+            if shape.prefix_cache:
+                cache = PrefixCache(shape.block_size, config.retention, model)
             self.engines.append(EngineSlot(i, model, queue, cache))
+        self._caches = [e.cache for e in self.engines if e.cache is not None]
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.
         self._events: list[tuple[float, int, int, Any]] = []
@@ -176,6 +179,8 @@ class Simulator:
         program.calls += 1
         program.last_arrival = now
         rank = self.policy.on_arrival(call=call, program=program, now=now)
+        for cache in self._caches:  # its cached contexts are awaited at the call's rank
+            cache.arrive(program.id, rank.level, now)
         request = EngineRequest(
             id=request_id,
             prompt_tokens=spec.prompt_tokens,
@@ -263,12 +268,8 @@ class Simulator:
     def _step_end(self, engine: EngineSlot, step: StepResult, now: float) -> None:
         for request in step.finished:
             self._finish(engine, request, now)
-        cache = engine.cache
-        if cache is not None and cache.tokens:
-            model = engine.model
-            free = round((1.0 - model.kv_usage) * model.num_blocks) * model.block_size
-            if cache.tokens > free:
-                cache.trim(free)
+        if engine.cache is not None:
+            engine.cache.settle(engine.model, now)
         self._step(engine, now)
 
     def _refresh(self, tracked: Tracked) -> bool:
@@ -288,6 +289,8 @@ class Simulator:
 
     def _on_head(self, tracked: Tracked) -> None:
         run: CallRun = tracked.extra  # type: ignore[assignment]
+        for c in self._caches:  # the call takes its context now, or it is gone
+            c.served(run.prog.record.id)
         cache, spec, request = run.engine.cache, run.spec, tracked.request
         if cache is None or spec.prefix_of is None or request.num_computed or request.num_output:
             return
@@ -367,7 +370,10 @@ class Simulator:
                 preemptions=tracked.preemptions,
             )
         if engine.cache is not None:
-            engine.cache.put((program.id, spec.index), spec.prompt_tokens + spec.output_tokens)
+            tokens, level = spec.prompt_tokens + spec.output_tokens, tracked.rank.level
+            engine.cache.put(
+                (program.id, spec.index), tokens, program=program.id, level=level, now=now
+            )
         prog.tokens += spec.output_tokens
         for child in prog.children[spec.index]:
             prog.pending[child] -= 1

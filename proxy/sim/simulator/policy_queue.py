@@ -16,7 +16,6 @@ room counted in sequence slots and KV blocks. The caller applies the decisions.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -28,6 +27,9 @@ from proxy.core.queue import RankedQueue, Waiting
 from proxy.policies.base import BasePolicy, Policy, Priority
 from proxy.records import Call, Program
 from proxy.sim.engine.engine import EngineModel, EngineRequest
+
+# The prefix cache moved to its own module; imported from here by older callers.
+from proxy.sim.simulator.prefix_cache import PrefixCache as PrefixCache
 
 # (level, key, group, order of arrival at this engine): smaller is served sooner.
 SortKey = tuple[int, float, str, int]
@@ -256,44 +258,3 @@ class PolicyQueue:
 
 _key_of = attrgetter("key")
 _id_of = attrgetter("id")
-
-
-class PrefixCache:
-    """Cached contexts of finished calls on one engine, least recently used first."""
-
-    __slots__ = ("_block", "_entries", "tokens")
-
-    def __init__(self, block_size: int) -> None:
-        self._block = block_size
-        self._entries: OrderedDict[tuple[str, int], int] = OrderedDict()
-        self.tokens = 0
-
-    def put(self, key: tuple[str, int], tokens: int) -> None:
-        tokens -= tokens % self._block  # only whole blocks are reusable
-        self.tokens += tokens - self._entries.pop(key, 0)
-        if tokens > 0:
-            self._entries[key] = tokens
-
-    def hit(self, key: tuple[str, int], shared: int, prompt: int) -> int:
-        """Prompt tokens that need no prefill (0 on a miss)."""
-        cached = self._entries.get(key)
-        if cached is None:
-            return 0
-        self._entries.move_to_end(key)
-        usable = min(cached, shared, prompt - 1)
-        return usable - usable % self._block
-
-    def peek(self, key: tuple[str, int], shared: int, prompt: int) -> int:
-        """What ``hit`` would give now, without marking the entry used (for balancers)."""
-        cached = self._entries.get(key)
-        if cached is None:
-            return 0
-        usable = min(cached, shared, prompt - 1)
-        return usable - usable % self._block
-
-    def trim(self, free_tokens: int) -> None:
-        while self.tokens > free_tokens and self._entries:
-            self.tokens -= self._entries.popitem(last=False)[1]
-
-    def __len__(self) -> int:
-        return len(self._entries)

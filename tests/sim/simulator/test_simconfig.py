@@ -7,6 +7,7 @@ import argparse
 
 import pytest
 
+from proxy.core.retention import RetentionConfig
 from proxy.sim.engine.cost import CostModel
 from proxy.sim.simulator.bench import add_bench_arguments
 from proxy.sim.simulator.simconfig import SimConfig, config_from_args
@@ -47,3 +48,13 @@ def test_no_chunked_prefill_takes_whole_contexts_per_step() -> None:
     # vLLM 0.6's budget without chunking is max_model_len: the workloads' longest context.
     assert shape.max_num_batched_tokens == 32768
     assert config_from_args(parser.parse_args([])).shape.max_num_batched_tokens == 8192
+
+
+def test_kv_retention_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    config = config_from_args(parser.parse_args(["--kv-evict", "rank", "--kv-ttl", "learned"]))
+    assert config.retention == RetentionConfig(evict="rank", ttl="learned")
+    assert config_from_args(parser.parse_args(["--kv-ttl", "3"])).retention.ttl == 3.0
+    with pytest.raises(ValueError, match="ttl"):
+        config_from_args(parser.parse_args(["--kv-ttl", "soon"]))
