@@ -1,0 +1,157 @@
+"""The admission cap's settings and its Vegas-style controller, on a synthetic engine whose step
+takes ``a + b*n`` seconds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from proxy.core.concurrency import CapConfig, CapController, Fit
+
+A, B = 0.010, 0.0003  # the knee a/b is at 33.3 sequences
+
+
+def drive(
+    ctl: CapController,
+    demand: list[tuple[float, float]],
+    *,
+    tokens_per_call: int = 200,
+    noise: float = 0.0,
+    seed: int = 0,
+    t0: float = 0.0,
+    calls: list[int] | None = None,
+) -> tuple[float, list[int], list[int]]:
+    """Run the synthetic engine: calls of ``tokens_per_call`` tokens arrive at ``rate``
+    tokens/s for each ``(duration, rate)`` of ``demand``; each step runs the first ``ctl.k``
+    calls. Returns the end time, the cap after each move and the calls left after each."""
+    rng = random.Random(seed)
+    now, owed = t0, 0.0
+    left = calls if calls is not None else []
+    caps: list[int] = []
+    backlog: list[int] = []
+    for duration, rate in demand:
+        end = now + duration
+        while now < end:
+            k = ctl.update(now)
+            n = len(left) if k is None else min(k, len(left))
+            step = A + B * n if n else 0.005
+            step *= 1.0 + noise * (rng.random() - 0.5)
+            if n:
+                for i in range(n):
+                    left[i] -= 1
+                left[:] = [x for x in left if x > 0]
+                ctl.observe_step(n, step, now + step)
+            now += step
+            owed += rate * step / tokens_per_call
+            while owed >= 1.0:
+                owed -= 1.0
+                left.append(tokens_per_call)
+            if ctl.moves and (not caps or ctl.k != caps[-1]):
+                caps.append(ctl.k or 0)
+                backlog.append(len(left))
+    return now, caps, backlog
+
+
+def test_fixed_and_off_modes_need_no_measurements() -> None:
+    assert CapController(CapConfig(), limit=256).update(5.0) is None
+    fixed = CapController(CapConfig(mode="fixed", k=32), limit=256)
+    fixed.observe_step(10, 0.02, 1.0)
+    assert fixed.update(100.0) == 32
+    assert CapController(CapConfig(mode="fixed", k=512), limit=256).k == 256
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="fixed cap"):
+        CapConfig(mode="fixed")
+    with pytest.raises(ValueError, match="bounds"):
+        CapConfig(mode="adaptive", k_min=8, k_max=4)
+    with pytest.raises(ValueError, match="headroom"):
+        CapConfig(mode="adaptive", headroom=0.5)
+    with pytest.raises(ValueError, match="cap mode"):
+        CapConfig(mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_adaptive_starts_at_k_or_the_engine_limit() -> None:
+    assert CapController(CapConfig(mode="adaptive"), limit=256).k == 256
+    assert CapController(CapConfig(mode="adaptive", k_max=64), limit=256).k == 64
+    assert CapController(CapConfig(mode="adaptive", k=40), limit=256).k == 40
+
+
+def test_target_is_the_knee_under_light_load_and_the_demand_point_under_heavy() -> None:
+    ctl = CapController(CapConfig(mode="adaptive"), limit=256)
+    assert ctl.target(Fit(A, B, demand_tps=500.0)) == 34  # ceil(a/b)
+    # 1.25 x 2000 tokens/s needs n with n/(a+b n) = 2500: n = 2500 a / (1 - 2500 b) = 100
+    assert ctl.target(Fit(A, B, demand_tps=2000.0)) == 100
+    # More than the line can ever deliver: the engine's own limit.
+    assert ctl.target(Fit(A, B, demand_tps=4000.0)) == 256
+
+
+def test_converges_to_the_knee_when_load_is_light() -> None:
+    ctl = CapController(CapConfig(mode="adaptive"), limit=256)
+    _, caps, backlog = drive(ctl, [(300.0, 1000.0)])
+    assert ctl.fit is not None
+    assert ctl.fit.base_s == pytest.approx(A, rel=0.02)
+    assert ctl.fit.per_seq_s == pytest.approx(B, rel=0.05)
+    assert 30 <= caps[-1] <= 38
+    assert backlog[-1] < 60  # it keeps up
+
+
+def test_reacts_to_load_rising_and_falling() -> None:
+    ctl = CapController(CapConfig(mode="adaptive"), limit=256)
+    calls: list[int] = []
+    now, caps, _ = drive(ctl, [(200.0, 1000.0)], calls=calls)
+    low = caps[-1]
+    now, caps, backlog = drive(ctl, [(200.0, 2000.0)], t0=now, calls=calls)
+    high = caps[-1]
+    assert high >= 80  # the demand point (100), less the measurement's lag
+    assert backlog[-1] < 400  # and it caught up rather than letting the queue run away
+    _, caps, _ = drive(ctl, [(300.0, 1000.0)], t0=now, calls=calls)
+    assert low <= 38
+    assert caps[-1] <= 40
+
+
+def test_respects_bounds() -> None:
+    ctl = CapController(CapConfig(mode="adaptive", k_min=50, k_max=60), limit=256)
+    _, caps, _ = drive(ctl, [(100.0, 500.0), (100.0, 2500.0)])
+    assert caps
+    assert all(50 <= k <= 60 for k in caps)
+    small = CapController(CapConfig(mode="adaptive", k_min=4), limit=16)
+    _, caps, _ = drive(small, [(100.0, 3000.0)])
+    assert ctl.k is not None
+    assert small.k is not None
+    assert small.k <= 16
+
+
+def test_noisy_step_times_do_not_make_it_oscillate() -> None:
+    ctl = CapController(CapConfig(mode="adaptive"), limit=256)
+    _, caps, _ = drive(ctl, [(600.0, 1500.0)], noise=0.4, seed=3)
+    # The demand point is 43 (1.25 x 1500 tokens/s); the knee 34.
+    settled = caps[2 * len(caps) // 3 :]
+    assert settled
+    assert min(settled) >= 30
+    assert max(settled) <= 56
+
+
+def test_no_slope_without_spread_in_running_counts() -> None:
+    ctl = CapController(CapConfig(mode="adaptive", k=40), limit=256)
+    t = 0.0
+    for _ in range(2000):
+        t += A + B * 40
+        ctl.observe_step(40, A + B * 40, t)
+        ctl.update(t)
+    assert ctl.fit is None
+    assert ctl.k == 40
+
+
+def test_rate_samples_fit_the_same_line() -> None:
+    ctl = CapController(CapConfig(mode="adaptive"), limit=256)
+    t = 0.0
+    for i in range(400):
+        n = 10 + (i * 7) % 80
+        t += 0.5
+        ctl.observe_rate(n, n / (A + B * n), 0.5, t)
+        ctl.update(t)
+    assert ctl.fit is not None
+    assert ctl.fit.base_s == pytest.approx(A, rel=0.01)
+    assert ctl.fit.per_seq_s == pytest.approx(B, rel=0.01)
