@@ -97,36 +97,49 @@ class CapConfig:
 
 @dataclass(frozen=True, slots=True)
 class Fit:
-    """The fitted step-time line ``base_s + per_seq_s * n`` and the delivered tokens/s."""
+    """The fitted step time ``base_s + per_seq_s * n + per_prefill_s * p`` (n sequences
+    decoding, p prompt tokens prefilled in the step), the decode tokens/s delivered and the
+    share of time spent prefilling."""
 
     base_s: float
     per_seq_s: float
     demand_tps: float
+    per_prefill_s: float = 0.0
+    prefill_share: float = 0.0
+
+
+# The weighted sums the least-squares fit keeps: weight, then weight times n, p, n*n, p*p,
+# n*p, y, n*y, p*y (y: step time).
+_W, _N, _P, _NN, _PP, _NP, _Y, _NY, _PY = range(9)
 
 
 class CapController:
     """The adaptive cap of one engine (module docstring). Feed it ``observe_step`` (one step
     or a stretch of equal decode steps) or ``observe_rate`` (tokens/s at a known running
     count), and call ``update(now)``, which returns the cap (at most every ``interval_s`` it
-    moves). Fixed and off modes take no measurements: ``k`` is their cap."""
+    moves). Fixed and off modes take no measurements: ``k`` is their cap.
+
+    Prefill: a step that also prefills p prompt tokens takes longer by ``c*p`` whatever the
+    cap, so the fit separates it when the caller says how many (the simulator and the vLLM
+    plug-in do); the time it takes is then not available to decodes, and the demand point
+    asks for ``headroom * demand / (1 - prefill share)``. Where only tokens/s are known (the
+    live gate), prefill is folded into the fitted ``a`` and ``b``."""
 
     __slots__ = (
+        "_decode",
         "_demand",
         "_demand_at",
         "_last_decay",
         "_last_move",
-        "_s0",
-        "_s1",
-        "_s2",
-        "_sny",
-        "_sy",
-        "_tokens",
+        "_prefill",
+        "_prefill_rate",
+        "_sums",
         "config",
         "fit",
         "k",
         "limit",
         "moves",
-    )  # fmt: skip
+    )
 
     def __init__(self, config: CapConfig, *, limit: int, now: float = 0.0) -> None:
         self.config = config
@@ -134,46 +147,37 @@ class CapController:
         self.k = config.initial(limit)
         self.moves = 0
         self.fit: Fit | None = None
-        self._s0 = self._s1 = self._s2 = self._sy = self._sny = 0.0
+        self._sums = [0.0] * 9
         self._last_decay = self._last_move = self._demand_at = now
-        self._tokens = 0.0
+        self._decode = self._prefill = 0.0
         self._demand: float | None = None
+        self._prefill_rate = 0.0
 
     @property
     def adaptive(self) -> bool:
         return self.config.mode == "adaptive"
 
-    def observe_step(self, running: int, step_s: float, now: float, *, steps: int = 1) -> None:
-        """``steps`` engine steps over ``running`` sequences took ``step_s`` seconds each
-        and produced a token per sequence per step; the last ended at ``now``."""
-        if not self.adaptive or running < 1 or step_s <= 0 or steps < 1:
+    def observe_step(
+        self, running: int, step_s: float, now: float, *, steps: int = 1, prefill: int = 0
+    ) -> None:
+        """``steps`` engine steps, each with ``running`` sequences decoding a token and
+        ``prefill`` prompt tokens prefilled in all (a stretch of equal decode steps has none),
+        took ``step_s`` seconds each; the last ended at ``now``."""
+        if not self.adaptive or step_s <= 0 or steps < 1 or (running < 1 and prefill < 1):
             return
-        self._decay(now)
-        w = step_s * steps  # weight by the time the sample covers
-        self._s0 += w
-        self._s1 += w * running
-        self._s2 += w * running * running
-        self._sy += w * step_s
-        self._sny += w * running * step_s
-        self._tokens += running * steps
+        self._add(running, prefill / steps, step_s, step_s * steps, now)
+        self._decode += running * steps
+        self._prefill += prefill
 
     def observe_rate(self, running: float, tokens_per_s: float, span_s: float, now: float) -> None:
         """Over the last ``span_s`` seconds, ``running`` calls (on average) produced
         ``tokens_per_s``: a step took ``running / tokens_per_s`` (each running call gets one
         token per step)."""
-        if not self.adaptive or running < 1 or tokens_per_s <= 0 or span_s <= 0:
-            if self.adaptive and span_s > 0 and tokens_per_s >= 0:
-                self._decay(now)
+        if not self.adaptive or span_s <= 0:
             return
-        step_s = running / tokens_per_s
-        self._decay(now)
-        w = span_s
-        self._s0 += w
-        self._s1 += w * running
-        self._s2 += w * running * running
-        self._sy += w * step_s
-        self._sny += w * running * step_s
-        self._tokens += tokens_per_s * span_s
+        if running >= 1 and tokens_per_s > 0:
+            self._add(running, 0.0, running / tokens_per_s, span_s, now)
+        self._decode += max(tokens_per_s, 0.0) * span_s
 
     def update(self, now: float) -> int | None:
         """The cap now (None: uncapped); adaptive mode moves it once per ``interval_s``."""
@@ -183,23 +187,25 @@ class CapController:
         self._decay(now)
         span = now - self._demand_at
         if span > 0:
-            rate = self._tokens / span
-            alpha = 1.0 - math.exp(-span / config.window_s)
-            self._demand = (
-                rate if self._demand is None else self._demand + alpha * (rate - self._demand)
-            )
-            self._tokens = 0.0
+            decode, prefill = self._decode / span, self._prefill / span
+            if self._demand is None:
+                self._demand, self._prefill_rate = decode, prefill
+            else:
+                alpha = 1.0 - math.exp(-span / config.window_s)
+                self._demand += alpha * (decode - self._demand)
+                self._prefill_rate += alpha * (prefill - self._prefill_rate)
+            self._decode = self._prefill = 0.0
             self._demand_at = now
         self._last_move = now
+        demand = self._demand or 0.0
         line = self._line()
-        if line is not None:
-            self.fit = Fit(line[0], line[1], self._demand or 0.0)
-        elif self.fit is not None:  # no new slope: keep the last one, follow the demand
-            self.fit = Fit(self.fit.base_s, self.fit.per_seq_s, self._demand or 0.0)
-        fit = self.fit
-        if fit is None or self.k is None:
+        if line is None and self.fit is not None:  # no new slope: keep the last, follow demand
+            line = (self.fit.base_s, self.fit.per_seq_s, self.fit.per_prefill_s)
+        if line is None or self.k is None:
             return self.k
-        target = self.target(fit)
+        a, b, c = line
+        self.fit = Fit(a, b, demand, c, min(c * self._prefill_rate, 1.0))
+        target = self.target(self.fit)
         k = self.k
         if target > k:
             k = min(target, max(k + 1, math.floor(k * config.max_up)))
@@ -216,7 +222,8 @@ class CapController:
         top = min(config.k_max or self.limit, self.limit)
         a, b = fit.base_s, fit.per_seq_s
         knee = config.knee * a / b
-        need = config.headroom * fit.demand_tps
+        free = 1.0 - fit.prefill_share  # the share of time left for decoding
+        need = config.headroom * fit.demand_tps / free if free > 0 else math.inf
         demand = math.inf if need * b >= 1.0 else need * a / (1.0 - need * b)
         want = max(knee, demand)
         k = top if want >= top else math.ceil(want)
@@ -224,33 +231,52 @@ class CapController:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _add(self, n: float, p: float, y: float, w: float, now: float) -> None:
+        self._decay(now)
+        s = self._sums
+        s[_W] += w
+        s[_N] += w * n
+        s[_P] += w * p
+        s[_NN] += w * n * n
+        s[_PP] += w * p * p
+        s[_NP] += w * n * p
+        s[_Y] += w * y
+        s[_NY] += w * n * y
+        s[_PY] += w * p * y
+
     def _decay(self, now: float) -> None:
         dt = now - self._last_decay
         if dt <= 0:
             return
         f = math.exp(-dt / self.config.window_s)
-        self._s0 *= f
-        self._s1 *= f
-        self._s2 *= f
-        self._sy *= f
-        self._sny *= f
+        self._sums = [x * f for x in self._sums]
         self._last_decay = now
 
-    def _line(self) -> tuple[float, float] | None:
-        """Weighted least squares of step time on running count, (a, b); None while the
-        running counts seen do not spread enough to fix a slope (a standard deviation under
-        one sequence), or the line is not increasing from a positive base."""
-        s0 = self._s0
-        if s0 <= 0:
+    def _line(self) -> tuple[float, float, float] | None:
+        """Weighted least squares of step time on the running count and the prefilled
+        tokens, (a, b, c); c is 0 when the steps seen prefilled (almost) equally. None while
+        the running counts do not spread enough to fix a slope (a standard deviation under
+        one sequence), or the line does not rise from a positive base."""
+        s = self._sums
+        w = s[_W]
+        if w <= 0:
             return None
-        mean_n = self._s1 / s0
-        var_n = self._s2 / s0 - mean_n * mean_n
-        if var_n < 1.0:
+        mn, mp, my = s[_N] / w, s[_P] / w, s[_Y] / w
+        vnn = s[_NN] / w - mn * mn
+        vpp = s[_PP] / w - mp * mp
+        vnp = s[_NP] / w - mn * mp
+        cny = s[_NY] / w - mn * my
+        cpy = s[_PY] / w - mp * my
+        if vnn < 1.0:
             return None
-        mean_y = self._sy / s0
-        cov = self._sny / s0 - mean_n * mean_y
-        b = cov / var_n
-        a = mean_y - b * mean_n
+        det = vnn * vpp - vnp * vnp
+        if vpp < 1.0 or det <= 1e-9 * vnn * vpp:
+            b, c = cny / vnn, 0.0
+            a = my - b * mn  # prefill folded into the base
+        else:
+            b = (cny * vpp - cpy * vnp) / det
+            c = max((cpy * vnn - cny * vnp) / det, 0.0)
+            a = my - b * mn - c * mp
         if b <= 0 or a <= 0:
             return None
-        return a, b
+        return a, b, c

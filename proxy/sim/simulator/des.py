@@ -42,6 +42,7 @@ from proxy.records import Call
 from proxy.sim.engine.engine import EngineModel, EngineRequest, StepResult
 from proxy.sim.simulator.balancer import Balancer, engine_loads, make_balancer
 from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
+from proxy.sim.simulator.capping import EngineCap
 from proxy.sim.simulator.policy_queue import PolicyQueue, PrefixCache, Tracked
 from proxy.sim.simulator.results import SimResult
 from proxy.sim.simulator.runs import call_result, program_result, program_run, resubmission
@@ -87,7 +88,10 @@ class Simulator:
                 chunked_prefill=shape.chunked_prefill,
             )
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
-            self.engines.append(EngineSlot(i, model, queue, cache))
+            slot = EngineSlot(i, model, queue, cache)
+            if config.cap.mode != "off":
+                slot.cap = EngineCap(config.cap, model)
+            self.engines.append(slot)
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.
         self._events: list[tuple[float, int, int, Any]] = []
@@ -261,6 +265,8 @@ class Simulator:
         heapq.heappush(self._events, (step.end, _STEP_END, self._seq, (engine, step)))
 
     def _step_end(self, engine: EngineSlot, step: StepResult, now: float) -> None:
+        if engine.cap is not None:
+            engine.cap.stepped(step, now)
         for request in step.finished:
             self._finish(engine, request, now)
         cache = engine.cache
