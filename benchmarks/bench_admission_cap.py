@@ -22,7 +22,7 @@ from proxy.core.concurrency import CapConfig
 from proxy.sim.simulator.des import Simulator
 from proxy.sim.simulator.results import metrics, steady_window
 from proxy.sim.simulator.simconfig import SimConfig
-from proxy.sim.simulator.sweep import BASE_RATES, WARMUP, COOLDOWN, make_policy
+from proxy.sim.simulator.sweep import BASE_RATES, COOLDOWN, WARMUP, make_policy
 from proxy.sim.simulator.workloads import generate
 
 

@@ -11,25 +11,29 @@ Token throughput ``n / (a + b*n)`` therefore grows almost linearly while ``b*n``
 against ``a`` and flattens after. Running only the best-ranked calls below that knee costs the
 engine little throughput, and lets the policy's order decide who finishes first.
 
-The method (``CapController``) is a Vegas-style concurrency limit on step time. TCP Vegas
-compares the throughput a window would get at the path's base round trip (``cwnd/BaseRTT``)
-with the throughput it actually gets (``cwnd/RTT``) and keeps the window where the two part by
-a set amount. Here the base step time is the intercept ``a`` and the actual step time
-``a + b*n`` is measured, so the two are fitted from measured (running, step time) pairs
-(exponentially weighted least squares), and the limit is the larger of:
+The method (``CapController``) is a Vegas-style concurrency limit. TCP Vegas keeps a few
+packets, between ``alpha`` and ``beta``, queued at the bottleneck: enough that the link never
+idles, few enough that the queue adds little delay. It grows the window by one round trip's
+worth when fewer are queued and shrinks it when more are. Here the engine's running set is the
+window and the calls waiting for it are the queue, measured directly (time-averaged over each
+interval): the cap rises while more than ``beta * k`` calls wait (the engine falls behind, so
+it needs a larger batch and its throughput) and shrinks while fewer than ``alpha * k`` wait (it
+keeps up with room to spare). A small standing queue is what gives the policy a choice; a
+bounded one is what keeps the engine steady.
 
-- the knee ``knee * a / b``: the running count where actual throughput is half the "expected"
-  (every sequence at the base step time). With ``knee = 1`` this maximises Kleinrock's power,
-  throughput over step time, ``n / (a + b*n)**2``;
-- the demand point: the smallest n whose throughput ``n / (a + b*n)`` covers ``headroom``
-  times the tokens per second the engine delivered lately. When the cap is too small the
-  engine delivers all it can at that cap, so the demand point rises by about ``headroom``
-  each interval until the engine keeps up; when load falls it sinks back to the knee.
+The floor comes from the step-time curve: the cap never goes below the knee ``knee * a / b``,
+fitted from measured (running, prefilled tokens, step time) samples by exponentially weighted
+least squares. Below the knee another running call slows the others by less than ``b*n/a``,
+so a cap there would only make calls wait that the engine could run almost for free. With
+``knee = 1`` the knee maximises Kleinrock's power, throughput over step time,
+``n / (a + b*n)**2`` (the point where actual throughput is half Vegas's "expected" throughput
+at the base step time).
 
-The cap moves towards that target once per ``interval_s``, up at most ``max_up`` times and
-down at most ``max_down`` times per interval (a bounded, monotone step: no oscillation
-growing by itself), and stays within ``[k_min, k_max]``. Until the samples span enough
-running counts to fit a slope, the cap stays where it is.
+The cap moves once per ``interval_s``: up by ``gain`` times the excess waiting calls (at least
+one, at most ``max_up`` times k), down by at most ``max_down`` times k, and stays within
+``[max(knee, k_min), k_max]``. Each move is bounded and its sign follows a measured queue, so
+the loop cannot oscillate with a growing swing. Until the samples span enough running counts
+to fit a slope, the floor is ``k_min``.
 """
 
 from __future__ import annotations
@@ -44,31 +48,32 @@ CapMode = Literal["off", "fixed", "adaptive"]
 @dataclass(frozen=True, slots=True)
 class CapConfig:
     """mode: "off" (the engine's own limit only), "fixed" (at most ``k`` calls run) or
-    "adaptive" (``CapController`` chooses k from measured step times or tokens/s, between
-    ``k_min`` and ``k_max``; ``k`` is its starting point).
+    "adaptive" (``CapController`` chooses k from the calls waiting and measured step times,
+    between ``k_min`` and ``k_max``; ``k`` is its starting point).
     k: the fixed cap, or the adaptive controller's first value (None: ``k_max``, or the
         engine's own limit).
     k_min, k_max: the adaptive cap's bounds (``k_max`` None: the engine's own limit).
-    knee: the knee as a multiple of ``a/b`` (1: step time twice its base, Kleinrock's power
-        optimum).
-    headroom: throughput kept above the delivered demand (1.25: the capped engine runs at most
-        80% busy on its running set, so a burst does not build a backlog faster than it
-        drains).
+    alpha, beta: the band of calls kept waiting, as fractions of k (Vegas's alpha and beta).
+    gain: calls the cap grows by per excess waiting call and interval.
+    knee: the floor, as a multiple of the fitted ``a/b`` (1: Kleinrock's power optimum; 0:
+        no floor but ``k_min``).
     interval_s: seconds between the controller's moves.
-    window_s: time constant of the measurements' exponential forgetting.
+    window_s: time constant of the step-time samples' exponential forgetting.
     max_up, max_down: the most the cap grows or shrinks in one move (factors).
     The constants' values come from simulation (docs/gate.md, "Admission cap")."""
 
     mode: CapMode = "off"
     k: int | None = None
-    k_min: int = 4
+    k_min: int = 8
     k_max: int | None = None
+    alpha: float = 0.1
+    beta: float = 0.3
+    gain: float = 0.5
     knee: float = 1.0
-    headroom: float = 1.25
     interval_s: float = 2.0
-    window_s: float = 30.0
+    window_s: float = 60.0
     max_up: float = 1.5
-    max_down: float = 0.85
+    max_down: float = 0.9
 
     def __post_init__(self) -> None:
         if self.mode not in ("off", "fixed", "adaptive"):
@@ -79,8 +84,10 @@ class CapConfig:
             raise ValueError("k must be at least 1")
         if self.k_min < 1 or (self.k_max is not None and self.k_max < self.k_min):
             raise ValueError("cap bounds need 1 <= k_min <= k_max")
-        if self.knee <= 0 or self.headroom < 1 or self.interval_s <= 0 or self.window_s <= 0:
-            raise ValueError("knee and the times must be positive, headroom at least 1")
+        if not 0 <= self.alpha < self.beta or self.gain <= 0 or self.knee < 0:
+            raise ValueError("the waiting band needs 0 <= alpha < beta, gain > 0, knee >= 0")
+        if self.interval_s <= 0 or self.window_s <= 0:
+            raise ValueError("interval_s and window_s must be positive")
         if self.max_up < 1 or not 0 < self.max_down <= 1:
             raise ValueError("max_up must be >= 1 and max_down in (0, 1]")
 
@@ -98,14 +105,15 @@ class CapConfig:
 @dataclass(frozen=True, slots=True)
 class Fit:
     """The fitted step time ``base_s + per_seq_s * n + per_prefill_s * p`` (n sequences
-    decoding, p prompt tokens prefilled in the step), the decode tokens/s delivered and the
-    share of time spent prefilling."""
+    decoding, p prompt tokens prefilled in the step)."""
 
     base_s: float
     per_seq_s: float
-    demand_tps: float
     per_prefill_s: float = 0.0
-    prefill_share: float = 0.0
+
+    @property
+    def knee(self) -> float:
+        return self.base_s / self.per_seq_s
 
 
 # The weighted sums the least-squares fit keeps: weight, then weight times n, p, n*n, p*p,
@@ -114,31 +122,29 @@ _W, _N, _P, _NN, _PP, _NP, _Y, _NY, _PY = range(9)
 
 
 class CapController:
-    """The adaptive cap of one engine (module docstring). Feed it ``observe_step`` (one step
-    or a stretch of equal decode steps) or ``observe_rate`` (tokens/s at a known running
-    count), and call ``update(now)``, which returns the cap (at most every ``interval_s`` it
-    moves). Fixed and off modes take no measurements: ``k`` is their cap.
+    """The adaptive cap of one engine (module docstring). Feed it ``observe_waiting`` (calls
+    waiting for the engine over a span of time) and ``observe_step`` (one step or a stretch of
+    equal decode steps) or ``observe_rate`` (tokens/s at a known running count), and call
+    ``update(now)``, which returns the cap (it moves at most once per ``interval_s``). Fixed
+    and off modes take no measurements: ``k`` is their cap.
 
-    Prefill: a step that also prefills p prompt tokens takes longer by ``c*p`` whatever the
-    cap, so the fit separates it when the caller says how many (the simulator and the vLLM
-    plug-in do); the time it takes is then not available to decodes, and the demand point
-    asks for ``headroom * demand / (1 - prefill share)``. Where only tokens/s are known (the
-    live gate), prefill is folded into the fitted ``a`` and ``b``."""
+    A step that also prefills p prompt tokens takes longer by ``c*p`` whatever the running
+    count, so the fit separates it when the caller says how many (the simulator and the vLLM
+    plug-in do). Where only tokens/s are known (the live gate), prefill is folded into the
+    fitted ``a`` and ``b``."""
 
     __slots__ = (
-        "_decode",
-        "_demand",
-        "_demand_at",
         "_last_decay",
         "_last_move",
-        "_prefill",
-        "_prefill_rate",
         "_sums",
+        "_wait_area",
+        "_wait_span",
         "config",
         "fit",
         "k",
         "limit",
         "moves",
+        "waiting",
     )
 
     def __init__(self, config: CapConfig, *, limit: int, now: float = 0.0) -> None:
@@ -147,15 +153,30 @@ class CapController:
         self.k = config.initial(limit)
         self.moves = 0
         self.fit: Fit | None = None
+        self.waiting = 0.0  # the last interval's mean calls waiting
         self._sums = [0.0] * 9
-        self._last_decay = self._last_move = self._demand_at = now
-        self._decode = self._prefill = 0.0
-        self._demand: float | None = None
-        self._prefill_rate = 0.0
+        self._last_decay = self._last_move = now
+        self._wait_area = self._wait_span = 0.0
 
     @property
     def adaptive(self) -> bool:
         return self.config.mode == "adaptive"
+
+    @property
+    def floor(self) -> int:
+        """The least the cap may be now: ``k_min``, or the fitted knee if higher."""
+        config = self.config
+        top = min(config.k_max or self.limit, self.limit)
+        low = config.k_min
+        if self.fit is not None and config.knee > 0:
+            low = max(low, math.ceil(config.knee * self.fit.knee))
+        return min(low, top)
+
+    def observe_waiting(self, waiting: float, span_s: float) -> None:
+        """``waiting`` calls waited for this engine during the last ``span_s`` seconds."""
+        if self.adaptive and span_s > 0:
+            self._wait_area += waiting * span_s
+            self._wait_span += span_s
 
     def observe_step(
         self, running: int, step_s: float, now: float, *, steps: int = 1, prefill: int = 0
@@ -166,68 +187,40 @@ class CapController:
         if not self.adaptive or step_s <= 0 or steps < 1 or (running < 1 and prefill < 1):
             return
         self._add(running, prefill / steps, step_s, step_s * steps, now)
-        self._decode += running * steps
-        self._prefill += prefill
 
     def observe_rate(self, running: float, tokens_per_s: float, span_s: float, now: float) -> None:
         """Over the last ``span_s`` seconds, ``running`` calls (on average) produced
         ``tokens_per_s``: a step took ``running / tokens_per_s`` (each running call gets one
         token per step)."""
-        if not self.adaptive or span_s <= 0:
-            return
-        if running >= 1 and tokens_per_s > 0:
+        if self.adaptive and span_s > 0 and running >= 1 and tokens_per_s > 0:
             self._add(running, 0.0, running / tokens_per_s, span_s, now)
-        self._decode += max(tokens_per_s, 0.0) * span_s
 
     def update(self, now: float) -> int | None:
         """The cap now (None: uncapped); adaptive mode moves it once per ``interval_s``."""
         config = self.config
-        if not self.adaptive or now - self._last_move < config.interval_s:
+        if not self.adaptive or now - self._last_move < config.interval_s or self.k is None:
             return self.k
-        self._decay(now)
-        span = now - self._demand_at
-        if span > 0:
-            decode, prefill = self._decode / span, self._prefill / span
-            if self._demand is None:
-                self._demand, self._prefill_rate = decode, prefill
-            else:
-                alpha = 1.0 - math.exp(-span / config.window_s)
-                self._demand += alpha * (decode - self._demand)
-                self._prefill_rate += alpha * (prefill - self._prefill_rate)
-            self._decode = self._prefill = 0.0
-            self._demand_at = now
         self._last_move = now
-        demand = self._demand or 0.0
+        self._decay(now)
         line = self._line()
-        if line is None and self.fit is not None:  # no new slope: keep the last, follow demand
-            line = (self.fit.base_s, self.fit.per_seq_s, self.fit.per_prefill_s)
-        if line is None or self.k is None:
+        if line is not None:
+            self.fit = Fit(*line)
+        if self._wait_span <= 0:
             return self.k
-        a, b, c = line
-        self.fit = Fit(a, b, demand, c, min(c * self._prefill_rate, 1.0))
-        target = self.target(self.fit)
+        waiting = self.waiting = self._wait_area / self._wait_span
+        self._wait_area = self._wait_span = 0.0
+        top = min(config.k_max or self.limit, self.limit)
         k = self.k
-        if target > k:
-            k = min(target, max(k + 1, math.floor(k * config.max_up)))
-        elif target < k:
-            k = max(target, min(k - 1, math.ceil(k * config.max_down)))
+        if waiting > config.beta * k:  # falling behind: a larger batch, more throughput
+            step = max(1, round(config.gain * (waiting - config.beta * k)))
+            k = min(k + step, max(k + 1, math.floor(k * config.max_up)))
+        elif waiting < config.alpha * k:  # keeping up with room to spare
+            k = min(k - 1, math.ceil(k * config.max_down))
+        k = max(self.floor, min(k, top))
         if k != self.k:
             self.moves += 1
             self.k = k
-        return self.k
-
-    def target(self, fit: Fit) -> int:
-        """The cap the fitted line and demand call for (module docstring), within bounds."""
-        config = self.config
-        top = min(config.k_max or self.limit, self.limit)
-        a, b = fit.base_s, fit.per_seq_s
-        knee = config.knee * a / b
-        free = 1.0 - fit.prefill_share  # the share of time left for decoding
-        need = config.headroom * fit.demand_tps / free if free > 0 else math.inf
-        demand = math.inf if need * b >= 1.0 else need * a / (1.0 - need * b)
-        want = max(knee, demand)
-        k = top if want >= top else math.ceil(want)
-        return max(min(config.k_min, top), min(k, top))
+        return k
 
     # -- internals ---------------------------------------------------------------------------
 

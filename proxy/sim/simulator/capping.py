@@ -40,6 +40,7 @@ class EngineCap:
         self.waiting_area += model.num_waiting * duration
         self.cap_area += model.seq_limit * duration
         if controller.adaptive:
+            controller.observe_waiting(model.num_waiting, duration)
             controller.observe_step(
                 n, duration / step.steps, now, steps=step.steps, prefill=step.num_prefill_tokens
             )
