@@ -186,9 +186,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serve(root: Path) -> Iterator[VLLMServer]:
+def serve(
+    root: Path, *, max_num_seqs: int = MAX_NUM_SEQS, plugin_env: dict[str, str] | None = None
+) -> Iterator[VLLMServer]:
     """Make the tiny model under ``root``, start vLLM on it with the plug-in, stop it on exit.
-    Usable outside pytest (``ServerFailed`` if it does not come up)."""
+    Usable outside pytest (``ServerFailed`` if it does not come up). ``plugin_env``: more
+    ``AUTELLIX_PLUGIN_*`` settings (a test module's own server)."""
     model_dir = make_tiny_llama(root / "model")
     port, control_port = _free_port(), _free_port()
     server = VLLMServer(
@@ -212,13 +215,14 @@ def serve(root: Path) -> Iterator[VLLMServer]:
         AUTELLIX_PLUGIN_CONTROL_ADDR=server.control_addr,
         PYTHONUNBUFFERED="1",
     )
+    env.update(plugin_env or {})
     command = [
         sys.executable,
         *("-m", "vllm.entrypoints.openai.api_server"),
         *("--model", str(model_dir), "--served-model-name", MODEL_NAME),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--scheduler-cls", SCHEDULER_CLS, "--scheduling-policy", "priority"),
-        *("--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN)),
+        *("--max-num-seqs", str(max_num_seqs), "--max-model-len", str(MAX_MODEL_LEN)),
         "--disable-log-stats",
         "--kv-events-config",
         json.dumps(

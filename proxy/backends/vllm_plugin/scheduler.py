@@ -42,6 +42,7 @@ from vllm.v1.core.sched.scheduler import (  # type: ignore[import-not-found, unu
 )
 from vllm.v1.request import RequestStatus  # type: ignore[import-not-found, unused-ignore]
 
+from proxy.backends.vllm_plugin.cap import RunningCap, cap_from_env
 from proxy.backends.vllm_plugin.control import (
     CallLevel,
     ControlReceiver,
@@ -102,6 +103,9 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         self.control = ControlReceiver(settings.control_addr) if settings.control_addr else None
         self._passed_over: set[str] = set()
         self._warned: set[str] = set()
+        config = self.scheduler_config  # vLLM's admission limit: the cap stays under it
+        own: int = getattr(config, "max_num_active_seqs", None) or config.max_num_seqs
+        self.cap = RunningCap(cap_from_env(), limit=own, now=time.time())
         logger.info(
             "Autellix scheduler: policy=%s levels=%s first=%s growth=%s beta=%s "
             "decode_token_s=%s prefill_token_s=%s min_quantum_tokens=%d preempt=%s control=%s",
@@ -204,7 +208,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         before = [r.request_id for r in self.running]
         output = super().schedule(*args, **kwargs)
         try:
-            self._after_step(before, now)
+            self._after_step(before, now, output)
         except Exception:
             self._guard("schedule (after vLLM's step)")
         self.record.flush()
@@ -212,6 +216,8 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
 
     def _before_step(self, now: float) -> None:
         self.waiting.now = now
+        # vLLM admits while fewer than max_num_active_reqs run: the cap (cap.py) sets it.
+        self.max_num_active_reqs = self.cap.before_step(now, waiting=len(self.waiting))
         if self.control is not None:
             self._apply_control(now)
         # Running calls report their tokens; waiting ones are re-ranked by the core when their
@@ -294,7 +300,8 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                 blocks_after=self._blocks(victim_id),
             )
 
-    def _after_step(self, before: list[str], now: float) -> None:
+    def _after_step(self, before: list[str], now: float, output: Any = None) -> None:
+        self.cap.after_step(getattr(output, "num_scheduled_tokens", None) or {})
         still = {r.request_id for r in self.running}
         for request_id in before:
             request = self.requests.get(request_id)
@@ -316,6 +323,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                     resumed=resumed,
                     waiting=len(self.waiting),
                     running=len(self.running),
+                    cap=self.max_num_active_reqs,
                 )
         self._passed_over = self.waiting.ids()
 

@@ -31,10 +31,7 @@ class EngineCap:
     def stepped(self, step: StepResult, now: float) -> None:
         model, controller = self.model, self.controller
         duration = step.duration
-        if step.steps > 1:
-            n = step.num_decodes // step.steps
-        else:
-            n = len(step.emitted)
+        n = step.num_decodes // step.steps if step.steps > 1 else len(step.emitted)
         self.busy_s += duration
         self.running_area += model.num_running * duration
         self.waiting_area += model.num_waiting * duration
