@@ -1,110 +1,154 @@
 """Does priority-ordered admission (the admission cap) help, and where? The simulator's default
-engine (Llama-3.1-8B on an A100), one curve per (policy, cap), several seeds.
+engine (Llama-3.1-8B on an A100), one curve per policy and cap, several seeds.
 
     nice -n 10 .venv/bin/python benchmarks/bench_admission_cap.py \
-        [--workloads chatbot,react] [--policies fcfs,plas,srpt] [--caps off,adaptive,fixed:32] \
-        [--loads 0.4,0.6,0.8,1.0] [--seeds 0,1,2] [--programs 400] [--fresh]
+        [--workloads chatbot,react] [--curves fcfs,fcfs+adaptive,plas,plas+adaptive] \
+        [--loads 0.3,0.5,0.7,0.85,1.0] [--seeds 0,1,2,3,4] [--programs 800] [--fresh] [--jobs 1]
 
-Prints, per workload, load and cap, each policy's median over the seeds of the mean token
-latency (s/token) with its ratio against the same policy uncapped in the same run, P99,
-the served share (under 0.9: not steady), and the engine state that explains the figure:
-mean calls running and waiting over busy time, the mean cap and priority preemptions.
+A curve is ``policy[+cap[+option...]]``: cap ``adaptive``, ``fixed:K`` or a controller
+setting list ``adaptive:alpha=0.2:beta=0.5``; options ``nopreempt`` (admission order only) and
+``quantum=S`` (the preemption rule's minimum quantum). Prints, per workload, load and curve,
+the median over the seeds of the mean token latency (s/token, half the seeds' spread after
+±) and its ratio against the same policy uncapped at that load (or fcfs, if that curve is not
+run), P99, the served share (under
+0.9: the engines fell behind, not steady), and the engine state that explains the figure:
+mean calls running and waiting over busy time, the mean cap, priority preemptions and the
+prefix-cache hit share. Then, per curve, the highest arrival rate whose median mean latency
+stays within 1.5x, 2x and 3x fcfs's at the lowest load (steady points only), interpolated as
+the bench's ``rate_at`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import multiprocessing
 import statistics
 import sys
 from typing import Any
 
 from proxy.core.concurrency import CapConfig
 from proxy.sim.simulator.des import Simulator
-from proxy.sim.simulator.results import metrics, steady_window
+from proxy.sim.simulator.results import STEADY_SERVED, metrics, rate_at, steady_window
 from proxy.sim.simulator.simconfig import SimConfig
 from proxy.sim.simulator.sweep import BASE_RATES, COOLDOWN, WARMUP, make_policy
 from proxy.sim.simulator.workloads import generate
 
-
-def parse_cap(text: str) -> CapConfig:
-    if text == "off":
-        return CapConfig()
-    if text.startswith("fixed:"):
-        return CapConfig(mode="fixed", k=int(text.split(":", 1)[1]))
-    if text.startswith("adaptive"):
-        fields: dict[str, Any] = {}
-        for item in text.split(":")[1:]:
-            key, value = item.split("=")
-            fields[key] = float(value) if "." in value else int(value)
-        return CapConfig(mode="adaptive", **fields)
-    raise SystemExit(f"unknown cap {text!r}")
+Task = tuple[str, str, float, float, int, int, bool]  # workload, curve, load, rate, seed, n, fresh
 
 
-def point(workload: str, policy: str, cap: CapConfig, rate: float, seed: int, n: int,
-          fresh: bool) -> dict[str, float]:  # fmt: skip
+def parse_curve(text: str) -> tuple[str, SimConfig]:
+    policy, *parts = text.split("+")
+    config = SimConfig()
+    for part in parts:
+        if part.startswith("fixed:"):
+            config = dataclasses.replace(config, cap=CapConfig(mode="fixed", k=int(part[6:])))
+        elif part.startswith("adaptive"):
+            fields: dict[str, Any] = {}
+            for item in part.split(":")[1:]:
+                key, value = item.split("=")
+                fields[key] = float(value) if "." in value else int(value)
+            config = dataclasses.replace(config, cap=CapConfig(mode="adaptive", **fields))
+        elif part == "nopreempt":
+            rule = dataclasses.replace(config.preempt, preempt=False)
+            config = dataclasses.replace(config, preempt=rule)
+        elif part.startswith("quantum="):
+            rule = dataclasses.replace(config.preempt, min_quantum_s=float(part[8:]))
+            config = dataclasses.replace(config, preempt=rule)
+        else:
+            raise SystemExit(f"unknown curve part {part!r} in {text!r}")
+    if config.cap.mode == "off":  # measure the engine state too: a cap that never binds
+        config = dataclasses.replace(config, cap=CapConfig(mode="fixed", k=10**6))
+    return policy, config
+
+
+def run(task: Task) -> dict[str, float]:
+    workload, curve, _, rate, seed, n, fresh = task
+    policy, config = parse_curve(curve)
     programs = generate(workload, rate=rate, programs=n, seed=seed, fresh=fresh)
     window = steady_window(len(programs), WARMUP, COOLDOWN)
     measured = {programs[i].id for i in window}
-    sim = Simulator(SimConfig(cap=cap), make_policy(policy))
-    result = sim.run(programs)
-    m = metrics(result, measured)
-    slot = sim.engines[0]
-    out = {
+    sim = Simulator(config, make_policy(policy))
+    m = metrics(sim.run(programs), measured)
+    cap = sim.engines[0].cap
+    assert cap is not None
+    return {
         "mean": m.latency_mean,
         "p99": m.latency_p99,
         "served": m.served_share,
         "pre": float(m.priority_preemptions),
         "hit": m.cached_fraction,
-        "cpu": m.cpu_s,
+        "run": cap.mean_running,
+        "wait": cap.mean_waiting,
+        "k": min(cap.mean_cap, 256.0),
     }
-    if slot.cap is not None:
-        out.update(run=slot.cap.mean_running, wait=slot.cap.mean_waiting, k=slot.cap.mean_cap)
-    return out
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--workloads", default="chatbot,react")
-    parser.add_argument("--policies", default="fcfs,plas,srpt")
-    parser.add_argument("--caps", default="off,adaptive")
-    parser.add_argument("--loads", default="0.4,0.6,0.8,1.0")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--programs", type=int, default=400)
+    parser.add_argument("--curves", default="fcfs,fcfs+adaptive,plas,plas+adaptive")
+    parser.add_argument("--loads", default="0.3,0.5,0.7,0.85,1.0")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--programs", type=int, default=800)
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
-    caps = args.caps.split(",")
-    # The off curve carries the running/waiting figures too: measure it with a cap that never
-    # binds (fixed at the engine's own limit) so every row has them.
-    for workload in args.workloads.split(","):
-        base = BASE_RATES["fresh" if args.fresh else "resend"][workload]
-        for load in (float(x) for x in args.loads.split(",")):
-            rate = base * load
-            for policy in args.policies.split(","):
-                ref: float | None = None
-                for cap_text in caps:
-                    cap = parse_cap(cap_text)
-                    if cap.mode == "off":
-                        cap = CapConfig(mode="fixed", k=256)
-                    rows = [
-                        point(workload, policy, cap, rate, int(s), args.programs, args.fresh)
-                        for s in args.seeds.split(",")
-                    ]
+    workloads, curves = args.workloads.split(","), args.curves.split(",")
+    loads = [float(x) for x in args.loads.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = BASE_RATES["fresh" if args.fresh else "resend"]
+    tasks: list[Task] = [
+        (w, c, load, base[w] * load, s, args.programs, args.fresh)
+        for w in workloads
+        for load in loads
+        for c in curves
+        for s in seeds
+    ]
+    if args.jobs > 1:
+        with multiprocessing.Pool(args.jobs) as pool:
+            results = pool.map(run, tasks, chunksize=1)
+    else:
+        results = [run(t) for t in tasks]
+    rows: dict[tuple[str, str, float], list[dict[str, float]]] = {}
+    for task, result in zip(tasks, results, strict=True):
+        rows.setdefault((task[0], task[1], task[2]), []).append(result)
+    print(f"seeds {seeds}, {args.programs} programs, {'fresh' if args.fresh else 'resent'}")
+    for w in workloads:
+        curve_points: dict[str, list[tuple[float, float]]] = {}
+        for load in loads:
+            for c in curves:
+                group = rows[(w, c, load)]
 
-                    def med(key: str, rows: list[dict[str, float]] = rows) -> float:
-                        return statistics.median(r.get(key, float("nan")) for r in rows)
+                def med(key: str, group: list[dict[str, float]] = group) -> float:
+                    return statistics.median(r[key] for r in group)
 
-                    mean = med("mean")
-                    if ref is None:
-                        ref = mean
-                    spread = max(r["mean"] for r in rows) - min(r["mean"] for r in rows)
-                    print(
-                        f"{workload:8} load={load:4.2f} rate={rate:6.3f} {policy:6} "
-                        f"{cap_text:18} mean={mean:.4f}±{spread / 2:.4f} "
-                        f"ratio={ref / mean:5.2f} p99={med('p99'):.4f} served={med('served'):.2f} "
-                        f"run={med('run'):6.1f} wait={med('wait'):6.1f} k={med('k'):6.1f} "
-                        f"pre={med('pre'):6.0f} hit={med('hit'):.2f} cpu={med('cpu'):.0f}s",
-                        flush=True,
-                    )
+                mean = med("mean")
+                plain = c.split("+")[0]
+                base_rows = rows.get((w, plain, load)) or rows.get((w, "fcfs", load)) or group
+                ref = statistics.median(r["mean"] for r in base_rows)
+                half = (max(r["mean"] for r in group) - min(r["mean"] for r in group)) / 2
+                served = med("served")
+                curve_points.setdefault(c, []).append(
+                    (base[w] * load, mean if served >= STEADY_SERVED else math.inf)
+                )
+                print(
+                    f"{w:8} load={load:4.2f} rate={base[w] * load:6.3f} {c:28} "
+                    f"mean={mean:.4f}±{half:.4f} ratio={ref / mean:5.2f} p99={med('p99'):.4f} "
+                    f"served={served:.2f} run={med('run'):6.1f} wait={med('wait'):6.1f} "
+                    f"k={med('k'):6.1f} pre={med('pre'):6.0f} hit={med('hit'):.2f}",
+                    flush=True,
+                )
+        zero = curve_points.get("fcfs", next(iter(curve_points.values())))[0][1]
+        for c, points in curve_points.items():
+            rates = [p[0] for p in points]
+            lat = [p[1] for p in points]
+            found = []
+            for factor in (1.5, 2.0, 3.0):
+                at = rate_at(rates, lat, factor * zero)
+                found.append("none" if at is None else f"{at.rate:.3f}{'' if at.bounded else '+'}")
+            print(f"{w:8} {c:28} rate at 1.5x/2x/3x zero-load latency: {' / '.join(found)}")
     return 0
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from proxy.core import lifecycle
 from proxy.core.admission import Admission, EngineSlots, Grant
-from proxy.core.concurrency import CapConfig, CapMode
+from proxy.core.concurrency import CapConfig, CapMode, for_policy
 from proxy.core.preempt import PreemptRule
 from proxy.core.queue import INF, Waiting
 from proxy.gatecap import GateCaps
@@ -104,7 +104,7 @@ class Gate:
         self._armed: asyncio.TimerHandle | None = None
         self._armed_at = INF
         self.preemptions = 0
-        self.caps = GateCaps(config.cap_config, clock())
+        self.caps = GateCaps(for_policy(config.cap_config, policy), clock())
 
     @property
     def queued(self) -> int:

@@ -39,7 +39,7 @@ to fit a slope, the floor is ``k_min``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 CapMode = Literal["off", "fixed", "adaptive"]
@@ -100,6 +100,16 @@ class CapConfig:
             return min(self.k, limit)
         top = min(self.k_max or limit, limit)
         return max(min(self.k or top, top), min(self.k_min, top))
+
+
+def for_policy(config: CapConfig, policy: object) -> CapConfig:
+    """The cap ``config`` as ``policy`` needs it. A policy that admits calls in arrival order
+    only (it declares ``arrival_order = True``, as fcfs does) gains nothing from a standing
+    queue, which would only delay its calls: the adaptive cap then keeps none (``alpha`` 0,
+    so it never shrinks) and only a fixed cap binds."""
+    if config.mode == "adaptive" and getattr(policy, "arrival_order", False):
+        return replace(config, alpha=0.0)
+    return config
 
 
 @dataclass(frozen=True, slots=True)

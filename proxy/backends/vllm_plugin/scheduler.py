@@ -58,6 +58,7 @@ from proxy.backends.vllm_plugin.queue import (
     SortKey,
 )
 from proxy.backends.vllm_plugin.victims import choose_victims
+from proxy.core.concurrency import for_policy
 from proxy.policies.levels import Levels
 
 # Under "vllm." so that vLLM's logging configuration sends these lines to the server log.
@@ -105,7 +106,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         self._warned: set[str] = set()
         config = self.scheduler_config  # vLLM's admission limit: the cap stays under it
         own: int = getattr(config, "max_num_active_seqs", None) or config.max_num_seqs
-        self.cap = RunningCap(cap_from_env(), limit=own, now=time.time())
+        self.cap = RunningCap(for_policy(cap_from_env(), policy), limit=own, now=time.time())
         logger.info(
             "Autellix scheduler: policy=%s levels=%s first=%s growth=%s beta=%s "
             "decode_token_s=%s prefill_token_s=%s min_quantum_tokens=%d preempt=%s control=%s",

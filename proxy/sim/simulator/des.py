@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.core import lifecycle
+from proxy.core.concurrency import for_policy
 from proxy.core.cost import ServiceCost
 from proxy.kvhints.balancers import Route
 from proxy.policies.base import Policy
@@ -90,7 +91,7 @@ class Simulator:
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
             slot = EngineSlot(i, model, queue, cache)
             if config.cap.mode != "off":
-                slot.cap = EngineCap(config.cap, model)
+                slot.cap = EngineCap(for_policy(config.cap, policy), model)
             self.engines.append(slot)
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.
