@@ -210,12 +210,13 @@ class GateSettings(BaseModel):
         default=False,
         description="Hold calls back while an engine reports requests waiting in its own queue.",
     )
-    cap: Literal["off", "fixed", "adaptive"] = Field(
-        default="off",
+    cap: Literal["auto", "off", "fixed", "adaptive"] = Field(
+        default="auto",
         description="Admission cap per engine (docs/gate.md, 'Admission cap'): at most k calls "
         "run on an engine, the policy's best; better waiting calls preempt worse running ones. "
         "fixed: k is cap_k; adaptive: a Vegas-style controller moves k from the engine's "
-        "tokens/s and the calls waiting; off: max_inflight only.",
+        "tokens/s and the calls waiting; off: max_inflight only; auto: adaptive for the "
+        "policies it measurably helps, off for the others (today off for every live policy).",
     )
     cap_k: int | None = Field(
         default=None,

@@ -42,14 +42,19 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
-CapMode = Literal["off", "fixed", "adaptive"]
+CapMode = Literal["off", "fixed", "adaptive", "auto"]
+
+HELPED: frozenset[str] = frozenset({"srpt"})
+"""Policies that the adaptive cap measurably helps in the simulator (docs/gate.md, "Admission
+cap"): ``auto`` turns it on for these only."""
 
 
 @dataclass(frozen=True, slots=True)
 class CapConfig:
-    """mode: "off" (the engine's own limit only), "fixed" (at most ``k`` calls run) or
+    """mode: "off" (the engine's own limit only), "fixed" (at most ``k`` calls run),
     "adaptive" (``CapController`` chooses k from the calls waiting and measured step times,
-    between ``k_min`` and ``k_max``; ``k`` is its starting point).
+    between ``k_min`` and ``k_max``; ``k`` is its starting point) or "auto" (adaptive for the
+    policies in ``HELPED``, off for the others; ``for_policy`` decides).
     k: the fixed cap, or the adaptive controller's first value (None: ``k_max``, or the
         engine's own limit).
     k_min, k_max: the adaptive cap's bounds (``k_max`` None: the engine's own limit).
@@ -76,8 +81,8 @@ class CapConfig:
     max_down: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.mode not in ("off", "fixed", "adaptive"):
-            raise ValueError(f"cap mode must be off, fixed or adaptive, not {self.mode!r}")
+        if self.mode not in ("off", "fixed", "adaptive", "auto"):
+            raise ValueError(f"cap mode must be off, fixed, adaptive or auto, not {self.mode!r}")
         if self.mode == "fixed" and (self.k is None or self.k < 1):
             raise ValueError("a fixed cap needs k >= 1")
         if self.k is not None and self.k < 1:
@@ -93,7 +98,7 @@ class CapConfig:
 
     def initial(self, limit: int) -> int | None:
         """The cap to start with on an engine whose own limit is ``limit`` (None: none)."""
-        if self.mode == "off":
+        if self.mode in ("off", "auto"):  # auto is resolved by ``for_policy`` first
             return None
         if self.mode == "fixed":
             assert self.k is not None
@@ -103,10 +108,14 @@ class CapConfig:
 
 
 def for_policy(config: CapConfig, policy: object) -> CapConfig:
-    """The cap ``config`` as ``policy`` needs it. A policy that admits calls in arrival order
-    only (it declares ``arrival_order = True``, as fcfs does) gains nothing from a standing
-    queue, which would only delay its calls: the adaptive cap then keeps none (``alpha`` 0,
-    so it never shrinks) and only a fixed cap binds."""
+    """The cap ``config`` as ``policy`` needs it. "auto" becomes "adaptive" for a policy in
+    ``HELPED`` and "off" otherwise. A policy that admits calls in arrival order only (it
+    declares ``arrival_order = True``, as fcfs does) gains nothing from a standing queue,
+    which would only delay its calls: the adaptive cap then keeps none (``alpha`` 0, so it
+    never shrinks) and only a fixed cap binds."""
+    if config.mode == "auto":
+        helped = getattr(policy, "name", "") in HELPED
+        config = replace(config, mode="adaptive" if helped else "off")
     if config.mode == "adaptive" and getattr(policy, "arrival_order", False):
         return replace(config, alpha=0.0)
     return config

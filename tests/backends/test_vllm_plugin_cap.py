@@ -11,7 +11,8 @@ from proxy.core.concurrency import CapConfig
 
 
 def test_settings_from_the_environment() -> None:
-    assert cap_from_env({}).mode == "off"
+    assert cap_from_env({}).mode == "auto"  # adaptive where it helps (for_policy decides)
+    assert cap_from_env({"AUTELLIX_PLUGIN_CAP": "off"}).mode == "off"
     fixed = cap_from_env({"AUTELLIX_PLUGIN_CAP": "fixed", "AUTELLIX_PLUGIN_CAP_K": "3"})
     assert (fixed.mode, fixed.k) == ("fixed", 3)
     assert cap_from_env({"AUTELLIX_PLUGIN_CAP": "Adaptive"}).mode == "adaptive"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from proxy.core.concurrency import CapConfig, CapController
+from proxy.core.concurrency import CapConfig, CapController, for_policy
 
 A, B = 0.010, 0.0003  # the knee a/b is at 33.3 sequences; the line's ceiling 3,333 tokens/s
 
@@ -163,3 +163,17 @@ def test_rate_samples_fit_the_same_line() -> None:
     assert ctl.fit is not None
     assert ctl.fit.base_s == pytest.approx(A, rel=0.01)
     assert ctl.fit.per_seq_s == pytest.approx(B, rel=0.01)
+
+
+def test_auto_turns_the_cap_on_only_where_it_helps() -> None:
+    class Named:
+        def __init__(self, name: str, arrival_order: bool = False) -> None:
+            self.name, self.arrival_order = name, arrival_order
+
+    auto = CapConfig(mode="auto")
+    assert for_policy(auto, Named("srpt")).mode == "adaptive"
+    assert for_policy(auto, Named("plas")).mode == "off"
+    assert CapController(auto, limit=256).k is None  # unresolved auto caps nothing
+    fcfs = for_policy(CapConfig(mode="adaptive"), Named("fcfs", arrival_order=True))
+    assert fcfs.alpha == 0.0
+    assert for_policy(CapConfig(mode="fixed", k=3), Named("fcfs", True)).k == 3

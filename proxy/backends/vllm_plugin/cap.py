@@ -22,23 +22,24 @@ from proxy.core.concurrency import CapConfig, CapController, CapMode
 
 ENV_CAP = "AUTELLIX_PLUGIN_CAP"
 ENV_CAP_K = "AUTELLIX_PLUGIN_CAP_K"
+MODES: dict[str, CapMode] = {"auto": "auto", "off": "off", "fixed": "fixed", "adaptive": "adaptive"}
 
 
 def cap_from_env(env: Mapping[str, str] = os.environ) -> CapConfig:
-    """``AUTELLIX_PLUGIN_CAP`` (off, fixed or adaptive; default off) and
+    """``AUTELLIX_PLUGIN_CAP`` (auto, off, fixed or adaptive; default auto: adaptive for the
+    policies it helps, ``proxy.core.concurrency.HELPED``) and
     ``AUTELLIX_PLUGIN_CAP_K`` (the fixed cap, or the adaptive one's start); ``ValueError``
     naming the variable when one is bad, so the engine refuses to start."""
-    mode = env.get(ENV_CAP, "").strip().lower() or "off"
-    if mode not in ("off", "fixed", "adaptive"):
-        raise ValueError(f"{ENV_CAP}={mode!r}: must be off, fixed or adaptive")
+    mode = env.get(ENV_CAP, "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{ENV_CAP}={mode!r}: must be auto, off, fixed or adaptive")
     raw = env.get(ENV_CAP_K, "").strip()
     if raw and (not raw.isdigit() or int(raw) < 1):
         raise ValueError(f"{ENV_CAP_K}={raw!r}: must be an integer >= 1")
     k = int(raw) if raw else None
     if mode == "fixed" and k is None:
         raise ValueError(f"{ENV_CAP}=fixed needs {ENV_CAP_K}")
-    cap_mode: CapMode = "fixed" if mode == "fixed" else "adaptive" if mode == "adaptive" else "off"
-    return CapConfig(mode=cap_mode, k=k)
+    return CapConfig(mode=MODES[mode], k=k)
 
 
 class RunningCap:

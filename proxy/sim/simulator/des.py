@@ -90,8 +90,8 @@ class Simulator:
             )
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
             slot = EngineSlot(i, model, queue, cache)
-            if config.cap.mode != "off":
-                slot.cap = EngineCap(for_policy(config.cap, policy), model)
+            if (cap := for_policy(config.cap, policy)).mode != "off":
+                slot.cap = EngineCap(cap, model)
             self.engines.append(slot)
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.

@@ -84,8 +84,8 @@ class SimConfig:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The simulator settings the ``autellix bench`` flags describe (``--preset``,
     ``--engines``, ``--balancer``, ``--preemption``, ``--no-prefix-cache``,
-    ``--no-chunked-prefill``, ``--max-num-seqs``, ``--rerank-interval``); the caller checks
-    their ranges."""
+    ``--no-chunked-prefill``, ``--max-num-seqs``, ``--rerank-interval``, ``--cap``,
+    ``--cap-k``); the caller checks their ranges (a fixed cap without k raises ValueError)."""
     chunked = not args.no_chunked_prefill
     shape = EngineShape(
         cost=PRESETS[args.preset](),
@@ -102,4 +102,5 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         balancer=args.balancer,
         preempt=PreemptConfig(),
         rerank_interval_s=args.rerank_interval,
+        cap=CapConfig(mode=getattr(args, "cap", "off"), k=getattr(args, "cap_k", None)),
     )
