@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,11 +187,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def serve(
-    root: Path, *, max_num_seqs: int = MAX_NUM_SEQS, plugin_env: dict[str, str] | None = None
+    root: Path, *, args: Sequence[str] = (), environ: Mapping[str, str] | None = None
 ) -> Iterator[VLLMServer]:
     """Make the tiny model under ``root``, start vLLM on it with the plug-in, stop it on exit.
-    Usable outside pytest (``ServerFailed`` if it does not come up). ``plugin_env``: more
-    ``AUTELLIX_PLUGIN_*`` settings (a test module's own server)."""
+    Usable outside pytest (``ServerFailed`` if it does not come up). ``args`` go after the
+    defaults (a repeated flag overrides one); ``environ`` adds to the engine's environment."""
     model_dir = make_tiny_llama(root / "model")
     port, control_port = _free_port(), _free_port()
     server = VLLMServer(
@@ -215,19 +215,20 @@ def serve(
         AUTELLIX_PLUGIN_CONTROL_ADDR=server.control_addr,
         PYTHONUNBUFFERED="1",
     )
-    env.update(plugin_env or {})
+    env.update(environ or {})
     command = [
         sys.executable,
         *("-m", "vllm.entrypoints.openai.api_server"),
         *("--model", str(model_dir), "--served-model-name", MODEL_NAME),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--scheduler-cls", SCHEDULER_CLS, "--scheduling-policy", "priority"),
-        *("--max-num-seqs", str(max_num_seqs), "--max-model-len", str(MAX_MODEL_LEN)),
+        *("--max-num-seqs", str(MAX_NUM_SEQS), "--max-model-len", str(MAX_MODEL_LEN)),
         "--disable-log-stats",
         "--kv-events-config",
         json.dumps(
             {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": server.kv_events_addr}
         ),
+        *args,
     ]
     with server.server_log.open("wb") as log:
         proc = subprocess.Popen(

@@ -43,7 +43,9 @@ K = 2
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     env = {"AUTELLIX_PLUGIN_CAP": "fixed", "AUTELLIX_PLUGIN_CAP_K": str(K)}
     try:
-        with serve(tmp_path_factory.mktemp("vllm-cap"), max_num_seqs=4, plugin_env=env) as s:
+        with serve(
+            tmp_path_factory.mktemp("vllm-cap"), args=("--max-num-seqs", "4"), environ=env
+        ) as s:
             yield s
     except ServerFailed as exc:
         pytest.fail(str(exc))
