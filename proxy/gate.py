@@ -1,8 +1,9 @@
 """The proxy-side priority gate: the order of calls, enforced in front of engines that cannot
 enforce it themselves.
 
-Each engine may take at most ``max_inflight`` calls at once (its config), or, with
-``adaptive`` on, no new call while it reports requests waiting in its own queue. Calls beyond
+Each engine may take at most ``max_inflight`` calls at once (its config) and at most the
+admission cap's k (``cap``: fixed, or adaptive from the engine's tokens/s, ``proxy.gatecap``),
+or, with ``adaptive`` on, no new call while it reports requests waiting in its own queue. Calls beyond
 that wait here, and whenever a slot frees the best waiting call (by the policy's priority
 *now*, so anti-starvation promotions count) gets it. When a waiting call outranks a running
 one by ``preempt_margin`` levels and the running one has held its slot for ``min_quantum_s``,
