@@ -46,7 +46,11 @@ CapMode = Literal["off", "fixed", "adaptive", "auto"]
 
 HELPED: frozenset[str] = frozenset({"srpt"})
 """Policies that the adaptive cap measurably helps in the simulator (docs/gate.md, "Admission
-cap"): ``auto`` turns it on for these only."""
+cap"): ``auto`` turns it on for these."""
+HELPED_WITH_RETENTION: frozenset[str] = frozenset({"plas"})
+"""Policies it helps only where the engine's KV retention follows the policy (eviction by rank,
+``proxy.core.retention``): without that, the calls a cap holds back lose their cached contexts
+while they wait, and the re-prefills cost more than the order gains."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +111,16 @@ class CapConfig:
         return max(min(self.k or top, top), min(self.k_min, top))
 
 
-def for_policy(config: CapConfig, policy: object) -> CapConfig:
+def for_policy(config: CapConfig, policy: object, *, retains: bool = False) -> CapConfig:
     """The cap ``config`` as ``policy`` needs it. "auto" becomes "adaptive" for a policy in
-    ``HELPED`` and "off" otherwise. A policy that admits calls in arrival order only (it
+    ``HELPED``, or in ``HELPED_WITH_RETENTION`` when ``retains`` (the engine evicts cached
+    contexts by the policy's rank), and "off" otherwise. A policy that admits calls in arrival order only (it
     declares ``arrival_order = True``, as fcfs does) gains nothing from a standing queue,
     which would only delay its calls: the adaptive cap then keeps none (``alpha`` 0, so it
     never shrinks) and only a fixed cap binds."""
     if config.mode == "auto":
-        helped = getattr(policy, "name", "") in HELPED
+        name = getattr(policy, "name", "")
+        helped = name in HELPED or (retains and name in HELPED_WITH_RETENTION)
         config = replace(config, mode="adaptive" if helped else "off")
     if config.mode == "adaptive" and getattr(policy, "arrival_order", False):
         return replace(config, alpha=0.0)

@@ -173,6 +173,8 @@ def test_auto_turns_the_cap_on_only_where_it_helps() -> None:
     auto = CapConfig(mode="auto")
     assert for_policy(auto, Named("srpt")).mode == "adaptive"
     assert for_policy(auto, Named("plas")).mode == "off"
+    assert for_policy(auto, Named("plas"), retains=True).mode == "adaptive"
+    assert for_policy(auto, Named("fcfs", True), retains=True).mode == "off"
     assert CapController(auto, limit=256).k is None  # unresolved auto caps nothing
     fcfs = for_policy(CapConfig(mode="adaptive"), Named("fcfs", arrival_order=True))
     assert fcfs.alpha == 0.0

@@ -90,7 +90,8 @@ class Simulator:
             )
             cache = PrefixCache(shape.block_size) if shape.prefix_cache else None
             slot = EngineSlot(i, model, queue, cache)
-            if (cap := for_policy(config.cap, policy)).mode != "off":
+            retains = config.retention.evict == "rank"  # the cap helps plas only then
+            if (cap := for_policy(config.cap, policy, retains=retains)).mode != "off":
                 slot.cap = EngineCap(cap, model)
             self.engines.append(slot)
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from proxy.core.concurrency import CapConfig, for_policy
+from proxy.core.retention import RetentionConfig
 from proxy.policies.fcfs import FCFS
 from proxy.policies.registry import PolicyRegistry
 from proxy.sim.simulator.des import Simulator
@@ -103,3 +104,15 @@ def test_adaptive_cap_moves_with_the_engines_own_steps() -> None:
     assert 0.005 < controller.fit.base_s < 0.03
     assert cap.mean_cap < 256
     assert cap.mean_running <= cap.mean_cap
+
+
+def test_auto_caps_plas_only_where_retention_follows_the_policy() -> None:
+    plas = PolicyRegistry().create("plas", {})
+    auto = CapConfig(mode="auto")
+    lru = Simulator(SimConfig(cap=auto), plas)
+    assert lru.engines[0].cap is None
+    ranked = SimConfig(cap=auto, retention=RetentionConfig(evict="rank"))
+    cap = Simulator(ranked, plas).engines[0].cap
+    assert cap is not None
+    assert cap.controller.adaptive
+    assert Simulator(SimConfig(cap=auto), srpt()).engines[0].cap is not None  # type: ignore[arg-type]
