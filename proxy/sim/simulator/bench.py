@@ -109,8 +109,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--cap",
         choices=("auto", "off", "fixed", "adaptive"),
         default="auto",
-        help="admission cap per engine (docs/gate.md): auto (default) is adaptive for the "
-        "policies it helps (srpt), off for the others",
+        help="admission cap per engine (docs/gate.md): auto (default) is adaptive where it "
+        "helps (srpt; plas with rank retention), off elsewhere",
     )
     parser.add_argument("--cap-k", type=int, help="the fixed cap, or where the adaptive one starts")
     parser.add_argument(
