@@ -13,13 +13,14 @@ engine little throughput, and lets the policy's order decide who finishes first.
 
 The method (``CapController``) is a Vegas-style concurrency limit. TCP Vegas keeps a few
 packets, between ``alpha`` and ``beta``, queued at the bottleneck: enough that the link never
-idles, few enough that the queue adds little delay. It grows the window by one round trip's
-worth when fewer are queued and shrinks it when more are. Here the engine's running set is the
-window and the calls waiting for it are the queue, measured directly (time-averaged over each
-interval): the cap rises while more than ``beta * k`` calls wait (the engine falls behind, so
-it needs a larger batch and its throughput) and shrinks while fewer than ``alpha * k`` wait (it
-keeps up with room to spare). A small standing queue is what gives the policy a choice; a
-bounded one is what keeps the engine steady.
+idles, few enough that the queue adds little delay: it grows the window by one packet per
+round trip while fewer than ``alpha`` are queued and shrinks it while more than ``beta`` are.
+Here the engine's running set is the window and the backlog kept in a band is the calls
+waiting for it, measured directly (time-averaged over each interval). That backlog sits on the
+other side of the limit, so the signs turn round: the cap rises while more than ``beta * k``
+calls wait (the engine falls behind and needs a larger batch, hence more throughput) and
+shrinks while fewer than ``alpha * k`` wait (it keeps up with room to spare). A small standing
+queue is what gives the policy a choice; a bounded one is what keeps the engine steady.
 
 The floor comes from the step-time curve: the cap never goes below the knee ``knee * a / b``,
 fitted from measured (running, prefilled tokens, step time) samples by exponentially weighted
