@@ -87,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     ``--no-chunked-prefill``, ``--max-num-seqs``, ``--rerank-interval``, ``--cap``,
     ``--cap-k``); the caller checks their ranges (a fixed cap without k raises ValueError)."""
     chunked = not args.no_chunked_prefill
+    if getattr(args, "cap", "off") == "fixed" and getattr(args, "cap_k", None) is None:
+        raise ValueError("--cap fixed needs --cap-k")
     shape = EngineShape(
         cost=PRESETS[args.preset](),
         max_num_seqs=args.max_num_seqs,
