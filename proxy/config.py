@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from proxy.keyconfig import DEFAULT_PASSTHROUGH, ApiKeyConfig
 from proxy.kvhints.settings import RoutingSettings
@@ -221,6 +221,26 @@ class GateSettings(BaseModel):
         default=False,
         description="Hold calls back while an engine reports requests waiting in its own queue.",
     )
+    cap: Literal["auto", "off", "fixed", "adaptive"] = Field(
+        default="auto",
+        description="Admission cap per engine (docs/gate.md, 'Admission cap'): at most k calls "
+        "run on an engine, the policy's best; better waiting calls preempt worse running ones. "
+        "fixed: k is cap_k; adaptive: a Vegas-style controller moves k from the engine's "
+        "tokens/s and the calls waiting; off: max_inflight only; auto: adaptive for the "
+        "policies it measurably helps, off for the others (today off for every live policy).",
+    )
+    cap_k: int | None = Field(
+        default=None,
+        ge=1,
+        description="The fixed cap, or where the adaptive one starts (default: max_inflight, "
+        "else 256).",
+    )
+
+    @model_validator(mode="after")
+    def _fixed_cap_has_k(self) -> GateSettings:
+        if self.cap == "fixed" and self.cap_k is None:
+            raise ValueError("gate.cap fixed needs gate.cap_k")
+        return self
 
 
 class ProxyConfig(BaseModel):

@@ -1,8 +1,9 @@
 """The proxy-side priority gate: the order of calls, enforced in front of engines that cannot
 enforce it themselves.
 
-Each engine may take at most ``max_inflight`` calls at once (its config), or, with
-``adaptive`` on, no new call while it reports requests waiting in its own queue. Calls beyond
+Each engine may take at most ``max_inflight`` calls at once (its config) and at most the
+admission cap's k (``cap``: fixed, or adaptive from the engine's tokens/s, ``proxy.gatecap``),
+or, with ``adaptive`` on, no new call while it reports requests waiting in its own queue. Calls beyond
 that wait here, and whenever a slot frees the best waiting call (by the policy's priority
 *now*, so anti-starvation promotions count) gets it. When a waiting call outranks a running
 one by ``preempt_margin`` levels and the running one has held its slot for ``min_quantum_s``,
@@ -16,13 +17,15 @@ the asyncio futures that wait on those decisions and mirrors the engines' state 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from proxy.core import lifecycle
 from proxy.core.admission import Admission, EngineSlots, Grant
+from proxy.core.concurrency import CapConfig, CapMode, for_policy
 from proxy.core.preempt import PreemptRule
 from proxy.core.queue import INF, Waiting
+from proxy.gatecap import GateCaps
 from proxy.kvhints.balancers.autellix import AutellixBalancer
 from proxy.kvhints.load import EngineLoad
 from proxy.kvhints.pool import EnginePool, EngineState
@@ -37,16 +40,24 @@ class GateConfig:
     ``preempt_margin``: levels by which the waiting call must outrank the running one.
     ``min_quantum_s``: a call keeps its slot at least this long before it can be preempted
     (no thrashing: each preemption costs the engine a re-prefill).
-    ``adaptive``: hold calls while an engine reports requests waiting in its own queue."""
+    ``adaptive``: hold calls while an engine reports requests waiting in its own queue.
+    ``cap``, ``cap_k``: the admission cap per engine (off, fixed at ``cap_k``, or adaptive;
+    ``proxy.gatecap``)."""
 
     preempt: bool = True
     preempt_margin: int = 1
     min_quantum_s: float = 0.5
     adaptive: bool = False
+    cap: CapMode = "off"
+    cap_k: int | None = None
 
     @property
     def rule(self) -> PreemptRule:
         return PreemptRule(self.preempt, self.preempt_margin, self.min_quantum_s)
+
+    @property
+    def cap_config(self) -> CapConfig:
+        return CapConfig(mode=self.cap, k=self.cap_k)
 
 
 @dataclass(slots=True, eq=False)
@@ -64,6 +75,7 @@ class Ticket:
     future: asyncio.Future[EngineState] | None = None
     entry: Waiting[Ticket] | None = None  # its place in the core, made on first acquire
     blocks: tuple[int, ...] = ()  # its prompt's prefix blocks (``Router.blocks``)
+    granted_tokens: int = 0  # its completion tokens at its last grant (the cap's tokens/s)
 
     @property
     def granted_at(self) -> float | None:
@@ -93,6 +105,7 @@ class Gate:
         self._armed: asyncio.TimerHandle | None = None
         self._armed_at = INF
         self.preemptions = 0
+        self.caps = GateCaps(for_policy(config.cap_config, policy), clock())
 
     @property
     def queued(self) -> int:
@@ -153,6 +166,9 @@ class Gate:
         and the engine plug-in, where a call finishes before the next step admits."""
         if ticket.entry is not None:
             self.core.release(ticket.entry)
+        if ticket.engine is not None and self.caps.on:
+            tokens = ticket.call.completion_tokens - ticket.granted_tokens
+            self.caps.released(ticket.engine.name, tokens)
         ticket.engine = None
         ticket.on_preempt = None
         # Nobody waiting: nothing to hand on (a call that comes later finds the slot free).
@@ -233,12 +249,18 @@ class Gate:
         adaptive = self.config.adaptive
         degraded = False
         served: set[str] = set()
+        caps = self.caps if self.caps.on else None
+        now = self.clock()
+        if caps is not None:
+            caps.sample(now, self._produced(), len(self.core.queue))
         for state in self.pool.engines.values():
             degraded = degraded or not state.healthy or state.models is None
             if state.healthy and state.models is not None:
                 served |= state.models
             slots = self.core.engine(state.name)
             slots.cap = state.backend.config.max_inflight
+            if caps is not None:
+                slots.cap = caps.cap(state.name, slots.cap, now)
             slots.models = state.models
             # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
             held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0
@@ -248,6 +270,14 @@ class Gate:
         self._degraded = degraded or any(
             isinstance(lane, str) and lane not in served for lane in self.core.queue.lanes()
         )
+
+    def _produced(self) -> Iterator[tuple[str, int, int]]:
+        """Per engine: the calls held there and the tokens they produced since their grants."""
+        for name, slots in self.core.engines.items():
+            tokens = sum(
+                w.item.call.completion_tokens - w.item.granted_tokens for w in slots.running
+            )
+            yield name, len(slots.running), tokens
 
     def _pick(
         self, slots: list[EngineSlots[Ticket]], entry: Waiting[Ticket]
@@ -276,6 +306,7 @@ class Gate:
         engine = self.pool.engines[grant.engine]
         ticket.engine = engine
         ticket.priority = grant.entry.rank
+        ticket.granted_tokens = ticket.call.completion_tokens
         if ticket.future is not None and not ticket.future.done():
             ticket.future.set_result(engine)
         return engine

@@ -11,5 +11,7 @@ exist once:
   Policy contract documents;
 - ``queue``: ``RankedQueue``, the waiting calls by priority, re-ranked incrementally;
 - ``preempt``: ``PreemptRule`` (margin, minimum quantum) and the victim planners;
-- ``admission``: ``Admission``, per-engine caps and the running sets.
+- ``admission``: ``Admission``, per-engine caps and the running sets;
+- ``concurrency``: ``CapConfig`` and ``CapController``, the admission cap (k running calls per
+  engine, fixed or set by a Vegas-style controller from step times and waiting calls).
 """

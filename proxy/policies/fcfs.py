@@ -15,6 +15,8 @@ class FCFS(BasePolicy):
     name: ClassVar[str] = "fcfs"
     Config: ClassVar[type] = NoConfig
     rank_scope: ClassVar[str] = "call"
+    # Admission order is arrival order: an admission cap has nothing to reorder (concurrency).
+    arrival_order: ClassVar[bool] = True
 
     def __init__(self, config: NoConfig | None = None) -> None:
         self.config = config or NoConfig()

@@ -14,15 +14,9 @@ the start of every ``schedule()``:
 then vLLM's own ``schedule()`` runs unchanged on the reordered queues. ``request.priority`` is
 set to the call's level, so vLLM's own KV-pressure victim choice follows the policy too.
 
-vLLM internals relied on (they move between versions, hence the pin): ``self.waiting`` (any
-object with the RequestQueue methods), ``self.running`` (a list), ``self.requests``,
-``_preempt_request(request, timestamp, drop_stale_output)``, ``_free_request`` (every finish
-and abort passes through it), ``prev_step_scheduled_req_ids``, ``max_num_active_reqs`` /
-``max_num_running_reqs``, ``kv_cache_manager.get_block_ids`` and ``.usage``, and on requests
-``request_id``, ``priority``, ``arrival_time``, ``num_prompt_tokens``, ``num_output_tokens``,
-``status``, ``sampling_params.extra_args`` and the async-scheduling counters ``inflight`` reads.
-KV retention's own (block pool, free queue) are listed in ``retention.py``; without them it
-turns itself off.
+vLLM internals relied on (they move between versions, hence the pin) are listed in
+docs/vllm.md ("Internals relied on"); KV retention's own are checked in ``retention.py``, which
+turns itself off without them.
 """
 
 from __future__ import annotations
@@ -44,6 +38,7 @@ from vllm.v1.core.sched.scheduler import (  # type: ignore[import-not-found, unu
 )
 from vllm.v1.request import RequestStatus  # type: ignore[import-not-found, unused-ignore]
 
+from proxy.backends.vllm_plugin.cap import RunningCap, cap_from_env
 from proxy.backends.vllm_plugin.control import (
     CallLevel,
     ControlReceiver,
@@ -61,6 +56,7 @@ from proxy.backends.vllm_plugin.queue import (
 )
 from proxy.backends.vllm_plugin.retention import KVRetention, retention_from_env, step_blocks
 from proxy.backends.vllm_plugin.victims import choose_victims
+from proxy.core.concurrency import for_policy
 from proxy.policies.levels import Levels
 
 # Under "vllm." so that vLLM's logging configuration sends these lines to the server log.
@@ -110,19 +106,15 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         # Program-aware KV retention (retention.py); off unless AUTELLIX_PLUGIN_KV_* ask.
         retention = retention_from_env(os.environ)
         self.retention = KVRetention(retention, self.kv_cache_manager, event=self._event)
+        config = self.scheduler_config  # vLLM's admission limit: the cap stays under it
+        own: int = getattr(config, "max_num_active_seqs", None) or config.max_num_seqs
+        cap = for_policy(cap_from_env(), policy, retains=retention.evict == "rank")
+        self.cap = RunningCap(cap, limit=own, now=time.time())
         logger.info(
-            "Autellix scheduler: policy=%s levels=%s first=%s growth=%s beta=%s "
-            "decode_token_s=%s prefill_token_s=%s min_quantum_tokens=%d preempt=%s control=%s",
-            policy.name,
-            settings.levels.levels,
-            settings.levels.first,
-            settings.levels.growth,
-            settings.levels.beta,
-            settings.cost.decode_token_s,
-            settings.cost.prefill_token_s,
-            settings.min_quantum_tokens,
-            settings.preempt,
-            settings.control_addr,
+            "Autellix scheduler: policy=%s levels=%s cost=%s min_quantum_tokens=%d preempt=%s "
+            "control=%s cap=%s kv=%s",
+            *(policy.name, settings.levels, settings.cost, settings.min_quantum_tokens),
+            *(settings.preempt, settings.control_addr, cap, retention),
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -213,7 +205,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
         before = [r.request_id for r in self.running]
         output = super().schedule(*args, **kwargs)
         try:
-            self._after_step(before, now)
+            self._after_step(before, now, output)
         except Exception:
             self._guard("schedule (after vLLM's step)")
         self.record.flush()
@@ -222,6 +214,8 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
     def _before_step(self, now: float) -> None:
         self.waiting.now = now
         self.retention.before_step(now, running=len(self.running), budget_blocks=step_blocks(self))
+        # vLLM admits while fewer than max_num_active_reqs run: the cap (cap.py) sets it.
+        self.max_num_active_reqs = self.cap.before_step(now, waiting=len(self.waiting))
         if self.control is not None:
             self._apply_control(now)
         # Running calls report their tokens; waiting ones are re-ranked by the core when their
@@ -316,7 +310,8 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                 blocks_after=self._blocks(victim_id),
             )
 
-    def _after_step(self, before: list[str], now: float) -> None:
+    def _after_step(self, before: list[str], now: float, output: Any = None) -> None:
+        self.cap.after_step(getattr(output, "num_scheduled_tokens", None) or {})
         still = {r.request_id for r in self.running}
         for request_id in before:
             request = self.requests.get(request_id)
@@ -340,6 +335,7 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                     waiting=len(self.waiting),
                     running=len(self.running),
                     cached=getattr(stats, "num_local_cached_tokens", None),
+                    cap=self.max_num_active_reqs,
                 )
                 if tracked is not None and not resumed:
                     self.retention.admitted(tracked.program.id, request.request_id)

@@ -83,6 +83,8 @@ class EngineModel:
             raise ValueError("kv_capacity_tokens must hold at least one block")
         self.cost = cost if cost is not None else CostModel.llama31_8b_a100()
         self.max_num_seqs = max_num_seqs
+        # Most requests admitted at once: max_num_seqs, or a caller's admission cap below it.
+        self.seq_limit = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.block_size = block_size
         self.num_blocks = kv_capacity_tokens // block_size
@@ -306,7 +308,7 @@ class EngineModel:
         only as the step's ``first``, and vLLM 0.6's 1% watermark of free blocks kept while
         anything runs). vLLM does not skip ahead of a head that does not fit."""
         queue = self.queue
-        if budget <= 0 or not len(queue) or len(self._running) >= self.max_num_seqs:
+        if budget <= 0 or not len(queue) or len(self._running) >= self.seq_limit:
             return None
         request = queue.peek()
         left = request.prompt_tokens + request.num_output - request.num_computed

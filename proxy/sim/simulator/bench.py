@@ -106,6 +106,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="sequences an engine runs at once (vLLM's max_num_seqs, default 256)",
     )
     parser.add_argument(
+        "--cap",
+        choices=("auto", "off", "fixed", "adaptive"),
+        default="auto",
+        help="admission cap per engine (docs/gate.md): auto (default) is adaptive where it "
+        "helps (srpt; plas with rank retention), off elsewhere",
+    )
+    parser.add_argument("--cap-k", type=int, help="the fixed cap, or where the adaptive one starts")
+    parser.add_argument(
         "--no-chunked-prefill",
         action="store_true",
         help="vLLM 0.6-style steps: whole prompts prefilled alone, then decodes",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from proxy.records import Program
 from proxy.sim.engine.engine import EngineModel
+from proxy.sim.simulator.capping import EngineCap
 from proxy.sim.simulator.policy_queue import PolicyQueue, PrefixCache
 from proxy.sim.simulator.workloads import CallSpec, ProgramSpec
 
@@ -21,6 +22,7 @@ class EngineSlot:
     kicked: bool = False
     full: bool = False  # the last step used its whole token budget
     next_rerank: float = 0.0
+    cap: EngineCap | None = None  # None: no admission cap (``SimConfig.cap`` off)
 
 
 @dataclass(slots=True, eq=False)

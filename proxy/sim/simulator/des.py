@@ -13,15 +13,12 @@ order (ties: releases, then resumes, then kicks, so calls released together shar
 
 Under contention (calls waiting, or the last step's token budget used up) and at most once per
 ``rerank_interval_s``, an engine's ``PolicyQueue`` re-ranks its calls with the policy, the
-running calls are served in that order (as Autellix picks each round's batch: the token budget
-goes to the best calls first), and running calls the queue names are preempted for better
-waiting ones: aborted, and resubmitted either with their KV swapped out and back
-(``EngineShape.preemption``) or to recompute it.
+running calls are served in that order (the token budget goes to the best first), and running
+calls the queue names are preempted for better waiting ones: aborted, and resubmitted with
+their KV swapped out and back (``EngineShape.preemption``) or to recompute it.
 
-Prefix cache (per engine, ``prefix_cache.py``): a finished call's context stays cached for its
-program, evicted in LRU or policy-rank order, or held for the program's next call with a TTL
-(``SimConfig.retention``); a call continuing it skips prefilling the shared part if the entry is
-there when the call first reaches the head of the queue.
+Per engine: a prefix cache (``prefix_cache.py``, ``SimConfig.retention``) and an admission cap
+(``capping.py``, ``SimConfig.cap``); docs/simulator.md describes both.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.core import lifecycle
+from proxy.core.concurrency import for_policy
 from proxy.core.cost import ServiceCost
 from proxy.kvhints.balancers import Route
 from proxy.policies.base import Policy
@@ -41,6 +39,7 @@ from proxy.sim.engine.engine import EngineRequest, StepResult
 from proxy.sim.engine.holding import HoldingEngine
 from proxy.sim.simulator.balancer import Balancer, engine_loads, make_balancer
 from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
+from proxy.sim.simulator.capping import EngineCap
 from proxy.sim.simulator.policy_queue import PolicyQueue, Tracked
 from proxy.sim.simulator.prefix_cache import PrefixCache
 from proxy.sim.simulator.results import SimResult
@@ -89,7 +88,11 @@ class Simulator:
             cache = None
             if shape.prefix_cache:
                 cache = PrefixCache(shape.block_size, config.retention, model)
-            self.engines.append(EngineSlot(i, model, queue, cache))
+            slot = EngineSlot(i, model, queue, cache)
+            retains = config.retention.evict == "rank"  # the cap helps plas only then
+            if (cap := for_policy(config.cap, policy, retains=retains)).mode != "off":
+                slot.cap = EngineCap(cap, model)
+            self.engines.append(slot)
         self._caches = [e.cache for e in self.engines if e.cache is not None]
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.
@@ -266,6 +269,8 @@ class Simulator:
         heapq.heappush(self._events, (step.end, _STEP_END, self._seq, (engine, step)))
 
     def _step_end(self, engine: EngineSlot, step: StepResult, now: float) -> None:
+        if engine.cap is not None:
+            engine.cap.stepped(step, now)
         for request in step.finished:
             self._finish(engine, request, now)
         if engine.cache is not None:

@@ -161,7 +161,7 @@ class PolicyQueue:
         worst = max(map(self._tracked.__getitem__, map(_id_of, running)), key=_key_of)
         if head is None or not config.outranks(head.rank, worst.rank):
             return []
-        room = [engine.max_num_seqs - engine.num_running, 0]
+        room = [max(engine.seq_limit - engine.num_running, 0), 0]
         room[1] = round((1.0 - engine.kv_usage) * engine.num_blocks)
         block, budget = engine.block_size, engine.max_num_batched_tokens
 

@@ -85,8 +85,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The simulator settings the ``autellix bench`` flags describe (``--preset``,
     ``--engines``, ``--balancer``, ``--preemption``, ``--no-prefix-cache``,
     ``--no-chunked-prefill``, ``--max-num-seqs``, ``--rerank-interval``, ``--kv-evict``,
-    ``--kv-ttl``); the caller checks their ranges."""
+    ``--kv-ttl``, ``--cap``, ``--cap-k``); the caller checks their ranges (a fixed cap without
+    k raises ValueError)."""
     chunked = not args.no_chunked_prefill
+    if getattr(args, "cap", "off") == "fixed" and getattr(args, "cap_k", None) is None:
+        raise ValueError("--cap fixed needs --cap-k")
     shape = EngineShape(
         cost=PRESETS[args.preset](),
         max_num_seqs=args.max_num_seqs,
@@ -105,4 +108,5 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         retention=RetentionConfig.parse(
             getattr(args, "kv_evict", "lru"), getattr(args, "kv_ttl", "none")
         ),
+        cap=CapConfig(mode=getattr(args, "cap", "off"), k=getattr(args, "cap_k", None)),
     )

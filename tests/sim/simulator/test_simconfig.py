@@ -7,6 +7,7 @@ import argparse
 
 import pytest
 
+from proxy.core.concurrency import CapConfig
 from proxy.core.retention import RetentionConfig
 from proxy.sim.engine.cost import CostModel
 from proxy.sim.simulator.bench import add_bench_arguments
@@ -24,7 +25,12 @@ def test_bench_flags_build_the_engines_and_the_run() -> None:
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)
     default = config_from_args(parser.parse_args([]))
-    assert default == SimConfig()
+    # The bench's one default that differs from SimConfig's: the cap where it helps.
+    assert default == SimConfig(cap=CapConfig(mode="auto"))
+    fixed = config_from_args(parser.parse_args(["--cap", "fixed", "--cap-k", "40"]))
+    assert fixed.cap == CapConfig(mode="fixed", k=40)
+    with pytest.raises(ValueError, match="--cap-k"):
+        config_from_args(parser.parse_args(["--cap", "fixed"]))
     args = parser.parse_args(
         ["--preset", "llama31-8b-h100", "--engines", "3", "--balancer", "least-loaded",
          "--preemption", "recompute", "--no-prefix-cache", "--rerank-interval", "0.5",
