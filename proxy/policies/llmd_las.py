@@ -86,7 +86,7 @@ class LLMDLAS(BasePolicy):
         half_life = self.config.half_life_s
         if anchor is None or half_life <= 0:
             return program.service
-        return program.service * 2.0 ** (-(now - anchor) / half_life)
+        return program.service * math.pow(2.0, -(now - anchor) / half_life)
 
     def on_finish(self, *, call: Call, program: Program, now: float) -> None:
         cost = (
