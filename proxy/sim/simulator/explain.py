@@ -87,3 +87,25 @@ def format_state(state: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{f(s.get('kv_preemptions'), '.0f'):>5s}/{f(s.get('priority_preemptions'), '.0f'):<5s}"
             )
     return "\n".join(lines)
+
+
+def p99_where_steady(rows: Sequence[Mapping[str, Any]], steady: float) -> dict[str, Any]:
+    """Per case and policy: the worst ratio of its P99 to fcfs's (median over seeds) over the
+    swept rates where both are steady (``served_share`` at least ``steady``), and its rate;
+    above 1 means the policy's tail is worse than fcfs's somewhere fcfs keeps up."""
+    medians = median_rows(rows)
+    fcfs = {
+        (str(r["workload"]), float(r["rate"])): r
+        for r in medians
+        if r["policy"] == "fcfs" and float(r.get("served_share", 1.0)) >= steady
+    }
+    out: dict[str, Any] = {}
+    for r in medians:
+        base = fcfs.get((str(r["workload"]), float(r["rate"])))
+        if base is None or float(r.get("served_share", 1.0)) < steady:
+            continue
+        ratio = float(r["latency_p99"]) / float(base["latency_p99"])
+        slot = out.setdefault(str(r["workload"]), {}).get(str(r["policy"]))
+        if slot is None or ratio > slot["worst"]:
+            out[str(r["workload"])][str(r["policy"])] = {"worst": ratio, "rate": float(r["rate"])}
+    return out
