@@ -36,7 +36,12 @@ from typing import Any, TextIO
 from proxy.sim.engine.cost import PRESETS
 from proxy.sim.simulator.balancer import make_balancer
 from proxy.sim.simulator.baselines import engine_config
-from proxy.sim.simulator.explain import engine_state, format_state, p99_where_steady
+from proxy.sim.simulator.explain import (
+    best_cap,
+    engine_state,
+    format_state,
+    p99_where_steady,
+)
 from proxy.sim.simulator.progress import Progress
 from proxy.sim.simulator.refine import refine
 from proxy.sim.simulator.replay import format_latency_table, load_programs, replay_row, summary
@@ -243,6 +248,7 @@ def run_bench(
         "finite_run": finite,
         "engine_state_at_fcfs_target": state,
         "p99_vs_fcfs_worst_where_both_steady": p99_where_steady(rows, STEADY_SERVED),
+        "srpt_cap_sweep": best_cap(notes[headline]),
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     meta = {

@@ -109,3 +109,35 @@ def p99_where_steady(rows: Sequence[Mapping[str, Any]], steady: float) -> dict[s
         if slot is None or ratio > slot["worst"]:
             out[str(r["workload"])][str(r["policy"])] = {"worst": ratio, "rate": float(r["rate"])}
     return out
+
+
+def best_cap(notes_by_seed: Mapping[str, Any]) -> dict[str, Any]:
+    """Per case, when ``srpt-k<k>`` curves were swept: each k's rate at the headline mean
+    target (median over seeds) and the best k, the one ``srpt-capped`` should run
+    (``baselines.SRPT_CAPPED_K``)."""
+    from proxy.sim.simulator.baselines import srpt_k
+
+    out: dict[str, Any] = {}
+    workloads = {w for notes in notes_by_seed.values() for w in notes}
+    for workload in sorted(workloads):
+        rates: dict[int, float] = {}
+        policies = {
+            p
+            for notes in notes_by_seed.values()
+            for p in notes.get(workload, {}).get("rate_at_target", {})
+        }
+        for policy in policies:
+            k = srpt_k(policy)
+            if k is None:
+                continue
+            reached = []
+            for notes in notes_by_seed.values():
+                reading = notes[workload]["rate_at_target"].get(policy, {}).get("latency_mean")
+                if reading is not None:
+                    reached.append(float(reading["rate"]))
+            if reached:
+                rates[k] = median(reached)
+        if rates:
+            best = max(sorted(rates), key=lambda k: rates[k])
+            out[workload] = {"best_k": best, "rate_by_k": dict(sorted(rates.items()))}
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.sim.simulator.explain import engine_state, format_state, p99_where_steady
+from proxy.sim.simulator.explain import best_cap, engine_state, format_state, p99_where_steady
 
 
 def row(policy: str, rate: float, seed: int, **values: float) -> dict[str, object]:
@@ -50,3 +50,16 @@ def test_p99_is_compared_only_where_both_are_steady() -> None:
     ]  # fmt: skip
     worst = p99_where_steady(rows, 0.9)["w"]["plas"]
     assert worst == {"worst": pytest.approx(1.1), "rate": 1.0}
+
+
+def test_the_best_srpt_cap_is_the_one_reaching_the_highest_rate() -> None:
+    def at(rate: float) -> dict[str, object]:
+        return {"latency_mean": {"rate": rate}}
+
+    notes = {
+        "0": {"w": {"rate_at_target": {"srpt-k16": at(1.0), "srpt-k32": at(1.5), "fcfs": at(9)}}},
+        "1": {"w": {"rate_at_target": {"srpt-k16": at(1.2), "srpt-k32": at(1.3)}}},
+    }
+    assert best_cap(notes) == {
+        "w": {"best_k": 32, "rate_by_k": {16: pytest.approx(1.1), 32: pytest.approx(1.4)}}
+    }
