@@ -18,14 +18,20 @@ from proxy.policies.atlas import ATLAS
 from proxy.policies.base import RANKS_BY, Policy
 from proxy.policies.fcfs import FCFS
 from proxy.policies.las import LAS
+from proxy.policies.llmd_las import LLMDLAS
 from proxy.policies.mlfq import MLFQ
 from proxy.policies.plas import PLAS
+from proxy.policies.program_fcfs import ProgramFCFS
 from proxy.policies.srpt import SRPT
+from proxy.policies.turn_priority import TurnPriority
 
 ENTRY_POINT_GROUP = "autellix.policies"
 
 BUILTIN: Mapping[str, type] = types.MappingProxyType(
-    {cls.name: cls for cls in (FCFS, LAS, MLFQ, PLAS, ATLAS, SRPT)}
+    {
+        cls.name: cls
+        for cls in (FCFS, LAS, MLFQ, PLAS, ATLAS, SRPT, ProgramFCFS, LLMDLAS, TurnPriority)
+    }
 )
 
 _HOOKS = ("on_arrival", "priority", "on_service", "on_finish")

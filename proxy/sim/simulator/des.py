@@ -77,7 +77,7 @@ class Simulator:
         for i in range(config.engines):
             queue = PolicyQueue(policy, on_head=self._on_head)
             model = HoldingEngine(
-                cost=shape.cost,
+                cost=shape.step_cost(),
                 max_num_seqs=shape.max_num_seqs,
                 kv_capacity_tokens=shape.kv_capacity_tokens,
                 max_num_batched_tokens=shape.max_num_batched_tokens,

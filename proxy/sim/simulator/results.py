@@ -82,6 +82,11 @@ class SimResult:
     """KV tokens copied to host memory by those preemptions (the rest recomputed)."""
     window_area: float = 0.0
     """Integral of the number of programs in the system over ``SimConfig.window``."""
+    gauges: Mapping[str, float] = field(default_factory=dict)
+    """Time-weighted engine state over the measured span (``gauges.EngineGauges``), when the
+    run was gauged."""
+    reusable_tokens: int = 0
+    """Prompt tokens that continue a context an earlier call left (prefix-cache hits at most)."""
 
     @property
     def sim_tokens(self) -> int:
@@ -142,6 +147,24 @@ class Metrics:
     state, capacity / offered load past saturation (work piles up whatever the order).
     ``rate_at`` counts a point under ``STEADY_SERVED`` as over any latency target."""
 
+    running_mean: float = math.nan
+    """Calls running on the engines, time-weighted mean over the measured span (summed over
+    engines); with ``waiting_mean``, ``waiting_share``, ``kv_use`` and ``kv_cached`` from
+    ``gauges.EngineGauges``. NaN when the run was not gauged."""
+    waiting_mean: float = math.nan
+    """Calls queued at the engines (not running), time-weighted mean."""
+    waiting_share: float = math.nan
+    """Share of the measured span during which any call waited."""
+    kv_use: float = math.nan
+    """KV blocks held by running calls, share of capacity, time-weighted mean."""
+    kv_cached: float = math.nan
+    """KV blocks held by the prefix cache for finished calls, share of capacity."""
+    prefix_hit_share: float = math.nan
+    """Prompt tokens served from the prefix cache over the tokens that could have been (those
+    continuing an earlier call's context); NaN when no call continues one."""
+    kv_preemptions: int = 0
+    """Preemptions by the engine when its KV ran out (``priority_preemptions``: by the policy)."""
+
     @property
     def sim_tokens_per_cpu_s(self) -> float:
         return self.sim_tokens / self.cpu_s if self.cpu_s > 0 else math.inf
@@ -183,7 +206,16 @@ def metrics(result: SimResult, measured: Collection[str] | None = None) -> Metri
         measured=len(chosen),
         late_share=late / len(chosen) if chosen else 0.0,
         served_share=served,
+        **_gauges(result),
     )
+
+
+def _gauges(result: SimResult) -> dict[str, Any]:
+    out: dict[str, Any] = {k: float(v) for k, v in result.gauges.items()}
+    out["kv_preemptions"] = result.engine_preemptions
+    if result.reusable_tokens > 0:
+        out["prefix_hit_share"] = min(1.0, result.cached_tokens / result.reusable_tokens)
+    return out
 
 
 STEADY_SERVED = 0.9

@@ -4,6 +4,7 @@ how the ``autellix bench`` flags build them (the loop itself is ``des.py``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +43,16 @@ class EngineShape:
     swap_bandwidth: float = 25e9
     """Bytes per second each way between GPU and host (PCIe 4.0 x16 as measured, ~25 GB/s)."""
     kv_bytes_per_token: int = LLAMA31_8B_KV_BYTES_PER_TOKEN
+    step_overhead_s: float = 0.0
+    """CPU time every step adds to the GPU's (an engine whose scheduling and API server do not
+    overlap the forward pass, as vLLM 0.6.1's: ``baselines.VLLM06_STEP_OVERHEAD_S``)."""
+
+    def step_cost(self) -> CostModel:
+        """The cost model the engine steps by: ``cost`` with the per-step overhead added to
+        its fixed part (any non-empty step pays it once)."""
+        if self.step_overhead_s <= 0:
+            return self.cost
+        return dataclasses.replace(self.cost, base_s=self.cost.base_s + self.step_overhead_s)
 
 
 @dataclass(frozen=True, slots=True)

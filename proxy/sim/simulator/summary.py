@@ -12,19 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from proxy.sim.simulator.baselines import CONTINUUM, SRPT_CAPPED, VLLM_BASELINE
 from proxy.sim.simulator.results import bracket, curve, latency_target, rate_at
 
-VLLM_BASELINE = "vllm-0.6"
-"""The curve of the paper's first baseline: fcfs on a vLLM 0.6-style engine (``sweep.py``)."""
+PEERS = ("mlfq", CONTINUUM, "llmd-las", "turn-priority", SRPT_CAPPED)
+"""Baselines every policy is also compared with, at fcfs's target, when their curve was swept."""
 
 # (summary name, baseline curve, latency column, the curve whose light-load latency sets the
-# target). fcfs and mlfq are read at fcfs's target, as the paper compares every system at
-# one latency; vLLM 0.6 starts several times slower, so it is read at its own target (where
+# target). fcfs and the peers are read at fcfs's target, as the paper compares every system
+# at one latency; vLLM 0.6 starts several times slower, so it is read at its own target (where
 # it is still steady), and a ratio against it is the rate a policy sustains at vLLM's latency.
 METRICS = (
     ("throughput_ratio_vs_fcfs", "fcfs", "latency_mean", "fcfs"),
-    ("throughput_ratio_vs_mlfq", "mlfq", "latency_mean", "fcfs"),
     ("p99_ratio_vs_fcfs", "fcfs", "latency_p99", "fcfs"),
+    *((f"throughput_ratio_vs_{peer}", peer, "latency_mean", "fcfs") for peer in PEERS),
     ("throughput_ratio_vs_vllm", VLLM_BASELINE, "latency_mean", VLLM_BASELINE),
 )
 
@@ -83,8 +84,8 @@ def ratios(
         for p in policies:
             entry: dict[str, Any] = {}
             for name, baseline, column, target_curve in METRICS:
-                if (column, target_curve) not in targets:
-                    continue  # no vLLM 0.6 curve swept: no such ratio
+                if (column, target_curve) not in targets or baseline not in policies:
+                    continue  # no such baseline swept: no such ratio
                 key = target_key(column, target_curve)
                 entry[name], entry[f"{name}_is"] = _ratio(reach, p, baseline, key)
             entries[p] = entry
@@ -134,30 +135,63 @@ def _ratio(
     return (None if kind == "unknown" else float(ours["rate"] / theirs["rate"])), kind
 
 
+COLUMNS = (
+    ("throughput_ratio_vs_fcfs", "vs fcfs"),
+    ("p99_ratio_vs_fcfs", "p99 vs fcfs"),
+    ("throughput_ratio_vs_mlfq", "vs mlfq"),
+    (f"throughput_ratio_vs_{CONTINUUM}", "vs contin."),
+    ("throughput_ratio_vs_llmd-las", "vs llmd-las"),
+    ("throughput_ratio_vs_turn-priority", "vs turn-pr."),
+    (f"throughput_ratio_vs_{SRPT_CAPPED}", "vs srpt-cap"),
+    ("throughput_ratio_vs_vllm", "vs vLLM 0.6"),
+)
+
+
 def format_table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """Throughput at equal latency, each policy against fcfs and mlfq (and P99 vs fcfs, and
-    against vLLM 0.6 when it was swept); a lower bound reads ">", an upper bound "<", unknown
-    "-"."""
+    """Throughput at equal latency, each policy against fcfs (and P99 vs fcfs), each peer
+    baseline and vLLM 0.6, the columns of the baselines swept only; a lower bound reads ">",
+    an upper bound "<", unknown "-". A cell may be a plain ratio or, over several seeds,
+    ``{"median", "min", "max", ...}`` (``seeds.spread``): the median, with vs fcfs's range."""
 
-    def cell(r: Mapping[str, Any], name: str) -> str:
+    def value(r: Mapping[str, Any], name: str) -> tuple[float | None, Any]:
         v = r.get(name)
-        if v is None:
-            return "   -  "
-        mark = {"lower bound": ">", "upper bound": "<"}.get(str(r.get(f"{name}_is")), "")
-        return f"{mark}{v:.2f}".rjust(6)
+        if isinstance(v, Mapping):
+            return v.get("median"), v
+        return v, None
 
-    vllm = any(
-        "throughput_ratio_vs_vllm" in r for policies in summary.values() for r in policies.values()
+    def cell(r: Mapping[str, Any], name: str, width: int) -> str:
+        v, _ = value(r, name)
+        if v is None:
+            return "-".rjust(width)
+        mark = {"lower bound": ">", "upper bound": "<"}.get(str(r.get(f"{name}_is")), "")
+        return f"{mark}{v:.2f}".rjust(width)
+
+    present = [
+        (name, label)
+        for name, label in COLUMNS
+        if any(name in r for policies in summary.values() for r in policies.values())
+    ]
+    spread = any(
+        value(r, "throughput_ratio_vs_fcfs")[1] is not None
+        for policies in summary.values()
+        for r in policies.values()
     )
-    head = f"{'workload':10s} {'policy':28s} {'vs fcfs':>7s} {'vs mlfq':>7s} {'p99 vs fcfs':>11s}"
-    lines = [head + (f" {'vs vLLM 0.6':>11s}" if vllm else "")]
+    head = f"{'workload':18s} {'policy':14s}"
+    for name, label in present:
+        head += f" {label:>11s}"
+        if spread and name == "throughput_ratio_vs_fcfs":
+            head += f" {'(min-max)':>11s}"
+    lines = [head]
     for workload, policies in summary.items():
         for policy, r in policies.items():
-            line = (
-                f"{workload:10s} {policy[:28]:28s} {cell(r, 'throughput_ratio_vs_fcfs'):>7s} "
-                f"{cell(r, 'throughput_ratio_vs_mlfq'):>7s} {cell(r, 'p99_ratio_vs_fcfs'):>11s}"
-            )
-            if vllm:
-                line += f" {cell(r, 'throughput_ratio_vs_vllm'):>11s}"
+            line = f"{workload[:18]:18s} {policy[:14]:14s}"
+            for name, _ in present:
+                line += " " + cell(r, name, 11)
+                if spread and name == "throughput_ratio_vs_fcfs":
+                    _, s = value(r, name)
+                    rng = (
+                        f"{s['min']:.2f}-{s['max']:.2f}" if s and s.get("min") is not None else "-"
+                    )
+                    line += f" {rng:>11s}"
             lines.append(line)
     return "\n".join(lines)

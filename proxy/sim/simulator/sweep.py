@@ -11,6 +11,11 @@ speed relative to the A100; ``--rates`` replaces it. ``refine`` then adds points
 curve crosses the latency target (between the last swept rate under it and the first over it:
 for fcfs that is its knee), and extends a curve that never crossed it past the grid once.
 
+Cases. A case is a workload under one context mode and length spread: ``chatbot`` (resent
+contexts), ``chatbot-fresh`` (``--context fresh``), ``chatbot-sigma1.5`` (``--sigma``: chatbot's
+lognormal sigmas times 1.5); rows name the case in their ``workload`` column, with ``kind``,
+``context`` and ``sigma`` beside it. Every point runs for ``--seeds`` seeds (``seeds.py``).
+
 Steady state. Each point measures only the programs of its steady-state window
 (``results.steady_window``): the first ``--warmup`` share of the programs (they meet an empty
 system) and the last ``--cooldown`` share (they keep the engine loaded while the measured ones
@@ -24,7 +29,6 @@ import csv
 import dataclasses
 import itertools
 import json
-import math
 import multiprocessing
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,12 +38,26 @@ from typing import Any
 from proxy.policies.base import Policy
 from proxy.policies.registry import PolicyRegistry
 from proxy.sim.engine.cost import PRESETS
-from proxy.sim.simulator.des import Simulator
+from proxy.sim.simulator.baselines import (
+    CONTINUUM,
+    SRPT_CAPPED,
+    VLLM_BASELINE,
+    engine_config,
+    registry_name,
+)
+from proxy.sim.simulator.gauges import GaugedSimulator, measured_span
 from proxy.sim.simulator.progress import Progress
-from proxy.sim.simulator.results import Metrics, bracket, curve, metrics, steady_window
-from proxy.sim.simulator.simconfig import MAX_MODEL_LEN, SimConfig, config_from_args
-from proxy.sim.simulator.summary import VLLM_BASELINE, targets_of
-from proxy.sim.simulator.workloads import WORKLOAD_NAMES, WorkloadSpec, generate, paper_workloads
+from proxy.sim.simulator.refine import EXTEND as EXTEND
+from proxy.sim.simulator.refine import refine as refine
+from proxy.sim.simulator.results import Metrics, metrics, steady_window
+from proxy.sim.simulator.simconfig import SimConfig, config_from_args
+from proxy.sim.simulator.workloads import (
+    WORKLOAD_NAMES,
+    WorkloadSpec,
+    generate,
+    paper_workloads,
+    with_sigma,
+)
 
 # Programs per second near which fcfs starts to queue on one A100 engine, measured with
 # resent and with fresh contexts (docs/simulator.md); the default grid is LOADS times these.
@@ -49,29 +67,47 @@ BASE_RATES = {
 }
 # The coarse grid (the lowest load is the light-load reference of the latency target); the
 # refinement pass adds REFINE_POINTS rates inside each curve's crossing of the target.
-LOADS = (0.4, 0.7, 1.0, 1.3, 1.7, 2.2, 3.0)
+LOADS = (0.4, 0.7, 1.0, 1.3, 1.7, 2.2)
 QUICK_LOADS = (0.4, 1.0, 1.7, 3.0)
-REFINE_POINTS = 2
+REFINE_POINTS = 1
 QUICK_REFINE_POINTS = 1
-EXTEND = 1.5
-"""A curve that never crossed the target on the grid gets one more point at this times its
-highest rate (and one at its square), once."""
+# Programs per point, of which the steady window measures 60%. Fewer make ``served_share``
+# read low at light load (a program still running at the last arrival counts as not served,
+# and LATS programs run for minutes), so the steady reading would cut curves early.
 PROGRAMS = {"chatbot": 800, "react": 600, "lats": 150, "mixed": 300}
 FRESH_PROGRAMS = {"chatbot": 1500, "react": 800, "lats": 150, "mixed": 300}
 # Fewer programs make the overloaded points short transients: quick ratios are indicative only.
 QUICK_PROGRAMS = {"chatbot": 800, "react": 600, "lats": 80, "mixed": 150}
+SEEDS = 5
+QUICK_SEEDS = 1
 WARMUP = 0.2
 COOLDOWN = 0.2
-POLICIES = (VLLM_BASELINE, "fcfs", "mlfq", "plas", "atlas", "srpt")
-QUICK_POLICIES = (VLLM_BASELINE, "fcfs", "mlfq", "plas", "atlas")
+POLICIES = (
+    VLLM_BASELINE,
+    "fcfs",
+    "mlfq",
+    "plas",
+    "atlas",
+    "srpt",
+    SRPT_CAPPED,
+    CONTINUUM,
+    "llmd-las",
+    "turn-priority",
+)
+QUICK_POLICIES = (VLLM_BASELINE, "fcfs", "plas", "atlas", CONTINUUM, "llmd-las")
+CONTEXTS = ("resend", "fresh")
 VLLM06_RATE_SCALE = 0.25
 """The vLLM 0.6 curve's grid is the workload's times this: without a prefix cache it saturates
 at 0.2 to 0.4 times the rates the other engines sustain (resent contexts are recomputed)."""
 BASELINES = ("fcfs", "mlfq")
-EXTRA_FACTORS = (2.0, 3.0, 5.0, 8.0)
+EXTRA_FACTORS = (2.0, 3.0)
+"""Latency targets read beside the headline (``--latency-factor``, 1.5)."""
 
 CSV_COLUMNS = (
     "workload",
+    "kind",
+    "context",
+    "sigma",
     "policy",
     "rate",
     "load",
@@ -95,26 +131,24 @@ class Point:
     specs: Mapping[str, WorkloadSpec]
     warmup: float = WARMUP
     cooldown: float = COOLDOWN
+    case: str = ""
+    """The rows' ``workload``: the workload, context mode and sigma (``case_name``)."""
+    sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.case:
+            object.__setattr__(self, "case", case_name(self.workload, self.fresh, self.sigma))
+
+
+def case_name(workload: str, fresh: bool, sigma: float) -> str:
+    """``chatbot``, ``chatbot-fresh``, ``chatbot-sigma1.5``, ``chatbot-fresh-sigma0.5``."""
+    return workload + ("-fresh" if fresh else "") + ("" if sigma == 1.0 else f"-sigma{sigma:g}")
 
 
 def make_policy(name: str, config: Mapping[str, Any] | None = None) -> Policy:
-    """The policy of a curve: a registry name or path, or ``vllm-0.6`` (fcfs)."""
-    return PolicyRegistry().create("fcfs" if name == VLLM_BASELINE else name, dict(config or {}))
-
-
-def engine_config(name: str, config: SimConfig) -> SimConfig:
-    """The engines a curve runs on: the paper's first baseline, ``vllm-0.6``, is fcfs on vLLM
-    0.6.1 as it ships (no chunked prefill: a step prefills whole prompts or decodes; no prefix
-    cache); every other curve on the configured engines."""
-    if name != VLLM_BASELINE:
-        return config
-    shape = dataclasses.replace(
-        config.shape,
-        chunked_prefill=False,
-        prefix_cache=False,
-        max_num_batched_tokens=max(MAX_MODEL_LEN, config.shape.max_num_batched_tokens),
-    )
-    return dataclasses.replace(config, shape=shape)
+    """The policy of a curve: a registry name or path, or a pseudo-policy's order
+    (``baselines.registry_name``)."""
+    return PolicyRegistry().create(registry_name(name), dict(config or {}))
 
 
 def run_point(point: Point) -> dict[str, Any]:
@@ -131,9 +165,13 @@ def run_point(point: Point) -> dict[str, Any]:
     window = steady_window(len(programs), point.warmup, point.cooldown)
     measured = {programs[i].id for i in window}
     policy = make_policy(point.policy, point.policy_config)
-    result = Simulator(point.config, policy).run(programs)
+    simulator = GaugedSimulator(point.config, policy, measured_span(programs, window))
+    result = simulator.run(programs)
     row: dict[str, Any] = {
-        "workload": point.workload,
+        "workload": point.case,
+        "kind": point.workload,
+        "context": "fresh" if point.fresh else "resend",
+        "sigma": point.sigma,
         "policy": point.policy,
         "rate": point.rate,
         "load": point.load,
@@ -181,6 +219,13 @@ def plan(args: argparse.Namespace) -> list[Point]:
     steady_window(100, args.warmup, args.cooldown)  # refuses bad shares
     if args.refine is not None and args.refine < 0:
         raise ValueError("--refine must not be negative")
+    contexts = split_names(args.context, ("resend",) if args.quick else CONTEXTS)
+    if not contexts or any(c not in CONTEXTS for c in contexts):
+        raise ValueError(f"--context takes a comma list of {' and '.join(CONTEXTS)}")
+    sigmas = [float(v) for v in split_names(args.sigma, ("1",))]
+    if any(not v >= 0 for v in sigmas):
+        raise ValueError("--sigma takes non-negative scales of the lognormal sigmas")
+    seeds = seed_count(args)
     config = config_from_args(args)
     cost = config.shape.cost
     # Faster engines (and more of them) move the knee: scale the default grid by decode speed.
@@ -189,17 +234,22 @@ def plan(args: argparse.Namespace) -> list[Point]:
     loads = QUICK_LOADS if args.quick else LOADS
     specs = paper_workloads()  # solved once, shipped with every point
     points = []
-    for workload in workloads:
-        base = BASE_RATES[args.context][workload] * speed
+    for context, workload in itertools.product(contexts, workloads):
+        base = BASE_RATES[context][workload] * speed
         if args.rates:
             pairs = [(r, r / base) for r in sorted(float(r) for r in args.rates.split(","))]
         else:
             pairs = [(base * f, f) for f in loads]
-        sizes = FRESH_PROGRAMS if args.context == "fresh" else PROGRAMS
+        sizes = FRESH_PROGRAMS if context == "fresh" else PROGRAMS
         n = args.programs or (QUICK_PROGRAMS if args.quick else sizes)[workload]
-        for policy in policies:
+        # The length-spread sweep is chatbot's, under the first context listed.
+        spreads = sigmas if workload == "chatbot" and context == contexts[0] else [1.0]
+        for sigma, policy in itertools.product(spreads, policies):
+            shaped = with_sigma(specs, "chatbot", sigma) if sigma != 1.0 else specs
             scale = VLLM06_RATE_SCALE if policy == VLLM_BASELINE and not args.rates else 1.0
-            for rate, load in ((r * scale, f * scale) for r, f in pairs):
+            for (rate, load), seed in itertools.product(
+                [(r * scale, f * scale) for r, f in pairs], range(args.seed, args.seed + seeds)
+            ):
                 if rate <= 0:
                     raise ValueError("rates must be positive")
                 points.append(
@@ -210,16 +260,25 @@ def plan(args: argparse.Namespace) -> list[Point]:
                         round(rate, 6),
                         round(load, 4),
                         n,
-                        args.seed,
-                        engine_config(policy, config),
+                        seed,
+                        engine_config(policy, config, workload),
                         args.tool_scale,
-                        args.context == "fresh",
-                        specs,
+                        context == "fresh",
+                        shaped,
                         args.warmup,
                         args.cooldown,
+                        sigma=sigma,
                     )
                 )
     return points
+
+
+def seed_count(args: argparse.Namespace) -> int:
+    """Seeds per point: ``--seeds``, else SEEDS (QUICK_SEEDS with ``--quick``)."""
+    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else SEEDS)
+    if seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    return int(seeds)
 
 
 def refine_count(args: argparse.Namespace) -> int:
@@ -230,52 +289,6 @@ def refine_count(args: argparse.Namespace) -> int:
     if args.rates:
         return 0
     return QUICK_REFINE_POINTS if args.quick else REFINE_POINTS
-
-
-def refine(
-    points: Sequence[Point],
-    rows: Sequence[Mapping[str, Any]],
-    factor: float,
-    count: int,
-    columns: Sequence[str] = ("latency_mean", "latency_p99"),
-) -> list[Point]:
-    """The second pass: for every curve (workload x policy) and latency target, ``count``
-    rates spaced evenly in log rate strictly inside the bracket where the curve first crosses
-    it (``factor`` x fcfs's latency at the lowest rate, and for the mean x vLLM 0.6's when
-    that curve was swept, as ``summary.ratios`` reads them), once with the points the engines
-    fell behind on counted as over the target (steady) and once as measured (finite run); for
-    fcfs that bracket is its knee. A curve that stayed steady and under the target on the
-    whole grid gets the rates EXTEND and EXTEND**2 times its highest swept rate instead. Rates
-    already swept are not repeated; each new point copies its curve's settings."""
-    if count <= 0:
-        return []
-    templates: dict[tuple[str, str], Point] = {}
-    for point in points:
-        templates.setdefault((point.workload, point.policy), point)
-    out: list[Point] = []
-    for (workload, policy), template in templates.items():
-        base = template.rate / template.load if template.load else 1.0
-        wanted: set[float] = set()
-        targets = {
-            key: value
-            for key, value in targets_of(rows, workload, factor).items()
-            if key[0] in columns
-        }
-        for ((column, _), target), steady in itertools.product(targets.items(), (True, False)):
-            rates, values = curve(rows, workload, policy, column, steady=steady)
-            if not rates or not math.isfinite(target):
-                continue
-            around = bracket(rates, values, target)
-            if around is not None:
-                lo, hi = around
-                step = (hi / lo) ** (1.0 / (count + 1))
-                wanted.update(lo * step**k for k in range(1, count + 1))
-            elif steady and all(v <= target for v in values):
-                wanted.update(rates[-1] * EXTEND**k for k in (1, 2))
-        swept = {round(p.rate, 6) for p in points if (p.workload, p.policy) == (workload, policy)}
-        for rate in sorted({round(r, 6) for r in wanted} - swept):
-            out.append(dataclasses.replace(template, rate=rate, load=round(rate / base, 4)))
-    return out
 
 
 def _decode_step(cost: Any) -> float:

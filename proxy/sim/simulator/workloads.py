@@ -24,6 +24,7 @@ over rates compare the same programs).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -246,6 +247,29 @@ def paper_workloads() -> dict[str, WorkloadSpec]:
 
 
 WORKLOAD_NAMES = ("chatbot", "react", "lats", "mixed")
+
+
+def with_sigma(
+    specs: Mapping[str, WorkloadSpec], name: str, scale: float
+) -> dict[str, WorkloadSpec]:
+    """``specs`` with workload ``name``'s lognormal sigmas (calls per program, new tokens,
+    output tokens) times ``scale``, their means kept: the length spread the bench sweeps
+    (``--sigma``). LAS-style orders gain more the more program sizes vary."""
+    if scale < 0:
+        raise ValueError("the sigma scale must not be negative")
+    out = dict(specs)
+    spec = out[name]
+
+    def scaled(d: LengthDist) -> LengthDist:
+        return LengthDist(d.mean, d.sigma * scale, high=d.high, low=d.low)
+
+    out[name] = dataclasses.replace(
+        spec,
+        calls=scaled(spec.calls),
+        new_tokens=scaled(spec.new_tokens),
+        output_tokens=scaled(spec.output_tokens),
+    )
+    return out
 
 
 def generate(

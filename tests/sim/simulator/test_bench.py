@@ -41,7 +41,7 @@ def run(tmp: Path, *extra: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     args = parse(
         "--out", str(tmp), "--workloads", "chatbot,react", "--programs", "12",
-        "--rates", "0.5,1,3", "--jobs", "1", *extra,
+        "--rates", "0.5,1,3", "--jobs", "1", "--seeds", "1", "--context", "resend", *extra,
     )  # fmt: skip
     return run_bench(args, stdout=out, stderr=err), out.getvalue(), err.getvalue()
 
@@ -56,7 +56,10 @@ def test_a_tiny_sweep_end_to_end(tmp_path: Path) -> None:
     assert tuple(rows[0]) == CSV_COLUMNS
     assert {r["policy"] for r in rows} == {"fcfs", "mlfq", "plas", f"{__name__}:Newest"}
     assert all(int(r["programs"]) == 12 for r in rows)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    report = json.loads((tmp_path / "summary.json").read_text())
+    assert report["factors"] == [1.5, 2.0, 3.0]
+    assert report["seeds"] == [0]
+    summary = report["steady"]["1.5"]
     assert set(summary) == {"chatbot", "react"}
     for policies_of in summary.values():
         assert len(policies_of) == 4
@@ -65,21 +68,25 @@ def test_a_tiny_sweep_end_to_end(tmp_path: Path) -> None:
             assert set(entry) == names | {f"{n}_is" for n in names}
     # 12 programs are no steady state (the engine served half the offered work or less while
     # they arrived): the steady reading does not know, the finite-run reading does.
-    assert summary["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"] is None
+    assert summary["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"]["median"] is None
     assert summary["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs_is"] == "unknown"
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["speed"]["sim_tokens_per_cpu_s"] > 0
     assert meta["points"] == {"grid": 24, "refinement": 0}  # given --rates: no refinement
     assert meta["steady_window"] == {"warmup": 0.2, "cooldown": 0.2}
-    finite = meta["finite_run_ratios"]["at_latency_factor"]
-    assert finite["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"] == pytest.approx(1.0)
+    finite = report["finite_run"]["1.5"]
+    assert finite["chatbot"]["fcfs"]["throughput_ratio_vs_fcfs"]["median"] == pytest.approx(1.0)
+    # The engine state beside the ratios, and the gauges behind it in every row.
+    assert {float(r["running_mean"]) > 0 for r in rows} == {True}
+    assert {0.0 <= float(r["waiting_share"]) <= 1.0 for r in rows} == {True}
+    assert {0.0 <= float(r["kv_use"]) <= 1.0 for r in rows} == {True}
     assert all(int(r["measured"]) == 8 for r in rows)  # 12 less the first 2 and the last 2
     for workload in ("chatbot", "react"):
         assert (tmp_path / f"latency_{workload}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "vs fcfs" in out
     assert "tokens per CPU-second" in out
-    # The plug-in has its row; the table cuts a policy's label at 28 characters.
-    assert f"{__name__}:Newest"[:28] in out
+    # The plug-in has its row; the table cuts a policy's label at 14 characters.
+    assert f"{__name__}:Newest"[:14] in out
     assert "24/24 points" in err
 
 
@@ -97,10 +104,10 @@ def test_the_vllm_06_baseline_runs_on_its_own_engine_and_gets_a_column(tmp_path:
         assert cached[("vllm-0.6", rate)] == 0.0
         assert cached[("fcfs", rate)] > 0.3
         assert latency[("vllm-0.6", rate)] > 1.2 * latency[("fcfs", rate)]
-    summary = json.loads((tmp_path / "summary.json").read_text())["chatbot"]
+    summary = json.loads((tmp_path / "summary.json").read_text())["steady"]["1.5"]["chatbot"]
     assert "throughput_ratio_vs_vllm_is" in summary["plas"]
     meta = json.loads((tmp_path / "meta.json").read_text())
-    targets = meta["targets_and_reach"]["chatbot"]["targets"]
+    targets = meta["targets_and_reach_by_seed"]["1.5"]["0"]["chatbot"]["targets"]
     assert targets["latency_mean@vllm-0.6"] > targets["latency_mean"]  # its own, slower start
     assert "vs vLLM 0.6" in out
 

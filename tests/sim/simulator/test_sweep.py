@@ -27,13 +27,18 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_quick_plan_is_small_and_full_plan_covers_the_grid() -> None:
     quick = plan(parse("--quick"))
-    full = plan(parse())
-    assert len(quick) == 4 * 5 * 4
-    assert len(full) == 4 * 6 * 7
-    assert {p.policy for p in full} == {"vllm-0.6", "fcfs", "mlfq", "plas", "atlas", "srpt"}
+    full = plan(parse("--seeds", "1", "--context", "resend"))
+    assert len(quick) == 4 * 6 * 4  # workloads x policies x loads, one seed, resent contexts
+    assert len(full) == 4 * 10 * 6
+    assert {p.policy for p in full} == {
+        "vllm-0.6", "fcfs", "mlfq", "plas", "atlas", "srpt",
+        "srpt-capped", "continuum", "llmd-las", "turn-priority",
+    }  # fmt: skip
     # The paper's first baseline: fcfs on vLLM 0.6 (no chunked prefill, no prefix cache), on a
     # grid scaled down to where it saturates; every other curve on the configured engines.
+    # Its engines also pay vLLM 0.6.1's scheduler time on every step.
     vllm = [p for p in full if p.workload == "chatbot" and p.policy == "vllm-0.6"]
+    assert {v.config.shape.step_cost().base_s > v.config.shape.cost.base_s for v in vllm} == {True}
     fcfs = [p for p in full if p.workload == "chatbot" and p.policy == "fcfs"]
     assert [v.rate for v in vllm] == pytest.approx([0.25 * f.rate for f in fcfs])
     assert {v.config.shape.chunked_prefill for v in vllm} == {False}
@@ -42,13 +47,46 @@ def test_quick_plan_is_small_and_full_plan_covers_the_grid() -> None:
     assert {(f.config.shape.chunked_prefill, f.config.shape.prefix_cache) for f in fcfs} == {
         (True, True)
     }
-    faster = plan(parse("--preset", "llama31-8b-h100", "--engines", "2"))
+    faster = plan(parse("--preset", "llama31-8b-h100", "--engines", "2", "--seeds", "1"))
     assert faster[0].rate > 2 * full[0].rate  # the default grid follows the engines' speed
+
+
+def test_the_full_default_runs_five_seeds_of_both_contexts_and_chatbot_sigmas() -> None:
+    points = plan(parse("--workloads", "chatbot,react", "--policies", "fcfs",
+                        "--sigma", "0.5,1,1.5"))  # fmt: skip
+    cases = {p.case for p in points}
+    # The sigma sweep is chatbot's, under the first context listed (resent).
+    assert cases == {"chatbot", "chatbot-sigma0.5", "chatbot-sigma1.5", "chatbot-fresh",
+                     "react", "react-fresh"}  # fmt: skip
+    for case in cases:
+        seeds = {p.seed for p in points if p.case == case}
+        assert seeds == {0, 1, 2, 3, 4}
+    wide = next(p for p in points if p.case == "chatbot-sigma1.5")
+    assert wide.specs["chatbot"].output_tokens.sigma == 1.5
+    assert wide.specs["chatbot"].output_tokens.mean == 276.81  # the mean is kept
+    assert wide.specs["react"] == next(p for p in points if p.case == "react").specs["react"]
+    assert {p.fresh for p in points if p.case.endswith("-fresh")} == {True}
+    with pytest.raises(ValueError, match="--context"):
+        plan(parse("--context", "sometimes"))
+    with pytest.raises(ValueError, match="--seeds"):
+        plan(parse("--seeds", "0"))
+
+
+def test_pseudo_policies_get_their_engine_settings() -> None:
+    points = plan(parse("--workloads", "lats", "--policies",
+                        "continuum,srpt-capped,srpt-k24,llmd-las", "--rates", "1",
+                        "--seeds", "1", "--context", "resend"))  # fmt: skip
+    config = {p.policy: p.config for p in points}
+    assert config["continuum"].retention.ttl == "learned"
+    assert config["continuum"].cap.mode == "off"
+    assert (config["srpt-capped"].cap.mode, config["srpt-capped"].cap.k) == ("fixed", 40)
+    assert (config["srpt-k24"].cap.mode, config["srpt-k24"].cap.k) == ("fixed", 24)
+    assert (config["llmd-las"].cap.mode, config["llmd-las"].retention.ttl) == ("off", None)
 
 
 def test_given_rates_and_settings_reach_every_point() -> None:
     points = plan(
-        parse("--workloads", "react", "--policies", "fcfs,plas", "--rates", "2,1",
+        parse("--workloads", "react", "--policies", "fcfs,plas", "--rates", "2,1", "--seeds", "1", "--context", "resend",
               "--programs", "7", "--engines", "2", "--policy-config", 'plas={"beta": null}')
     )  # fmt: skip
     assert [(p.policy, p.rate) for p in points] == [
@@ -84,7 +122,8 @@ def fake_rows(points: list[Point], curves: dict[str, list[float]]) -> list[dict[
 
 def test_refine_adds_rates_inside_each_crossing_and_extends_curves_that_never_cross() -> None:
     points = plan(parse("--workloads", "chatbot", "--policies", "fcfs,plas,srpt,mlfq",
-                        "--rates", "1,2,4,8", "--programs", "10"))  # fmt: skip
+                        "--rates", "1,2,4,8", "--programs", "10", "--seeds", "1",
+                        "--context", "resend"))  # fmt: skip
     rows = fake_rows(
         points,
         {
@@ -112,7 +151,7 @@ def test_refine_adds_rates_inside_each_crossing_and_extends_curves_that_never_cr
 
 
 def test_refine_count_defaults_and_bad_window_shares() -> None:
-    assert refine_count(parse()) == 2
+    assert refine_count(parse()) == 1
     assert refine_count(parse("--quick")) == 1
     assert refine_count(parse("--rates", "1,2")) == 0
     assert refine_count(parse("--rates", "1,2", "--refine", "4")) == 4
@@ -124,7 +163,7 @@ def test_refine_count_defaults_and_bad_window_shares() -> None:
 
 def test_a_point_measures_its_steady_window_only() -> None:
     (point,) = plan(parse("--workloads", "chatbot", "--policies", "fcfs", "--rates", "0.5",
-                          "--programs", "20"))  # fmt: skip
+                          "--programs", "20", "--seeds", "1", "--context", "resend"))  # fmt: skip
     row = run_point(point)
     assert (row["programs"], row["measured"]) == (20, 12)
     whole = run_point(dataclasses.replace(point, warmup=0.0, cooldown=0.0))
@@ -135,7 +174,7 @@ def test_a_point_measures_its_steady_window_only() -> None:
 
 def test_refine_also_brackets_where_the_engines_fall_behind() -> None:
     points = plan(parse("--workloads", "react", "--policies", "srpt,fcfs", "--rates", "1,2,4,8",
-                        "--programs", "10"))  # fmt: skip
+                        "--programs", "10", "--seeds", "1", "--context", "resend"))  # fmt: skip
     rows = fake_rows(points, {"srpt": [1.0, 1.0, 1.2, 1.5], "fcfs": [1.0, 1.0, 9.0, 9.0]})
     for row in rows:  # srpt's run at 4 and 8 fell behind the arrivals: not a steady state
         row["served_share"] = 0.7 if float(str(row["rate"])) >= 4 else 1.0
