@@ -10,8 +10,8 @@ orders.
   program's KV cache held across its tool calls for a TTL learned from its own gaps
   (``RetentionConfig(ttl="learned")``).
 - ``srpt-capped``: the clairvoyant bound with an admission cap: srpt running at most k calls per
-  engine (``CapConfig(mode="fixed", k=k)``), k the best of a small sweep per workload
-  (``SRPT_CAPPED_K``); ``srpt-k<k>`` runs one k, for that sweep.
+  engine (``CapConfig(mode="fixed", k=k)``), k per workload in ``SRPT_CAPPED_K`` (starting
+  values, not yet set by the sweep of ``srpt-k<k>`` curves that should choose them).
 
 ``llmd-las`` and ``turn-priority`` are real policies (``proxy.policies``): they run as any other.
 """
