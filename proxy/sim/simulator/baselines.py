@@ -91,7 +91,10 @@ def engine_config(name: str, config: SimConfig, workload: str = "chatbot") -> Si
         )
         return dataclasses.replace(config, shape=shape)
     if name == CONTINUUM:
-        return dataclasses.replace(config, retention=RetentionConfig(ttl="learned"))
+        # Continuum's own algorithm: no admission cap, whatever the sweep's default.
+        return dataclasses.replace(
+            config, retention=RetentionConfig(ttl="learned"), cap=CapConfig()
+        )
     k = srpt_k(name)
     if name == SRPT_CAPPED:
         k = SRPT_CAPPED_K.get(workload, SRPT_CAPPED_K["chatbot"])

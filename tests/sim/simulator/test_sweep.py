@@ -7,6 +7,8 @@ import dataclasses
 
 import pytest
 
+from proxy.core.concurrency import for_policy
+from proxy.policies.registry import PolicyRegistry
 from proxy.sim.simulator.bench import add_bench_arguments
 from proxy.sim.simulator.sweep import (
     Point,
@@ -81,7 +83,10 @@ def test_pseudo_policies_get_their_engine_settings() -> None:
     assert config["continuum"].cap.mode == "off"
     assert (config["srpt-capped"].cap.mode, config["srpt-capped"].cap.k) == ("fixed", 40)
     assert (config["srpt-k24"].cap.mode, config["srpt-k24"].cap.k) == ("fixed", 24)
-    assert (config["llmd-las"].cap.mode, config["llmd-las"].retention.ttl) == ("off", None)
+    # The peers' policies run uncapped: the default "auto" cap turns off for them.
+    llmd = config["llmd-las"]
+    effective = for_policy(llmd.cap, PolicyRegistry().create("llmd-las"), retains=False)
+    assert (effective.mode, llmd.retention.ttl) == ("off", None)
 
 
 def test_given_rates_and_settings_reach_every_point() -> None:
