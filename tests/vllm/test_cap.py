@@ -21,10 +21,10 @@ from tests.vllm.test_scheduler import (
     LONG,
     SHORT,
     Opener,
-    Stream,
     body,
     find,
     has,
+    streams_on,
     tag,
 )
 
@@ -53,18 +53,8 @@ def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServ
 
 @pytest.fixture
 async def open_capped(capped_server: VLLMServer) -> AsyncIterator[Opener]:
-    opened: list[Stream] = []
-
-    async def open_(payload: dict[str, object]) -> Stream:
-        stream = await Stream.open(capped_server, payload)
-        opened.append(stream)
-        return stream
-
-    yield open_
-    for stream in opened:
-        await stream.disconnect()
-    calls = [s.call for s in opened]
-    await capped_server.wait_events(has("finished", *calls), what="the test's calls ended")
+    async with streams_on(capped_server) as open_:
+        yield open_
 
 
 async def test_cap_holds_the_running_set_and_admits_the_best_first(

@@ -16,13 +16,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import pytest
 
 from proxy.core.retention import RetentionConfig
 from proxy.sim.engine.holding import HoldingEngine
 from proxy.sim.simulator.prefix_cache import PrefixCache
 from tests.vllm.conftest import VLLMServer, serve
+from tests.vllm.test_scheduler import complete
 
 if importlib.util.find_spec("vllm") is None:
     pytest.skip(
@@ -200,7 +200,6 @@ def cache_engine(cache: PrefixCache) -> HoldingEngine:
 BLOCK = 32  # tokens (vLLM's CPU default, 128, would leave too few blocks to see an order)
 BLOCKS = 48  # 1,536 tokens of KV: a few prompts fill it
 CONTEXT = 160  # tokens: 5 full blocks
-TIMEOUT = aiohttp.ClientTimeout(total=120)
 
 
 @pytest.fixture(scope="module")
@@ -237,16 +236,6 @@ def body(program: str, call: str, prompt: list[int], max_tokens: int) -> dict[st
             "autellix_level": 0,
         },
     }
-
-
-async def complete(server: VLLMServer, payload: dict[str, Any]) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession(timeout=TIMEOUT) as session,
-        session.post(server.base_url + "/v1/completions", json=payload) as response,
-    ):
-        assert response.status == 200, await response.text()
-        result: dict[str, Any] = await response.json()
-        return result
 
 
 def event(events: list[dict[str, Any]], name: str, call: str) -> dict[str, Any]:

@@ -107,14 +107,14 @@ class Stream:
 Opener = Callable[[dict[str, Any]], Awaitable[Stream]]
 
 
-@pytest.fixture
-async def open_stream(vllm_server: VLLMServer) -> AsyncIterator[Opener]:
-    """Opens streamed completions and walks away from any still open when the test ends (the
-    engine aborts them), so a failing test leaves the shared server idle and no socket open."""
+@contextlib.asynccontextmanager
+async def streams_on(server: VLLMServer) -> AsyncIterator[Opener]:
+    """Opens streamed completions on ``server`` and walks away from any still open at the end
+    (the engine aborts them), so a failing test leaves the server idle and no socket open."""
     opened: list[Stream] = []
 
     async def open_(payload: dict[str, Any]) -> Stream:
-        stream = await Stream.open(vllm_server, payload)
+        stream = await Stream.open(server, payload)
         opened.append(stream)
         return stream
 
@@ -122,7 +122,13 @@ async def open_stream(vllm_server: VLLMServer) -> AsyncIterator[Opener]:
     for stream in opened:
         await stream.disconnect()
     calls = [s.call for s in opened]
-    await vllm_server.wait_events(has("finished", *calls), what="the test's calls ended")
+    await server.wait_events(has("finished", *calls), what="the test's calls ended")
+
+
+@pytest.fixture
+async def open_stream(vllm_server: VLLMServer) -> AsyncIterator[Opener]:
+    async with streams_on(vllm_server) as open_:
+        yield open_
 
 
 async def complete(server: VLLMServer, payload: dict[str, Any]) -> dict[str, Any]:
