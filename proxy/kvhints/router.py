@@ -136,40 +136,32 @@ class _RoutingCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         router = self._router
-        decisions = CounterMetricFamily(
+        yield _counters(
             "autellix_balancer_decisions",
             "Engine choices by the balancer, by the reason it gave.",
-            labels=["balancer", "reason"],
+            ["balancer", "reason"],
+            {(router.balancer.name, reason): n for reason, n in router.decisions.items()},
         )
-        for reason, n in sorted(router.decisions.items()):
-            decisions.add_metric([router.balancer.name, reason], n)
-        yield decisions
-        moves = CounterMetricFamily(
+        yield _counters(
             "autellix_affinity_moves",
             "Calls sent away from their program's engine, by that engine and why "
             "(unhealthy, full, overloaded: past the load guard).",
-            labels=["engine", "why"],
+            ["engine", "why"],
+            router.moves,
         )
-        for (engine, why), n in sorted(router.moves.items()):
-            moves.add_metric([engine, why], n)
-        yield moves
-        events = CounterMetricFamily(
+        yield _counters(
             "autellix_kv_events",
             "KV cache events received from engines, by kind.",
-            labels=["engine", "kind"],
+            ["engine", "kind"],
+            router.events,
         )
-        for (engine, kind), n in sorted(router.events.items()):
-            events.add_metric([engine, kind], n)
-        yield events
-        learning = CounterMetricFamily(
+        yield _counters(
             "autellix_prefix_learned",
             "Finished calls whose prompt was tokenized by their engine to learn its block "
             "hashes, by result (learned, short: under one block, failed).",
-            labels=["engine", "result"],
+            ["engine", "result"],
+            router.learning,
         )
-        for (engine, result), n in sorted(router.learning.items()):
-            learning.add_metric([engine, result], n)
-        yield learning
         index = router.index
         if index is None:
             return
@@ -198,3 +190,13 @@ class _RoutingCollector(Collector):
         blocks.add_metric(["asked"], index.blocks_asked)
         blocks.add_metric(["hit"], index.blocks_hit)
         yield blocks
+
+
+def _counters(
+    name: str, doc: str, labels: list[str], counts: Mapping[tuple[str, str], int]
+) -> CounterMetricFamily:
+    """One counter family with a sample per label pair, in sorted order."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for pair, n in sorted(counts.items()):
+        family.add_metric(list(pair), n)
+    return family
