@@ -50,7 +50,13 @@ from proxy.sim.engine.queues import FCFSQueue, WaitingQueue
 from proxy.sim.engine.request import EngineRequest as EngineRequest
 from proxy.sim.engine.request import RequestStatus as RequestStatus
 from proxy.sim.engine.steps import StepResult as StepResult
-from proxy.sim.engine.steps import advance_decodes, decode_steps_left, steps_in_kv, stretch_end
+from proxy.sim.engine.steps import (
+    advance_decodes,
+    decode_steps_left,
+    run_scheduled,
+    steps_in_kv,
+    stretch_end,
+)
 
 BLOCK_SIZE = 16
 # What an A100-80GB leaves for KV under vLLM's default gpu_memory_utilization=0.9: 80 GiB x 0.9
@@ -344,54 +350,11 @@ class EngineModel:
         counts: list[int],
         preempted: list[EngineRequest],
     ) -> StepResult:
-        num_decodes = decode_context = prefill_tokens = attn_pairs = 0
-        emitted: list[EngineRequest] = []
-        finished: list[EngineRequest] = []
-        first: list[EngineRequest] = []
-        emit, finish = emitted.append, finished.append
-        for request, n in zip(scheduled, counts, strict=True):
-            before = request.num_computed
-            computed = before + n
-            request.num_computed = computed
-            output = request.num_output
-            if n == 1 and output:
-                num_decodes += 1
-                decode_context += computed
-            else:
-                prefill_tokens += n
-                attn_pairs += n * before + n * (n + 1) // 2
-            if computed == request.prompt_tokens + output:
-                output += 1
-                request.num_output = output
-                emit(request)
-                if output == 1:
-                    first.append(request)
-                if output >= request.limit:
-                    finish(request)
-        duration = self.cost.step_time(
-            num_decodes=num_decodes,
-            decode_context_tokens=decode_context,
-            num_prefill_tokens=prefill_tokens,
-            prefill_attn_pairs=attn_pairs,
-        )
-        end = now + duration
-        for request in first:
-            request.first_token_time = end
-        if finished:
-            for request in finished:
-                request.status = RequestStatus.FINISHED
-                request.finish_reason = request.limit_reason
-                request.finish_time = end
+        result = run_scheduled(self.cost, now, scheduled, counts, preempted)
+        if result.finished:
+            for request in result.finished:
                 self._free_blocks += request.num_blocks
                 request.num_blocks = 0
                 del self._requests[request.id]
             self._running = [r for r in self._running if r.status is RequestStatus.RUNNING]
-        return StepResult(
-            start=now,
-            duration=duration,
-            emitted=tuple(emitted),
-            finished=tuple(finished),
-            preempted=tuple(preempted),
-            num_prefill_tokens=prefill_tokens,
-            num_decodes=num_decodes,
-        )
+        return result

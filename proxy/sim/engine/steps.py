@@ -1,4 +1,5 @@
-"""What one engine step did (``StepResult``), and the arithmetic of a decode stretch: several
+"""What one engine step did (``StepResult``, ``run_scheduled``: the tokens the scheduled requests
+compute and sample, and the step's time), and the arithmetic of a decode stretch: several
 decode-only steps run at once (``EngineModel.decode_stretch``).
 
 Pure functions over the running requests; the engine model decides when a stretch may run (no
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.sim.engine.cost import CostModel
-from proxy.sim.engine.request import EngineRequest
+from proxy.sim.engine.request import EngineRequest, RequestStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +111,62 @@ def advance_decodes(running: Sequence[EngineRequest], k: int, block: int) -> int
         used += blocks - r.num_blocks
         r.num_blocks = blocks
     return used
+
+
+def run_scheduled(
+    cost: CostModel,
+    now: float,
+    scheduled: Sequence[EngineRequest],
+    counts: Sequence[int],
+    preempted: Sequence[EngineRequest],
+) -> StepResult:
+    """Run one step over the requests the engine scheduled, each with its token count: their
+    KV grows by those tokens, each whose tokens now all have KV samples one, and one that
+    reaches its limit finishes (status, reason and time set; the engine frees its blocks).
+    The step lasts the cost model's time for what it computed."""
+    num_decodes = decode_context = prefill_tokens = attn_pairs = 0
+    emitted: list[EngineRequest] = []
+    finished: list[EngineRequest] = []
+    first: list[EngineRequest] = []
+    emit, finish = emitted.append, finished.append
+    for request, n in zip(scheduled, counts, strict=True):
+        before = request.num_computed
+        computed = before + n
+        request.num_computed = computed
+        output = request.num_output
+        if n == 1 and output:
+            num_decodes += 1
+            decode_context += computed
+        else:
+            prefill_tokens += n
+            attn_pairs += n * before + n * (n + 1) // 2
+        if computed == request.prompt_tokens + output:
+            output += 1
+            request.num_output = output
+            emit(request)
+            if output == 1:
+                first.append(request)
+            if output >= request.limit:
+                finish(request)
+    duration = cost.step_time(
+        num_decodes=num_decodes,
+        decode_context_tokens=decode_context,
+        num_prefill_tokens=prefill_tokens,
+        prefill_attn_pairs=attn_pairs,
+    )
+    end = now + duration
+    for request in first:
+        request.first_token_time = end
+    for request in finished:
+        request.status = RequestStatus.FINISHED
+        request.finish_reason = request.limit_reason
+        request.finish_time = end
+    return StepResult(
+        start=now,
+        duration=duration,
+        emitted=tuple(emitted),
+        finished=tuple(finished),
+        preempted=tuple(preempted),
+        num_prefill_tokens=prefill_tokens,
+        num_decodes=num_decodes,
+    )

@@ -17,8 +17,8 @@ running calls are served in that order (the token budget goes to the best first)
 calls the queue names are preempted for better waiting ones: aborted, and resubmitted with
 their KV swapped out and back (``EngineShape.preemption``) or to recompute it.
 
-Per engine: a prefix cache (``prefix_cache.py``, ``SimConfig.retention``) and an admission cap
-(``capping.py``, ``SimConfig.cap``); docs/simulator.md describes both.
+Per engine (``fleet.py``): a prefix cache (``prefix_cache.py``, ``SimConfig.retention``) and an
+admission cap (``capping.py``, ``SimConfig.cap``); docs/simulator.md describes both.
 """
 
 from __future__ import annotations
@@ -30,18 +30,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy.core import lifecycle
-from proxy.core.concurrency import for_policy
 from proxy.core.cost import ServiceCost
 from proxy.kvhints.balancers import Route
 from proxy.policies.base import Policy
 from proxy.records import Call
 from proxy.sim.engine.engine import EngineRequest, StepResult
-from proxy.sim.engine.holding import HoldingEngine
 from proxy.sim.simulator.balancer import Balancer, engine_loads, make_balancer
 from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
-from proxy.sim.simulator.capping import EngineCap
-from proxy.sim.simulator.policy_queue import PolicyQueue, Tracked
-from proxy.sim.simulator.prefix_cache import PrefixCache
+from proxy.sim.simulator.fleet import build_engines
+from proxy.sim.simulator.policy_queue import Tracked
 from proxy.sim.simulator.results import SimResult
 from proxy.sim.simulator.runs import call_result, program_result, program_run, resubmission
 from proxy.sim.simulator.simconfig import SimConfig
@@ -72,27 +69,7 @@ class Simulator:
         self._cost = ServiceCost(decode_token_s=self.decode_s, prefill_token_s=self.prefill_s)
         self._on_finish = lifecycle.policy_hook(policy)
         self._program_oracle = config.oracle == "program"
-        shape = config.shape
-        self.engines: list[EngineSlot] = []
-        for i in range(config.engines):
-            queue = PolicyQueue(policy, on_head=self._on_head)
-            model = HoldingEngine(
-                cost=shape.step_cost(),
-                max_num_seqs=shape.max_num_seqs,
-                kv_capacity_tokens=shape.kv_capacity_tokens,
-                max_num_batched_tokens=shape.max_num_batched_tokens,
-                block_size=shape.block_size,
-                queue=queue,
-                chunked_prefill=shape.chunked_prefill,
-            )
-            cache = None
-            if shape.prefix_cache:
-                cache = PrefixCache(shape.block_size, config.retention, model)
-            slot = EngineSlot(i, model, queue, cache)
-            retains = config.retention.evict == "rank"  # the cap helps plas only then
-            if (cap := for_policy(config.cap, policy, retains=retains)).mode != "off":
-                slot.cap = EngineCap(cap, model)
-            self.engines.append(slot)
+        self.engines = build_engines(config, policy, self._on_head)
         self._caches = [e.cache for e in self.engines if e.cache is not None]
         # (time, kind, sequence, payload): at equal times releases go first, then kicks. The
         # payload's type follows the kind (see ``run``); Any spares the loop a cast per event.
