@@ -14,6 +14,16 @@ orders.
   values, not yet set by the sweep of ``srpt-k<k>`` curves that should choose them).
 
 ``llmd-las`` and ``turn-priority`` are real policies (``proxy.policies``): they run as any other.
+
+KV retention per curve (``--kv-evict auto``, the default): the engine model is set up as each
+system is deployed. The program-aware orders Autellix runs inside vLLM with its plug-in
+(``PLUGIN_ORDERS``: plas, atlas, mlfq, srpt and the ``srpt-k`` curves) get the plug-in's
+retention, ``PLUGIN_RETENTION``: eviction by the policy's rank and each program's context held
+for its learned TTL. Every other curve runs a stock engine (LRU, nothing held): fcfs,
+``vllm-0.6``, the llm-d router orders and any plug-in policy given by path; ``continuum`` holds
+by its own TTL with LRU eviction, as its paper does. A curve named ``<order>+retain`` (e.g.
+``fcfs+retain``) is the order with ``PLUGIN_RETENTION`` whatever the flag says: the ablation
+that separates what retention gains from what the order gains.
 """
 
 from __future__ import annotations
@@ -59,6 +69,13 @@ SRPT_CAPPED_K = {"chatbot": 32, "react": 32, "lats": 40, "mixed": 32}
 """The cap ``srpt-capped`` runs per workload: the k of ``SRPT_CAP_CANDIDATES`` that sustains the
 highest rate at the headline target (docs/simulator.md says which sweep chose them)."""
 
+PLUGIN_ORDERS = frozenset({"plas", "atlas", "mlfq", "srpt"})
+"""Registry orders that run inside the engine with the autellix vLLM plug-in, and so with its
+retention under ``--kv-evict auto``."""
+PLUGIN_RETENTION = RetentionConfig(evict="rank", ttl="learned")
+RETAIN_SUFFIX = "+retain"
+FCFS_RETAIN = "fcfs" + RETAIN_SUFFIX
+
 _SRPT_K = re.compile(r"^srpt-k(\d+)$")
 
 
@@ -70,6 +87,7 @@ def srpt_k(name: str) -> int | None:
 
 def registry_name(name: str) -> str:
     """The registry policy a curve runs: the pseudo-policy's order, or the name itself."""
+    name = name.removesuffix(RETAIN_SUFFIX)
     if name == VLLM_BASELINE:
         return "fcfs"
     if name == CONTINUUM:
@@ -79,8 +97,13 @@ def registry_name(name: str) -> str:
     return name
 
 
-def engine_config(name: str, config: SimConfig, workload: str = "chatbot") -> SimConfig:
-    """The engines a curve runs on (module docstring); every other curve on ``config``."""
+def engine_config(
+    name: str, config: SimConfig, workload: str = "chatbot", *, auto_retention: bool = False
+) -> SimConfig:
+    """The engines a curve runs on (module docstring); every other curve on ``config``.
+    ``auto_retention``: ``--kv-evict auto``, the plug-in's retention for ``PLUGIN_ORDERS``."""
+    if name.endswith(RETAIN_SUFFIX) or (auto_retention and _plugin_curve(name)):
+        config = dataclasses.replace(config, retention=PLUGIN_RETENTION)
     if name == VLLM_BASELINE:
         shape = dataclasses.replace(
             config.shape,
@@ -101,3 +124,7 @@ def engine_config(name: str, config: SimConfig, workload: str = "chatbot") -> Si
     if k is not None:
         return dataclasses.replace(config, cap=CapConfig(mode="fixed", k=k))
     return config
+
+
+def _plugin_curve(name: str) -> bool:
+    return name != VLLM_BASELINE and registry_name(name) in PLUGIN_ORDERS

@@ -140,14 +140,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kv-evict",
-        choices=("lru", "rank"),
-        default="lru",
-        help="prefix-cache eviction: lru (vLLM's, default) or rank (the policy's, docs/simulator.md)",
+        choices=("auto", "lru", "rank"),
+        default="auto",
+        help="prefix-cache eviction: auto (default: each curve's engine as deployed, rank and a "
+        "learned TTL for the orders the autellix vLLM plug-in runs, LRU for stock engines; "
+        "docs/simulator.md), lru (vLLM's) or rank (the policy's) for every curve",
     )
     parser.add_argument(
         "--kv-ttl",
-        default="none",
-        help="hold finished contexts: none (default), learned or seconds",
+        help="hold finished contexts: none (default), learned or seconds, for every curve "
+        "whose retention --kv-evict auto does not set",
     )
     parser.add_argument(
         "--context",
@@ -352,7 +354,8 @@ def _run_trace(
     progress = Progress(len(policies), err_stream, label="policies")
     rows = []
     for name in policies:
-        rows.append(replay_row(programs, name, configs.get(name, {}), engine_config(name, config)))
+        engines = engine_config(name, config, auto_retention=args.kv_evict == "auto")
+        rows.append(replay_row(programs, name, configs.get(name, {}), engines))
         progress.advance(name)
     write_csv(rows, out / "points.csv")
     result = summary(rows, args.trace)

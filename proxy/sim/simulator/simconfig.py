@@ -117,7 +117,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         preempt=PreemptConfig(),
         rerank_interval_s=args.rerank_interval,
         retention=RetentionConfig.parse(
-            getattr(args, "kv_evict", "lru"), getattr(args, "kv_ttl", "none")
+            # auto: a stock engine's, replaced per curve (``baselines.engine_config``)
+            "lru" if (evict := getattr(args, "kv_evict", "lru")) == "auto" else evict,
+            getattr(args, "kv_ttl", None) or "none",
         ),
         cap=CapConfig(mode=getattr(args, "cap", "off"), k=getattr(args, "cap_k", None)),
     )

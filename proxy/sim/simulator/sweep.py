@@ -40,6 +40,7 @@ from proxy.policies.registry import PolicyRegistry
 from proxy.sim.engine.cost import PRESETS
 from proxy.sim.simulator.baselines import (
     CONTINUUM,
+    FCFS_RETAIN,
     SRPT_CAPPED,
     VLLM_BASELINE,
     engine_config,
@@ -85,6 +86,7 @@ COOLDOWN = 0.2
 POLICIES = (
     VLLM_BASELINE,
     "fcfs",
+    FCFS_RETAIN,
     "mlfq",
     "plas",
     "atlas",
@@ -94,6 +96,7 @@ POLICIES = (
     "llmd-las",
     "turn-priority",
 )
+"""``fcfs+retain`` is the ablation: arrival order with the plug-in's retention (``baselines``)."""
 QUICK_POLICIES = (VLLM_BASELINE, "fcfs", "plas", "atlas", CONTINUUM, "llmd-las")
 CONTEXTS = ("resend", "fresh")
 VLLM06_RATE_SCALE = 0.25
@@ -227,6 +230,7 @@ def plan(args: argparse.Namespace) -> list[Point]:
         raise ValueError("--sigma takes non-negative scales of the lognormal sigmas")
     seeds = seed_count(args)
     config = config_from_args(args)
+    auto = getattr(args, "kv_evict", "lru") == "auto"
     cost = config.shape.cost
     # Faster engines (and more of them) move the knee: scale the default grid by decode speed.
     reference = PRESETS["llama31-8b-a100"]()
@@ -261,7 +265,7 @@ def plan(args: argparse.Namespace) -> list[Point]:
                         round(load, 4),
                         n,
                         seed,
-                        engine_config(policy, config, workload),
+                        engine_config(policy, config, workload, auto_retention=auto),
                         args.tool_scale,
                         context == "fresh",
                         shaped,

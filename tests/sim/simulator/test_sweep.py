@@ -8,10 +8,12 @@ import dataclasses
 import pytest
 
 from proxy.core.concurrency import for_policy
+from proxy.core.retention import RetentionConfig
 from proxy.policies.registry import PolicyRegistry
 from proxy.sim.simulator.bench import add_bench_arguments
 from proxy.sim.simulator.sweep import (
     Point,
+    make_policy,
     plan,
     policy_configs,
     refine,
@@ -31,9 +33,9 @@ def test_quick_plan_is_small_and_full_plan_covers_the_grid() -> None:
     quick = plan(parse("--quick"))
     full = plan(parse("--seeds", "1", "--context", "resend"))
     assert len(quick) == 4 * 6 * 4  # workloads x policies x loads, one seed, resent contexts
-    assert len(full) == 4 * 10 * 6
+    assert len(full) == 4 * 11 * 6
     assert {p.policy for p in full} == {
-        "vllm-0.6", "fcfs", "mlfq", "plas", "atlas", "srpt",
+        "vllm-0.6", "fcfs", "fcfs+retain", "mlfq", "plas", "atlas", "srpt",
         "srpt-capped", "continuum", "llmd-las", "turn-priority",
     }  # fmt: skip
     # The paper's first baseline: fcfs on vLLM 0.6 (no chunked prefill, no prefix cache), on a
@@ -186,3 +188,22 @@ def test_refine_also_brackets_where_the_engines_fall_behind() -> None:
     srpt = sorted(p.rate for p in refine(points, rows, factor=5.0, count=1) if p.policy == "srpt")
     # Steady: it crosses between 2 and 4 (no extension past 8 for the low finite-run mean).
     assert srpt == pytest.approx([2 * 2**0.5], rel=1e-5)
+
+
+def test_kv_evict_auto_gives_each_curve_its_deployed_engine() -> None:
+    names = "fcfs,fcfs+retain,plas,atlas,srpt-capped,vllm-0.6,continuum,llmd-las"
+    argv = ("--workloads", "react", "--policies", names, "--rates", "1", "--seeds", "1",
+            "--context", "resend")  # fmt: skip
+    config = {p.policy: p.config.retention for p in plan(parse(*argv))}
+    plugin = RetentionConfig(evict="rank", ttl="learned")
+    for name in ("fcfs+retain", "plas", "atlas", "srpt-capped"):
+        assert config[name] == plugin, name
+    for name in ("fcfs", "vllm-0.6", "llmd-las"):
+        assert config[name] == RetentionConfig(), name
+    assert (config["continuum"].evict, config["continuum"].ttl) == ("lru", "learned")
+    # An explicit order applies to every curve; the ablation keeps the plug-in's retention.
+    config = {p.policy: p.config.retention for p in plan(parse(*argv, "--kv-evict", "lru"))}
+    assert config["plas"] == RetentionConfig()
+    assert config["fcfs+retain"] == plugin
+    (point,) = [p for p in plan(parse(*argv)) if p.policy == "fcfs+retain"]
+    assert make_policy(point.policy, point.policy_config).name == "fcfs"
