@@ -59,6 +59,12 @@ class EngineConfig(BaseModel):
         "(vLLM and sim lower-first, SGLang higher-first; flip for SGLang started with "
         "--schedule-low-priority-values-first).",
     )
+    kv_evict: Literal["lru", "rank"] = Field(
+        default="lru",
+        description="How the engine's prefix cache evicts: lru (stock vLLM and SGLang) or rank "
+        "(the engine runs autellix's vLLM plug-in with AUTELLIX_PLUGIN_KV_EVICT=rank). The gate's "
+        "auto cap turns on for plas only on rank engines (docs/gate.md, 'Admission cap').",
+    )
     scheduler_plugin: bool = Field(
         default=False,
         description="The engine runs autellix's scheduler plug-in: send program, thread and "
@@ -227,7 +233,7 @@ class GateSettings(BaseModel):
         "run on an engine, the policy's best; better waiting calls preempt worse running ones. "
         "fixed: k is cap_k; adaptive: a Vegas-style controller moves k from the engine's "
         "tokens/s and the calls waiting; off: max_inflight only; auto: adaptive for the "
-        "policies it measurably helps, off for the others (today off for every live policy).",
+        "policies it measurably helps (plas on engines with kv_evict rank), off for the others.",
     )
     cap_k: int | None = Field(
         default=None,

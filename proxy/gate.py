@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from proxy.core import lifecycle
 from proxy.core.admission import Admission, EngineSlots, Grant
-from proxy.core.concurrency import CapConfig, CapMode, for_policy
+from proxy.core.concurrency import CapConfig, CapMode
 from proxy.core.preempt import PreemptRule
 from proxy.core.queue import INF, Waiting
 from proxy.gatecap import GateCaps
@@ -105,7 +105,7 @@ class Gate:
         self._armed: asyncio.TimerHandle | None = None
         self._armed_at = INF
         self.preemptions = 0
-        self.caps = GateCaps(for_policy(config.cap_config, policy), clock())
+        self.caps = GateCaps(config.cap_config, clock(), policy)
 
     @property
     def queued(self) -> int:
@@ -260,7 +260,8 @@ class Gate:
             slots = self.core.engine(state.name)
             slots.cap = state.backend.config.max_inflight
             if caps is not None:
-                slots.cap = caps.cap(state.name, slots.cap, now)
+                retains = state.backend.config.kv_evict == "rank"
+                slots.cap = caps.cap(state.name, slots.cap, now, retains=retains)
             slots.models = state.models
             # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
             held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0

@@ -16,6 +16,7 @@ from proxy.gate import Gate, GateConfig
 from proxy.gatecap import SAMPLE_S, GateCaps
 from proxy.kvhints.pool import EnginePool
 from proxy.policies.fcfs import FCFS
+from proxy.policies.registry import PolicyRegistry
 from tests.test_gate import _gate, _ticket, settle
 
 
@@ -103,3 +104,22 @@ def test_fcfs_gate_keeps_no_standing_queue() -> None:
     assert fcfs.caps.config.alpha == 0.0  # it never shrinks: nothing to reorder
     ranked, _ = _gate(cap="adaptive")
     assert ranked.caps.config.alpha > 0.0
+
+
+async def test_auto_caps_plas_only_on_engines_that_evict_by_rank() -> None:
+    engines = [
+        EngineConfig(name="stock", url="http://a", models=["m"]),
+        EngineConfig(name="plugin", url="http://b", models=["m"], kv_evict="rank"),
+    ]
+    pool = EnginePool([make_backend(e) for e in engines])
+    gate = Gate(pool, PolicyRegistry().create("plas"), GateConfig(cap="auto"), lambda: 0.0)
+    await gate.acquire(_ticket("a", 5))  # a decision: the gate mirrors its engines
+    assert gate.caps.on
+    assert gate.core.engine("stock").cap is None  # LRU: the cap would cost cached contexts
+    assert gate.core.engine("plugin").cap == 256  # adaptive, from the engine's assumed limit
+    # fcfs gains nothing from a cap on either; the setting is refused where unknown.
+    fcfs = Gate(EnginePool([make_backend(e) for e in engines]), FCFS(), GateConfig(cap="auto"),
+                lambda: 0.0)  # fmt: skip
+    assert not fcfs.caps.on
+    with pytest.raises(ValidationError):
+        EngineConfig(name="x", url="http://x", kv_evict="mru")  # type: ignore[arg-type]
