@@ -10,8 +10,8 @@ orders.
   program's KV cache held across its tool calls for a TTL learned from its own gaps
   (``RetentionConfig(ttl="learned")``).
 - ``srpt-capped``: the clairvoyant bound with an admission cap: srpt running at most k calls per
-  engine (``CapConfig(mode="fixed", k=k)``), k per workload in ``SRPT_CAPPED_K`` (starting
-  values, not yet set by the sweep of ``srpt-k<k>`` curves that should choose them).
+  engine (``CapConfig(mode="fixed", k=k)``), k per workload in ``SRPT_CAPPED_K`` (chosen by the
+  sweep of ``srpt-k<k>`` curves).
 
 ``llmd-las`` and ``turn-priority`` are real policies (``proxy.policies``): they run as any other.
 
@@ -65,9 +65,10 @@ VLLM06_STEP_OVERHEAD_S = _vllm06_step_overhead()
 
 SRPT_CAP_CANDIDATES = (16, 24, 32, 40, 48, 64)
 """The fixed caps the ``srpt-capped`` sweep tries (``--policies srpt-k16,srpt-k24,...``)."""
-SRPT_CAPPED_K = {"chatbot": 32, "react": 32, "lats": 40, "mixed": 32}
-"""The cap ``srpt-capped`` runs per workload: the k of ``SRPT_CAP_CANDIDATES`` that sustains the
-highest rate at the headline target (docs/simulator.md says which sweep chose them)."""
+SRPT_CAPPED_K = {"chatbot": 48, "react": 32, "lats": 24, "mixed": 16}
+"""The cap ``srpt-capped`` runs per workload: the k of 16, 24, 32, 40 and 48 that sustained the
+highest rate at the headline target in the sweep of ``srpt-k<k>`` curves (2 seeds, resent
+contexts, the plug-in's retention; docs/simulator.md has its curves)."""
 
 PLUGIN_ORDERS = frozenset({"plas", "atlas", "mlfq", "srpt"})
 """Registry orders that run inside the engine with the autellix vLLM plug-in, and so with its

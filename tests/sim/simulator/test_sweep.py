@@ -83,7 +83,7 @@ def test_pseudo_policies_get_their_engine_settings() -> None:
     config = {p.policy: p.config for p in points}
     assert config["continuum"].retention.ttl == "learned"
     assert config["continuum"].cap.mode == "off"
-    assert (config["srpt-capped"].cap.mode, config["srpt-capped"].cap.k) == ("fixed", 40)
+    assert (config["srpt-capped"].cap.mode, config["srpt-capped"].cap.k) == ("fixed", 24)
     assert (config["srpt-k24"].cap.mode, config["srpt-k24"].cap.k) == ("fixed", 24)
     # The peers' policies run uncapped: the default "auto" cap turns off for them.
     llmd = config["llmd-las"]
