@@ -51,7 +51,8 @@ cap"): ``auto`` turns it on for these."""
 HELPED_WITH_RETENTION: frozenset[str] = frozenset({"plas"})
 """Policies it helps only where the engine's KV retention follows the policy (eviction by rank,
 ``proxy.core.retention``): without that, the calls a cap holds back lose their cached contexts
-while they wait, and the re-prefills cost more than the order gains."""
+while they wait, and the re-prefills cost more than the order gains. atlas is not among them:
+measured with rank retention on LATS and mixed it gained nothing (docs/gate.md)."""
 
 
 @dataclass(frozen=True, slots=True)
