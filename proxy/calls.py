@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,8 +68,10 @@ class CallContext:
 def upstream_headers(
     request: web.Request, state: ProxyState, engine: EngineState, request_id: str
 ) -> dict[str, str]:
-    headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
-    client_auth = request.headers.get("Authorization") if state.config.forward_client_auth else None
+    # One case-insensitive look-up per header (``get``), not two (``in`` and ``[]``).
+    get = request.headers.get
+    headers = {h: v for h in FORWARD_HEADERS if (v := get(h)) is not None}
+    client_auth = get("Authorization") if state.config.forward_client_auth else None
     headers.update(engine.backend.auth_headers(client_auth))
     headers["X-Request-Id"] = request_id
     # The proxy reads usage from the answer on its way through, so it must not be compressed.
@@ -294,7 +297,12 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     """Serve the call: attempts until one answers (the steps above), accounted however it
     ends. An error before the client got a byte goes to the error edge; after, it ends the
     client's open stream."""
-    blocks = ctx.state.gate.router.blocks(ctx.body, chat=ctx.chat)
+    state = ctx.state
+    # Prompt blocks serve the choice among engines and the learner of vLLM's hashes. With one
+    # engine and no learner nothing reads them (the core grants the only engine without
+    # asking the router), so the prompt is not hashed for them.
+    routed = len(state.pool.engines) > 1 or state.learner is not None
+    blocks = state.gate.router.blocks(ctx.body, chat=ctx.chat) if routed else ()
     ticket = Ticket(call=ctx.call, program=ctx.program, model=ctx.model, blocks=blocks)
     can_resume = ctx.state.config.gate.preempt and resumable(
         ctx.body, chat=ctx.chat, stream=ctx.stream
@@ -306,7 +314,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             ctx.headers,
             drop_usage_chunk=ctx.drop_usage,
             whole_events=can_resume,  # never forward half an event that a preemption could cut
-            on_tokens=lambda n: _served(ctx, ticket, n),
+            on_tokens=_on_tokens(ctx, ticket),
         )
     run = Attempts(body=ctx.body)
     accesslog.call_arrived(ctx, run.outcome)
@@ -347,7 +355,14 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     return run.response
 
 
-def _served(ctx: CallContext, ticket: Ticket, tokens: int) -> None:
-    priority = ctx.state.scheduler.served(ctx.call, tokens)
-    if priority is not None and priority != ticket.priority:
-        ctx.state.gate.reprioritized(ticket, priority)
+def _on_tokens(ctx: CallContext, ticket: Ticket) -> Callable[[int], None]:
+    """What a stream's relay calls with the tokens of each read: the call's service grows
+    and the gate hears of a new priority. Looked up once per call, not once per read."""
+    served, call, gate = ctx.state.scheduler.served, ctx.call, ctx.state.gate
+
+    def on_tokens(tokens: int) -> None:
+        priority = served(call, tokens)
+        if priority is not None and priority != ticket.priority:
+            gate.reprioritized(ticket, priority)
+
+    return on_tokens

@@ -25,6 +25,7 @@ import orjson
 
 _KEY = b'"content":"'
 _UNSAFE = re.compile(rb'["\\\x00-\x1f]')  # what a raw JSON string's contents may not hold
+_unsafe_in = _UNSAFE.search  # bound once: ``between`` runs for every streamed token
 _PROBE = "x"
 _TRIES = 4  # events of a stream to learn from before giving up on its shape
 
@@ -89,11 +90,12 @@ def between(data: bytes, head: bytes, tail: bytes, size: int) -> str | None:
     """The text between ``head`` and ``tail`` (together ``size`` bytes long), if ``data`` is
     them with safe, non-empty text between; else None."""
     if len(data) > size and data.startswith(head) and data.endswith(tail):
-        end = len(data) - len(tail)
-        # Searched in place: a read of many events fails here, at its first quote, uncopied.
-        if _UNSAFE.search(data, len(head), end) is None:
+        # The text is copied out and searched (a few bytes); a read of many events fails at
+        # its first quote. (Faster than a search in place with bounds, and one slice only.)
+        text = data[len(head) : len(data) - len(tail)]
+        if _unsafe_in(text) is None:
             try:
-                return data[len(head) : end].decode()
+                return text.decode()
             except UnicodeDecodeError:
                 return None
     return None
