@@ -29,6 +29,7 @@ from aiohttp import web
 
 from proxy import accesslog
 from proxy.backends.base import CallHints
+from proxy.backends.openai import OpenAIBackend
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
 from proxy.faults import retry_elsewhere, settle
 from proxy.gate import Ticket
@@ -171,7 +172,12 @@ async def connect(
     rid = run.request_id(ctx.request_id)
     ctx.headers["X-Autellix-Engine"] = engine.name
     state.scheduler.started(ctx.call, engine.name)
-    prepared = engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx))
+    backend = engine.backend
+    # The generic dialect's ``prepare_body`` adds nothing: no hints to build for it.
+    generic = type(backend).prepare_body is OpenAIBackend.prepare_body
+    prepared = backend.prepare_body(
+        run.body, request_id=rid, hints=None if generic else _hints(ctx)
+    )
     # A body the proxy left as the client sent it goes on as its bytes, not re-encoded.
     data = ctx.raw if prepared is ctx.body and ctx.raw else orjson.dumps(prepared)
     run.outcome.deadline = engine_deadline(engine)

@@ -26,6 +26,7 @@ import orjson
 _KEY = b'"content":"'
 _UNSAFE = re.compile(rb'["\\\x00-\x1f]')  # what a raw JSON string's contents may not hold
 _unsafe_in = _UNSAFE.search  # bound once: ``between`` runs for every streamed token
+_TEXT = rb'([^"\\\x00-\x1f]+)'  # safe, non-empty text: what ``_UNSAFE`` does not find
 _PROBE = "x"
 _TRIES = 4  # events of a stream to learn from before giving up on its shape
 
@@ -33,7 +34,7 @@ _TRIES = 4  # events of a stream to learn from before giving up on its shape
 class DeltaTemplate:
     """One stream's template (``learn`` from a parsed event; ``text`` of the next ones)."""
 
-    __slots__ = ("_tries", "event", "listed", "payload", "tokens")
+    __slots__ = ("_run", "_tries", "event", "listed", "payload", "tokens")
 
     def __init__(self) -> None:
         # ``between``'s arguments for an event's data: the halves and their length together
@@ -44,6 +45,8 @@ class DeltaTemplate:
         # newline and the text no control character, so bytes that match are one event.
         self.event: tuple[bytes, bytes, int] | None = None
         self.listed: tuple[bytes, bytes, int] | None = None  # an event of a read's split
+        # One whole learnt event with its text as a group, for reads of several (``texts``).
+        self._run: re.Pattern[bytes] | None = None
         self._tries = _TRIES
         self.tokens = 0  # what ``Reply.absorb_chunk`` counted for the learnt event
 
@@ -83,7 +86,25 @@ class DeltaTemplate:
         self.payload = (head, tail, size)
         self.event = (b"data:" + head, tail + b"\n\n", size + 7)
         self.listed = (b"data:" + head, tail, size + 5)
+        self._run = re.compile(re.escape(b"data:" + head) + _TEXT + re.escape(tail + b"\n\n"))
         self.tokens = tokens
+
+    def texts(self, data: bytes) -> list[str] | None:
+        """The texts of ``data`` if it is one or more whole learnt events with other text, one
+        after the other and nothing else (an engine that outpaces the proxy: several events
+        per read); else None. One regular expression over the read, not a split and a
+        ``between`` per event. The events found tile the read exactly when their lengths add
+        up to its own (matches never overlap)."""
+        run = self._run
+        if run is None or self.event is None:
+            return None
+        found = run.findall(data)
+        if not found or sum(map(len, found)) + self.event[2] * len(found) != len(data):
+            return None
+        try:
+            return [text.decode() for text in found]
+        except UnicodeDecodeError:
+            return None
 
 
 def between(data: bytes, head: bytes, tail: bytes, size: int) -> str | None:
