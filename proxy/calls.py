@@ -63,7 +63,9 @@ class CallContext:
     headers: dict[str, str]
     drop_usage: bool
     arrived: float  # perf_counter() when the request reached the proxy
-    raw: bytes | None = None  # the client's body as it came, while ``body`` is its parse
+    # The bytes of ``body`` where the proxy has them without encoding it: the client's own,
+    # or those with usage asked for spliced in (``ask_usage``).
+    raw: bytes | None = None
 
 
 def upstream_headers(
