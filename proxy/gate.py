@@ -332,7 +332,7 @@ class Gate:
         queue = self.core.queue
         for lane in queue.lanes():
             try:
-                self.pool.choose(lane if isinstance(lane, str) else None)
+                self.pool.check(lane if isinstance(lane, str) else None)
             except Exception as exc:
                 now = self.clock()
                 while (w := queue.head(lane, now)) is not None:
