@@ -306,7 +306,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             ctx.headers,
             drop_usage_chunk=ctx.drop_usage,
             whole_events=can_resume,  # never forward half an event that a preemption could cut
-            on_tokens=lambda n: _served(ctx, ticket, n),
+            on_tokens=lambda n: report_service(ctx, ticket, n),
         )
     run = Attempts(body=ctx.body)
     accesslog.call_arrived(ctx, run.outcome)
@@ -347,7 +347,11 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     return run.response
 
 
-def _served(ctx: CallContext, ticket: Ticket, tokens: int) -> None:
+def report_service(ctx: CallContext, ticket: Ticket, tokens: int) -> None:
+    """The relay streamed ``tokens`` more: the scheduler accounts them, and the gate hears
+    whenever the policy did, even if the call's own priority stayed: the service may have
+    moved its program's or tenant's records (a tenant floor), which rank the calls waiting
+    behind it."""
     priority = ctx.state.scheduler.served(ctx.call, tokens)
-    if priority is not None and priority != ticket.priority:
+    if priority is not None:
         ctx.state.gate.reprioritized(ticket, priority)

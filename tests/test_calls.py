@@ -23,6 +23,7 @@ from proxy.calls import (
     may_fail_over,
     observe,
     relay_answer,
+    report_service,
     resume_later,
     serve_call,
 )
@@ -30,6 +31,7 @@ from proxy.errors import BadGateway, ServiceUnavailable
 from proxy.gate import Ticket
 from proxy.intercept.usage import Usage
 from proxy.metrics import Metrics
+from proxy.policies.base import Priority
 from proxy.records import Call, Program
 from proxy.resume import Continuation
 from tests.call_fakes import (
@@ -309,3 +311,16 @@ async def test_serve_call_lets_an_error_before_any_byte_reach_the_error_edge() -
     assert kind == "finish"
     assert outcome["ok"] is False
     assert outcome["preemptions"] == 0
+
+
+def test_every_service_the_policy_heard_reaches_the_gate_even_at_the_same_priority() -> None:
+    ctx = make_ctx(engine("e1"), stream=True)
+    gate, scheduler = ctx.state.gate, ctx.state.scheduler
+    ticket = ticket_of(ctx)
+    report_service(ctx, ticket, 3)  # the policy was not asked (its slack): nothing to tell
+    assert gate.log == []  # type: ignore[attr-defined]
+    scheduler.priority = Priority(2)  # type: ignore[attr-defined]
+    report_service(ctx, ticket, 3)
+    # The same priority again: the records behind it moved all the same.
+    report_service(ctx, ticket, 3)
+    assert gate.log == ["reprioritized 2", "reprioritized 2"]  # type: ignore[attr-defined]
