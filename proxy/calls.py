@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -322,7 +321,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             ctx.headers,
             drop_usage_chunk=ctx.drop_usage,
             whole_events=can_resume,  # never forward half an event that a preemption could cut
-            on_tokens=_on_tokens(ctx, ticket),
+            on_tokens=lambda n: report_service(ctx, ticket, n),
         )
     run = Attempts(body=ctx.body)
     accesslog.call_arrived(ctx, run.outcome)
@@ -363,14 +362,11 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     return run.response
 
 
-def _on_tokens(ctx: CallContext, ticket: Ticket) -> Callable[[int], None]:
-    """What a stream's relay calls with the tokens of each read: the call's service grows
-    and the gate hears of a new priority. Looked up once per call, not once per read."""
-    served, call, gate = ctx.state.scheduler.served, ctx.call, ctx.state.gate
-
-    def on_tokens(tokens: int) -> None:
-        priority = served(call, tokens)
-        if priority is not None and priority != ticket.priority:
-            gate.reprioritized(ticket, priority)
-
-    return on_tokens
+def report_service(ctx: CallContext, ticket: Ticket, tokens: int) -> None:
+    """The relay streamed ``tokens`` more: the scheduler accounts them, and the gate hears
+    whenever the policy did, even if the call's own priority stayed: the service may have
+    moved its program's or tenant's records (a tenant floor), which rank the calls waiting
+    behind it."""
+    priority = ctx.state.scheduler.served(ctx.call, tokens)
+    if priority is not None:
+        ctx.state.gate.reprioritized(ticket, priority)

@@ -187,15 +187,19 @@ class Gate:
         self.dispatch()
 
     def reprioritized(self, ticket: Ticket, priority: Priority) -> None:
-        """A running call's priority changed (demotion as it is served): a waiting call may
-        now outrank it."""
+        """A running call was served and the policy answered ``priority``. Its program's
+        (with a tenant-scoped policy, its tenant's) waiting calls are ranked again, and if
+        its own priority changed (demotion), a waiting call may now outrank it."""
+        changed = priority != ticket.priority
         ticket.priority = priority
         entry = ticket.entry
         if entry is None:
             return
-        self.core.rerank_running(entry, priority)
+        if changed:
+            self.core.rerank_running(entry, priority)
         self.core.queue.touch(ticket.program, self.clock())
-        if self.config.preempt and entry.engine is not None and len(self.core.queue):
+        # Unchanged, nothing to look at again: service only lowers the waiting calls' ranks.
+        if changed and self.config.preempt and entry.engine is not None and len(self.core.queue):
             now = self.clock()
             best = self.core.best_waiting_for(entry.engine, now)
             if best is not None:
@@ -332,7 +336,7 @@ class Gate:
         queue = self.core.queue
         for lane in queue.lanes():
             try:
-                self.pool.choose(lane if isinstance(lane, str) else None)
+                self.pool.check(lane if isinstance(lane, str) else None)
             except Exception as exc:
                 now = self.clock()
                 while (w := queue.head(lane, now)) is not None:

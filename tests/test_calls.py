@@ -25,6 +25,7 @@ from proxy.calls import (
     may_fail_over,
     observe,
     relay_answer,
+    report_service,
     resume_later,
     serve_call,
 )
@@ -37,6 +38,7 @@ from proxy.kvhints.index import PrefixIndex
 from proxy.kvhints.pool import EngineState
 from proxy.kvhints.router import Router
 from proxy.metrics import Metrics
+from proxy.policies.base import Priority
 from proxy.records import Call, Program
 from proxy.resume import Continuation
 from tests.call_fakes import (
@@ -366,3 +368,16 @@ async def test_hints_reach_a_dialect_that_reads_them_and_the_generic_one_sends_t
     ctx.raw = orjson.dumps(ctx.body)
     await connect(ctx, generic, Attempts(body=ctx.body))
     assert session.sent[0]["data"] is ctx.raw  # nothing added: the client's bytes go on
+
+
+def test_every_service_the_policy_heard_reaches_the_gate_even_at_the_same_priority() -> None:
+    ctx = make_ctx(engine("e1"), stream=True)
+    gate, scheduler = ctx.state.gate, ctx.state.scheduler
+    ticket = ticket_of(ctx)
+    report_service(ctx, ticket, 3)  # the policy was not asked (its slack): nothing to tell
+    assert gate.log == []  # type: ignore[attr-defined]
+    scheduler.priority = Priority(2)  # type: ignore[attr-defined]
+    report_service(ctx, ticket, 3)
+    # The same priority again: the records behind it moved all the same.
+    report_service(ctx, ticket, 3)
+    assert gate.log == ["reprioritized 2", "reprioritized 2"]  # type: ignore[attr-defined]
