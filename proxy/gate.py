@@ -252,28 +252,36 @@ class Gate:
         """Mirror the pool's engines (health, models, cap, own queue) into the core."""
         adaptive = self.config.adaptive
         degraded = False
-        served: set[str] = set()
         caps = self.caps if self.caps.on else None
-        now = self.clock()
+        now = 0.0
         if caps is not None:
+            now = self.clock()
             caps.sample(now, self._produced(), len(self.core.queue))
+        core_engines = self.core.engines
         for state in self.pool.engines.values():
-            degraded = degraded or not state.healthy or state.models is None
-            if state.healthy and state.models is not None:
-                served |= state.models
-            slots = self.core.engine(state.name)
-            slots.cap = state.backend.config.max_inflight
-            if caps is not None:
-                slots.cap = caps.cap(state.name, slots.cap, now)
-            slots.models = state.models
+            models = state.models
+            healthy = state.healthy
+            if not healthy or models is None:
+                degraded = True
+            name = state.backend.name
+            slots = core_engines.get(name) or self.core.engine(name)
+            cap = state.backend.config.max_inflight
+            slots.cap = cap if caps is None else caps.cap(name, cap, now)
+            slots.models = models
             # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
             held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0
-            slots.open = state.healthy and not held_back
+            slots.open = healthy and not held_back
         # With every engine healthy, its models known and every waiting model served, no
-        # waiting call can be stranded.
-        self._degraded = degraded or any(
-            isinstance(lane, str) and lane not in served for lane in self.core.queue.lanes()
-        )
+        # waiting call can be stranded. Nothing waiting (the usual acquire): nothing to check.
+        self._degraded = degraded or (len(self.core.queue) > 0 and self._lane_unserved())
+
+    def _lane_unserved(self) -> bool:
+        """A model some call waits for that no engine serves (every engine healthy)."""
+        served: set[str] = set()
+        for state in self.pool.engines.values():
+            if state.models is not None:
+                served |= state.models
+        return any(isinstance(lane, str) and lane not in served for lane in self.core.queue.lanes())
 
     def _produced(self) -> Iterator[tuple[str, int, int]]:
         """Per engine: the calls held there and the tokens they produced since their grants."""
