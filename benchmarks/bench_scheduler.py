@@ -2,7 +2,8 @@
 million programs in the process table.
 
     .venv/bin/python benchmarks/bench_scheduler.py [--sizes 100,1000,10000,100000]
-        [--decisions 2000] [--programs 1000000]
+        [--decisions 2000] [--programs 1000000] [--floor-sizes 100,1000,10000]
+        [--floor-old-max 1000] [--floor-only]
 
 Decision: the live gate's ``release`` of a held slot and the dispatch that follows it, until the
 next waiting call has the slot (including any anti-starvation deadlines that came due). Admission: a new call's
@@ -12,6 +13,11 @@ with their default levels and anti-starvation, programs of varied attained servi
 that moves 1 ms per operation. Medians over ``--decisions`` operations, timed after ``n``
 untimed ones, so that the queue holds calls of every age (steady state: about one
 anti-starvation promotion per decision).
+
+Tenant floor: the decision cost of PLAS and ATLAS with the floor that client keys turn on,
+beside the same run without a floor (ratio), with a decision that also finishes the holder, as
+the request path does (that is what moves the floor). Tenants hold 10 waiting calls each, or
+there are 100 of them; "old" is the full re-rank the floor needed before it ranked by tenant.
 
 Stall: a million programs are created (each one call, begun and finished, in batches of 500 per
 event-loop turn, as requests would; the collector sweeps after every 10,000), then all expire;
@@ -38,11 +44,13 @@ from typing import Any
 
 from proxy.backends.registry import make_backend
 from proxy.config import EngineConfig
+from proxy.core import lifecycle
 from proxy.gate import Gate, GateConfig, Ticket
 from proxy.kvhints.pool import EnginePool, EngineState
-from proxy.policies.atlas import ATLAS
+from proxy.policies.atlas import ATLAS, ATLASConfig
 from proxy.policies.base import Policy
-from proxy.policies.plas import PLAS
+from proxy.policies.plas import PLAS, PLASConfig
+from proxy.policies.tenant import TenantFloorConfig
 from proxy.records import Call, Program
 from proxy.table import ProcessTable, TableConfig
 from proxy.upkeep import GcPolicy, settle_heap, sweep
@@ -82,19 +90,31 @@ def _holder(gate: Gate) -> Ticket:
 
 
 async def _measure(
-    policy: Policy, n: int, per_program: int, decisions: int
+    policy: Policy,
+    n: int,
+    per_program: int,
+    decisions: int,
+    *,
+    tenants: int = 1,
+    account: bool = False,
+    warmup: int | None = None,
 ) -> tuple[float, float, float]:
+    """``tenants``: programs are spread at random over this many; ``account``: a decision
+    also finishes the holder as the request path does (its policy's ``on_finish``, then the
+    gate hears its program changed), which is what moves a tenant floor."""
     gate, clock = _gate(policy)
     rng = random.Random(0)
     programs: list[Program] = []
     counter = 0
+    hook = lifecycle.policy_hook(policy)
 
     def ticket() -> Ticket:
         nonlocal counter
         counter += 1
         if not programs or len(programs[-1].active) >= per_program:
             service = rng.lognormvariate(0.0, 1.5)
-            program = Program(id=f"p{counter}", created=clock.now, tenant="t")
+            tenant = f"t{rng.randrange(tenants)}" if tenants > 1 else "t"
+            program = Program(id=f"p{counter}", created=clock.now, tenant=tenant)
             program.service = program.critical_path = service
             programs.append(program)
         program = programs[-1]
@@ -110,15 +130,22 @@ async def _measure(
     admission_ns: list[int] = []
     # As many decisions again as calls queued first, untimed: the queue then holds calls of
     # every age, as in steady state, rather than one backlog whose promotions all come due.
-    for i in range(n + decisions):
-        if i == n:
+    warmup = n if warmup is None else warmup
+    for i in range(warmup + decisions):
+        if i == warmup:
             decision_ns.clear()
             admission_ns.clear()
             reranks = gate.core.queue.reranks
         holder = _holder(gate)
-        holder.program.active.pop(holder.call.id, None)
+        if not account:
+            holder.program.active.pop(holder.call.id, None)
         t0 = time.perf_counter_ns()
         gate.release(holder)
+        if account:
+            now = clock()
+            lifecycle.closed(holder.call, now, ok=True)
+            lifecycle.finished(hook, holder.call, holder.program, now)
+            gate.program_changed(holder.program)
         gate.dispatch()  # what the loop runs once the releasing task yields
         decision_ns.append(time.perf_counter_ns() - t0)
         new = ticket()
@@ -206,12 +233,68 @@ def _small_full_pass() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+# What client keys turn on (``with_tenant_fairness``): the floor at share 1 with a fair key.
+FLOOR = TenantFloorConfig(share=1.0, fair_key=True)
+
+
+def _floored(name: str, floor: TenantFloorConfig | None, *, old: bool = False) -> Policy:
+    policy: Policy = (
+        PLAS(PLASConfig(tenant_floor=floor))
+        if name == "plas"
+        else ATLAS(ATLASConfig(tenant_floor=floor))
+    )
+    if old:  # what the floor declared before it ranked by tenant: a full re-rank per decision
+        policy.rank_scope = "global"  # type: ignore[attr-defined]
+    return policy
+
+
+async def _floor_table(sizes: list[int], decisions: int, old_max: int) -> None:
+    """Decision cost with the tenant floor, beside the same run without it. A decision here
+    finishes the holder (the floor moves then), so its tenant's waiting calls are ranked
+    again: their number, not the queue's, sets the cost. Tenants: 10 waiting calls each
+    (``n / 10`` tenants), or 100 tenants (``n / 100`` calls each); "old": the full re-rank
+    the floor needed before, run up to ``old_max`` queued (with a shorter warm-up)."""
+    print(
+        f"\ntenant floor (share 1, fair key): decision = finish + release + dispatch\n"
+        f"{'policy':<8}{'floor':<22}{'queued':>8}{'decision us':>13}{'re-ranks/dec':>14}"
+        f"{'x no floor':>12}"
+    )
+    for name in ("plas", "atlas"):
+        for n in sizes:
+            base, _, reranks = await _measure(_floored(name, None), n, 1, decisions, account=True)
+            print(f"{name:<8}{'none':<22}{n:>8}{base:>13.2f}{reranks:>14.2f}{1.0:>12.2f}")
+            cases = [("10 calls/tenant", max(1, n // 10), False), ("100 tenants", 100, False)]
+            if n <= old_max:
+                cases.append(("100 tenants, old", 100, True))
+            for label, tenants, old in cases:
+                decision, _, reranks = await _measure(
+                    _floored(name, FLOOR, old=old),
+                    n,
+                    1,
+                    decisions,
+                    tenants=tenants,
+                    account=True,
+                    warmup=min(n, 500) if old else None,
+                )
+                print(
+                    f"{name:<8}{label:<22}{n:>8}{decision:>13.2f}{reranks:>14.2f}"
+                    f"{decision / base:>12.2f}"
+                )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000,100000")
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--programs", type=int, default=1_000_000)
+    parser.add_argument("--floor-sizes", default="100,1000,10000")
+    parser.add_argument("--floor-old-max", type=int, default=1000)
+    parser.add_argument("--floor-only", action="store_true", help="the tenant floor table only")
     args = parser.parse_args()
+    floor_sizes = [int(s) for s in args.floor_sizes.split(",")]
+    if args.floor_only:
+        await _floor_table(floor_sizes, args.decisions, args.floor_old_max)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [("plas", 1), ("atlas", 1), ("atlas", 100)]
     print(
@@ -229,6 +312,7 @@ async def main() -> None:
             )
             if n == 10_000 and name == "plas":
                 at_10k = (decision, admission)
+    await _floor_table(floor_sizes, args.decisions, args.floor_old_max)
     with_upkeep = await _stall(args.programs, upkeep=True)
     without = await _stall(args.programs, upkeep=False)
     print(

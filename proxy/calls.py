@@ -28,6 +28,7 @@ from aiohttp import web
 
 from proxy import accesslog
 from proxy.backends.base import CallHints
+from proxy.backends.openai import OpenAIBackend
 from proxy.errors import BadGateway, GatewayTimeout, ProxyError
 from proxy.faults import retry_elsewhere, settle
 from proxy.gate import Ticket
@@ -61,14 +62,18 @@ class CallContext:
     headers: dict[str, str]
     drop_usage: bool
     arrived: float  # perf_counter() when the request reached the proxy
-    raw: bytes | None = None  # the client's body as it came, while ``body`` is its parse
+    # The bytes of ``body`` where the proxy has them without encoding it: the client's own,
+    # or those with usage asked for spliced in (``ask_usage``).
+    raw: bytes | None = None
 
 
 def upstream_headers(
     request: web.Request, state: ProxyState, engine: EngineState, request_id: str
 ) -> dict[str, str]:
-    headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
-    client_auth = request.headers.get("Authorization") if state.config.forward_client_auth else None
+    # One case-insensitive look-up per header (``get``), not two (``in`` and ``[]``).
+    get = request.headers.get
+    headers = {h: v for h in FORWARD_HEADERS if (v := get(h)) is not None}
+    client_auth = get("Authorization") if state.config.forward_client_auth else None
     headers.update(engine.backend.auth_headers(client_auth))
     headers["X-Request-Id"] = request_id
     # The proxy reads usage from the answer on its way through, so it must not be compressed.
@@ -168,7 +173,12 @@ async def connect(
     rid = run.request_id(ctx.request_id)
     ctx.headers["X-Autellix-Engine"] = engine.name
     state.scheduler.started(ctx.call, engine.name)
-    prepared = engine.backend.prepare_body(run.body, request_id=rid, hints=_hints(ctx))
+    backend = engine.backend
+    # The generic dialect's ``prepare_body`` adds nothing: no hints to build for it.
+    generic = type(backend).prepare_body is OpenAIBackend.prepare_body
+    prepared = backend.prepare_body(
+        run.body, request_id=rid, hints=None if generic else _hints(ctx)
+    )
     # A body the proxy left as the client sent it goes on as its bytes, not re-encoded.
     data = ctx.raw if prepared is ctx.body and ctx.raw else orjson.dumps(prepared)
     run.outcome.deadline = engine_deadline(engine)
@@ -294,7 +304,12 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     """Serve the call: attempts until one answers (the steps above), accounted however it
     ends. An error before the client got a byte goes to the error edge; after, it ends the
     client's open stream."""
-    blocks = ctx.state.gate.router.blocks(ctx.body, chat=ctx.chat)
+    state = ctx.state
+    # Prompt blocks serve the choice among engines and the learner of vLLM's hashes. With one
+    # engine and no learner nothing reads them (the core grants the only engine without
+    # asking the router), so the prompt is not hashed for them.
+    routed = len(state.pool.engines) > 1 or state.learner is not None
+    blocks = state.gate.router.blocks(ctx.body, chat=ctx.chat) if routed else ()
     ticket = Ticket(call=ctx.call, program=ctx.program, model=ctx.model, blocks=blocks)
     can_resume = ctx.state.config.gate.preempt and resumable(
         ctx.body, chat=ctx.chat, stream=ctx.stream
@@ -306,7 +321,7 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
             ctx.headers,
             drop_usage_chunk=ctx.drop_usage,
             whole_events=can_resume,  # never forward half an event that a preemption could cut
-            on_tokens=lambda n: _served(ctx, ticket, n),
+            on_tokens=lambda n: report_service(ctx, ticket, n),
         )
     run = Attempts(body=ctx.body)
     accesslog.call_arrived(ctx, run.outcome)
@@ -347,7 +362,11 @@ async def serve_call(ctx: CallContext) -> web.StreamResponse:
     return run.response
 
 
-def _served(ctx: CallContext, ticket: Ticket, tokens: int) -> None:
+def report_service(ctx: CallContext, ticket: Ticket, tokens: int) -> None:
+    """The relay streamed ``tokens`` more: the scheduler accounts them, and the gate hears
+    whenever the policy did, even if the call's own priority stayed: the service may have
+    moved its program's or tenant's records (a tenant floor), which rank the calls waiting
+    behind it."""
     priority = ctx.state.scheduler.served(ctx.call, tokens)
-    if priority is not None and priority != ticket.priority:
+    if priority is not None:
         ctx.state.gate.reprioritized(ticket, priority)

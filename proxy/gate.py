@@ -187,15 +187,19 @@ class Gate:
         self.dispatch()
 
     def reprioritized(self, ticket: Ticket, priority: Priority) -> None:
-        """A running call's priority changed (demotion as it is served): a waiting call may
-        now outrank it."""
+        """A running call was served and the policy answered ``priority``. Its program's
+        (with a tenant-scoped policy, its tenant's) waiting calls are ranked again, and if
+        its own priority changed (demotion), a waiting call may now outrank it."""
+        changed = priority != ticket.priority
         ticket.priority = priority
         entry = ticket.entry
         if entry is None:
             return
-        self.core.rerank_running(entry, priority)
+        if changed:
+            self.core.rerank_running(entry, priority)
         self.core.queue.touch(ticket.program, self.clock())
-        if self.config.preempt and entry.engine is not None and len(self.core.queue):
+        # Unchanged, nothing to look at again: service only lowers the waiting calls' ranks.
+        if changed and self.config.preempt and entry.engine is not None and len(self.core.queue):
             now = self.clock()
             best = self.core.best_waiting_for(entry.engine, now)
             if best is not None:
@@ -248,29 +252,39 @@ class Gate:
         """Mirror the pool's engines (health, models, cap, own queue) into the core."""
         adaptive = self.config.adaptive
         degraded = False
-        served: set[str] = set()
         caps = self.caps if self.caps.on else None
-        now = self.clock()
+        now = 0.0
         if caps is not None:
+            now = self.clock()
             caps.sample(now, self._produced(), len(self.core.queue))
+        core_engines = self.core.engines
         for state in self.pool.engines.values():
-            degraded = degraded or not state.healthy or state.models is None
-            if state.healthy and state.models is not None:
-                served |= state.models
-            slots = self.core.engine(state.name)
-            slots.cap = state.backend.config.max_inflight
+            models = state.models
+            healthy = state.healthy
+            if not healthy or models is None:
+                degraded = True
+            name = state.backend.name
+            slots = core_engines.get(name) or self.core.engine(name)
+            cap = state.backend.config.max_inflight
             if caps is not None:
                 retains = state.backend.config.kv_evict == "rank"
-                slots.cap = caps.cap(state.name, slots.cap, now, retains=retains)
-            slots.models = state.models
+                cap = caps.cap(name, cap, now, retains=retains)
+            slots.cap = cap
+            slots.models = models
             # Adaptive: the engine queues calls itself, so ours would only wait there, unordered.
             held_back = adaptive and len(slots.running) > 0 and (state.load.waiting or 0) > 0
-            slots.open = state.healthy and not held_back
+            slots.open = healthy and not held_back
         # With every engine healthy, its models known and every waiting model served, no
-        # waiting call can be stranded.
-        self._degraded = degraded or any(
-            isinstance(lane, str) and lane not in served for lane in self.core.queue.lanes()
-        )
+        # waiting call can be stranded. Nothing waiting (the usual acquire): nothing to check.
+        self._degraded = degraded or (len(self.core.queue) > 0 and self._lane_unserved())
+
+    def _lane_unserved(self) -> bool:
+        """A model some call waits for that no engine serves (every engine healthy)."""
+        served: set[str] = set()
+        for state in self.pool.engines.values():
+            if state.models is not None:
+                served |= state.models
+        return any(isinstance(lane, str) and lane not in served for lane in self.core.queue.lanes())
 
     def _produced(self) -> Iterator[tuple[str, int, int]]:
         """Per engine: the calls held there and the tokens they produced since their grants."""
@@ -333,7 +347,7 @@ class Gate:
         queue = self.core.queue
         for lane in queue.lanes():
             try:
-                self.pool.choose(lane if isinstance(lane, str) else None)
+                self.pool.check(lane if isinstance(lane, str) else None)
             except Exception as exc:
                 now = self.clock()
                 while (w := queue.head(lane, now)) is not None:

@@ -33,13 +33,14 @@ class UpstreamIds:
 
     def __init__(self, batch: int = 256) -> None:
         self._batch = batch
-        self._buf = b""
+        self._buf = ""
         self._at = 0
 
     def next(self) -> str:
+        # The batch is kept as hex digits, made once per batch: each id is then one slice.
         at = self._at
         if at >= len(self._buf):
-            self._buf = os.urandom(12 * self._batch)
+            self._buf = os.urandom(12 * self._batch).hex()
             at = 0
-        self._at = at + 12
-        return "req-" + self._buf[at : at + 12].hex()
+        self._at = at + 24
+        return "req-" + self._buf[at : at + 24]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from types import SimpleNamespace
 
 from proxy.backends.registry import make_backend
 from proxy.config import ProxyConfig
+from proxy.core.concurrency import CapConfig, for_policy
 from proxy.errors import ConfigError
 from proxy.policies.registry import PolicyRegistry
 
@@ -69,8 +71,19 @@ def describe_settings(config: ProxyConfig) -> str:
     )
     return (
         f"settings: policy {policy}; gate preempt={gate.preempt} margin={gate.preempt_margin} "
-        f"min_quantum_s={gate.min_quantum_s} adaptive={gate.adaptive}; "
+        f"min_quantum_s={gate.min_quantum_s} adaptive={gate.adaptive} {_cap(config)}; "
         f"service unit {config.programs.service_unit}; idle_ttl_s={config.programs.idle_ttl_s}; "
         f"access log {'on' if config.access_log else 'off'}; "
         f"trace {config.trace_file or 'off'}; engines: {engines}"
     )
+
+
+def _cap(config: ProxyConfig) -> str:
+    """The admission cap as configured and, for "auto", what it becomes for the policy (the
+    gate resolves it the same way, ``for_policy``, by the policy's name)."""
+    gate = config.gate
+    text = f"cap={gate.cap}"
+    if gate.cap == "auto":
+        named = SimpleNamespace(name=config.policy)
+        text += f" ({for_policy(CapConfig(mode='auto'), named).mode} for {config.policy})"
+    return f"{text} cap_k={gate.cap_k if gate.cap_k is not None else 'unset'}"

@@ -15,6 +15,7 @@ from proxy.drain import shutting_down
 from proxy.errors import BadGateway, BadRequest, ModelNotFound, ServiceUnavailable
 from proxy.faults import settle
 from proxy.ids import valid_request_id
+from proxy.intercept.askusage import ask_usage
 from proxy.intercept.identify import strip_program
 from proxy.intercept.scrub import strip_engine_fields
 from proxy.intercept.tokens import prompt_tokens
@@ -118,12 +119,10 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
     # An unknown model fails here, before the call is recorded; the gate chooses the engine.
     state.pool.check(wire.model)
     drop_usage = False
+    sent = raw if body is parsed else None  # the bytes of ``body``, if the proxy has them
     if wire.stream and not (wire.stream_options and wire.stream_options.include_usage):
         # The proxy needs usage for every call; it asks for it and hides the extra chunk.
-        body = {
-            **body,
-            "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
-        }
+        body, sent = ask_usage(body, sent)
         drop_usage = True
     program, call, priority = scheduler.arrive(
         identity, prompt_tokens=prompt_tokens(body, chat=chat, conversation=conversation)
@@ -138,7 +137,7 @@ async def generation(request: web.Request, *, chat: bool) -> web.StreamResponse:
         request=request, state=state, route=route_label(request), chat=chat, stream=wire.stream,
         model=wire.model, body=body, identity=identity, program=program, call=call,
         request_id=state.upstream_ids.next(), headers=headers, drop_usage=drop_usage, arrived=arrived,
-        raw=raw if body is parsed else None,
+        raw=sent,
     )  # fmt: skip
     return await serve_call(ctx)
 

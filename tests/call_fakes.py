@@ -28,6 +28,7 @@ from proxy.kvhints.balancers import AutellixBalancer
 from proxy.kvhints.pool import EnginePool, EngineState
 from proxy.kvhints.router import Router
 from proxy.metrics import Metrics
+from proxy.policies.base import Priority
 from proxy.records import Call, Program
 from proxy.resume import Continuation
 from proxy.state import ProxyState
@@ -61,6 +62,7 @@ class FakeBackend:
 class FakeScheduler:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
+        self.priority: Priority | None = None  # what ``served`` answers (None: not asked)
 
     def started(self, call: Call, engine: str) -> None:
         self.events.append(("started", engine))
@@ -68,8 +70,8 @@ class FakeScheduler:
     def preempted(self, call: Call) -> None:
         self.events.append(("preempted",))
 
-    def served(self, call: Call, tokens: int) -> None:
-        return None
+    def served(self, call: Call, tokens: int) -> Priority | None:
+        return self.priority
 
     def finish(self, call: Call, identity: Identity, **outcome: Any) -> None:
         self.events.append(("finish", outcome))
@@ -101,6 +103,10 @@ class FakeGate:
     def program_changed(self, program: Program) -> None:
         self.log.append(f"program_changed {program.id}")
 
+    def reprioritized(self, ticket: Ticket, priority: Priority) -> None:
+        self.log.append(f"reprioritized {priority.level}")
+        ticket.priority = priority
+
 
 class FakeSession:
     """Answers each engine's URL as scripted: an upstream, or the error connecting raises."""
@@ -116,13 +122,6 @@ class FakeSession:
         if isinstance(answer, OSError):
             raise aiohttp.ClientConnectorError(Mock(host=name, port=80, ssl=None), answer)
         return answer
-
-
-class NoChoicePool(EnginePool):
-    """The call path must leave the engine choice to the gate."""
-
-    def choose(self, model: str | None) -> EngineState:
-        raise AssertionError("serving a call must not choose an engine itself")
 
 
 @dataclass
@@ -188,7 +187,7 @@ def make_ctx(
     session: FakeSession | None = None,
     stream: bool = False,
 ) -> CallContext:
-    pool = NoChoicePool()
+    pool = EnginePool()  # it has no way to choose an engine: the gate chooses
     for engine in engines:
         pool.engines[engine.name] = engine
     state = ProxyState(

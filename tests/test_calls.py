@@ -13,6 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from proxy.backends.openai import OpenAIBackend
+from proxy.backends.vllm import VLLMBackend
 from proxy.calls import (
     MAX_CONNECT_TRIES,
     Attempts,
@@ -23,13 +25,20 @@ from proxy.calls import (
     may_fail_over,
     observe,
     relay_answer,
+    report_service,
     resume_later,
     serve_call,
 )
+from proxy.config import EngineConfig
 from proxy.errors import BadGateway, ServiceUnavailable
 from proxy.gate import Ticket
 from proxy.intercept.usage import Usage
+from proxy.kvhints.balancers import AutellixBalancer
+from proxy.kvhints.index import PrefixIndex
+from proxy.kvhints.pool import EngineState
+from proxy.kvhints.router import Router
 from proxy.metrics import Metrics
+from proxy.policies.base import Priority
 from proxy.records import Call, Program
 from proxy.resume import Continuation
 from tests.call_fakes import (
@@ -309,3 +318,66 @@ async def test_serve_call_lets_an_error_before_any_byte_reach_the_error_edge() -
     assert kind == "finish"
     assert outcome["ok"] is False
     assert outcome["preemptions"] == 0
+
+
+class BlocksGate(FakeGate):
+    """Records the prompt blocks each ticket carries to the gate (what the router sees)."""
+
+    def __init__(self, *engines: EngineState) -> None:
+        super().__init__(*engines)
+        self.router = Router(AutellixBalancer(), index=PrefixIndex())
+        self.blocks: list[tuple[int, ...]] = []
+
+    async def acquire(self, ticket: Ticket) -> EngineState:
+        self.blocks.append(ticket.blocks)
+        return await super().acquire(ticket)
+
+
+LONG_PROMPT = {"model": "m", "messages": [{"role": "user", "content": "tell me more " * 40}]}
+
+
+async def test_the_prompt_is_hashed_into_blocks_only_where_an_engine_is_to_be_chosen() -> None:
+    e1, e2 = engine("e1"), engine("e2")
+    several = BlocksGate(e1, e2)
+    ctx = make_ctx(e1, e2, gate=several, session=FakeSession(e1=FakeUpstream()))
+    ctx.body = dict(LONG_PROMPT)
+    await serve_call(ctx)
+    assert several.blocks[0]  # two engines: the router chooses by the blocks each holds
+
+    alone = engine("e1")
+    one = BlocksGate(alone)
+    ctx = make_ctx(alone, gate=one, session=FakeSession(e1=FakeUpstream()))
+    ctx.body = dict(LONG_PROMPT)
+    await serve_call(ctx)
+    assert one.blocks == [()]  # one engine, nothing to learn: nothing reads them
+
+
+async def test_hints_reach_a_dialect_that_reads_them_and_the_generic_one_sends_the_bytes() -> None:
+    config = EngineConfig(name="v", url="http://v", kind="vllm", models=["m"], priority=True)
+    vllm = EngineState(VLLMBackend(config), models=frozenset({"m"}))
+    session = FakeSession(v=FakeUpstream())
+    ctx = make_ctx(vllm, session=session)
+    ctx.call.level = 3
+    await connect(ctx, vllm, Attempts(body=ctx.body))
+    assert "priority" in orjson.loads(session.sent[0]["data"])  # the call's level, as vLLM's
+
+    config = EngineConfig(name="o", url="http://o", kind="openai", models=["m"])
+    generic = EngineState(OpenAIBackend(config), models=frozenset({"m"}))
+    session = FakeSession(o=FakeUpstream())
+    ctx = make_ctx(generic, session=session)
+    ctx.raw = orjson.dumps(ctx.body)
+    await connect(ctx, generic, Attempts(body=ctx.body))
+    assert session.sent[0]["data"] is ctx.raw  # nothing added: the client's bytes go on
+
+
+def test_every_service_the_policy_heard_reaches_the_gate_even_at_the_same_priority() -> None:
+    ctx = make_ctx(engine("e1"), stream=True)
+    gate, scheduler = ctx.state.gate, ctx.state.scheduler
+    ticket = ticket_of(ctx)
+    report_service(ctx, ticket, 3)  # the policy was not asked (its slack): nothing to tell
+    assert gate.log == []  # type: ignore[attr-defined]
+    scheduler.priority = Priority(2)  # type: ignore[attr-defined]
+    report_service(ctx, ticket, 3)
+    # The same priority again: the records behind it moved all the same.
+    report_service(ctx, ticket, 3)
+    assert gate.log == ["reprioritized 2", "reprioritized 2"]  # type: ignore[attr-defined]

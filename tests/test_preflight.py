@@ -52,3 +52,14 @@ def test_settings_line_says_what_runs() -> None:
     for part in ("policy mlfq levels=4", "adaptive=True", "preempt=True",
                  "gpu0 (vllm, http://10.0.0.5:8000, max_inflight=8)", "access log on"):  # fmt: skip
         assert part in line, part
+
+
+def test_settings_line_shows_the_admission_cap() -> None:
+    engine = EngineConfig(name="e", url="http://e", max_inflight=8)
+    fixed = ProxyConfig(gate=GateSettings(cap="fixed", cap_k=6), engines=[engine])
+    assert "cap=fixed cap_k=6" in describe_settings(fixed)
+    # "auto" says what it becomes for the policy, as the gate resolves it.
+    auto = ProxyConfig(policy="srpt", engines=[engine])
+    assert "cap=auto (adaptive for srpt) cap_k=unset" in describe_settings(auto)
+    plas = ProxyConfig(policy="plas", gate=GateSettings(cap_k=12), engines=[engine])
+    assert "cap=auto (off for plas) cap_k=12" in describe_settings(plas)

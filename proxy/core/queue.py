@@ -5,7 +5,9 @@ A ``RankedQueue`` keeps its waiting calls in heaps by ``(priority, seq)``: the p
 of the policy when it queues and again only when something that can change it happens:
 
 - its program's (or tenant's) records changed: a sibling was served or finished, which moves
-  ATLAS's critical path, a program's wait or a tenant floor (``touch``);
+  ATLAS's critical path, a program's wait or a tenant floor (``touch``); with a "tenant"
+  scope, also when a new call of its tenant arrived (``entry``: the tenant's calls in flight
+  count in a tenant floor's in-level key);
 - its anti-starvation deadline passed: the policy says until when a waiting call's rank holds
   (``stable_until``), and those deadlines sit in a heap of their own.
 
@@ -93,6 +95,9 @@ class RankedQueue(Generic[T]):
         self._due: list[_Due[T]] = []
         self._by_program: dict[str, set[Waiting[T]]] = {}
         self._by_tenant: dict[str, set[Waiting[T]]] = {}
+        # Tenants with a call that arrived since their waiting calls were last ranked: they
+        # are ranked again at the next look (``advance``), which always comes with a ``now``.
+        self._arrived: set[str] = set()
         self._seq = 0
         self._size = 0
         self.reranks = 0  # how many times a waiting call was asked its rank again
@@ -100,7 +105,11 @@ class RankedQueue(Generic[T]):
     # -- entries -----------------------------------------------------------------------------
 
     def entry(self, call: Call, program: Program, item: T, *, lane: Hashable = None) -> Waiting[T]:
-        """A new entry, not queued yet; its ``seq`` (FCFS order) is fixed here for good."""
+        """A new entry, not queued yet; its ``seq`` (FCFS order) is fixed here for good. Every
+        mechanism makes it right after the policy's ``on_arrival``, so under a "tenant" scope
+        it also marks the tenant's waiting calls for a re-rank."""
+        if self.scope == "tenant" and program.tenant in self._by_tenant:
+            self._arrived.add(program.tenant)
         self._seq += 1
         return Waiting(call, program, item, self._seq, lane)
 
@@ -198,6 +207,10 @@ class RankedQueue(Generic[T]):
                 # Ranked as of its deadline, not of whenever the caller looks: what a promotion
                 # records then depends on the events alone, not on how often decisions are made.
                 self._rerank(w, at)
+        if self._arrived:
+            arrived, self._arrived = self._arrived, set()
+            for tenant in arrived:
+                self._rerank_group(self._by_tenant.get(tenant), now)
 
     def next_due(self) -> float:
         """The earliest time a waiting call's rank changes by itself (inf if none does)."""
@@ -215,14 +228,10 @@ class RankedQueue(Generic[T]):
         if self.scope == "call" or self.scope == "global":
             return  # nothing to do, or re-ranked before every decision anyway
         self.advance(now)  # deadlines before ``now`` first, each at its own time
-        group = (
-            self._by_tenant.get(program.tenant)
-            if self.scope == "tenant"
-            else self._by_program.get(program.id)
-        )
-        if group:
-            for w in list(group):
-                self._rerank(w, now)
+        if self.scope == "tenant":
+            self._rerank_group(self._by_tenant.get(program.tenant), now)
+        else:
+            self._rerank_group(self._by_program.get(program.id), now)
 
     def rerank(self, w: Waiting[T], now: float) -> None:
         """Ask for one waiting call's rank again (its own records changed)."""
@@ -281,6 +290,11 @@ class RankedQueue(Generic[T]):
             if len(heap) > 2 * self._live[w.lane] + 64:
                 self._rebuild(w.lane)
         self._set_due(w, now)
+
+    def _rerank_group(self, group: set[Waiting[T]] | None, now: float) -> None:
+        if group:
+            for w in list(group):
+                self._rerank(w, now)
 
     def _set_due(self, w: Waiting[T], now: float) -> None:
         if self._stable is None:

@@ -205,10 +205,16 @@ class StreamWatcher:
     def feed(self, data: bytes) -> tuple[bytes, int]:
         event = self._template.event
         if event is not None and not self._buffer and self.rewrite is None:
-            text = between(data, *event)
-            if text is not None:  # one text delta, the usual read: goes on as it came
-                self.reply.content.append(text)
-                return data, self._template.tokens
+            if len(data) < 2 * event[2]:  # no room for two events
+                text = between(data, *event)
+                if text is not None:  # one text delta, the usual read: goes on as it came
+                    self.reply.content.append(text)
+                    return data, self._template.tokens
+            else:
+                texts = self._template.texts(data)
+                if texts is not None:  # text deltas only (several): they go on as they came
+                    self.reply.content.extend(texts)
+                    return data, self._template.tokens * len(texts)
         if not self._crlf and b"\r" in data:
             self._crlf = True
         buf = self._buffer

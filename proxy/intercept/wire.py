@@ -113,7 +113,7 @@ MAX_DEPTH = 128
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Decode a request body that must be a JSON object."""
-    if not raw.strip():
+    if not raw or raw.isspace():  # (not ``strip``: that copies the whole body)
         raise BadRequest("request body is empty; expected a JSON object")
     try:
         body = orjson.loads(raw)

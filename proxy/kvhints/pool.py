@@ -105,11 +105,6 @@ class EnginePool:
             for s in self.engines.values()
         )
 
-    def choose(self, model: str | None) -> EngineState:
-        """The engine for a call to ``model`` (None: any engine): the least busy of
-        ``serving(model)``."""
-        return min(self.serving(model), key=lambda s: (s.inflight, s.load.waiting or 0))
-
     def check(self, model: str | None) -> None:
         """Raise what ``serving`` raises, without building its lists when a healthy engine
         serves ``model`` (once per call)."""

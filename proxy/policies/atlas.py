@@ -50,10 +50,12 @@ class ATLAS(BasePolicy):
         floor = self.config.tenant_floor
         self.floor = TenantFloor(floor) if floor is not None else None
         # A waiting call's rank reads its program's records (its wait; under ATLAS its
-        # siblings' progress). With a tenant floor it also reads the tenant's ledger, which
-        # every token of the tenant's running calls moves: then every waiting call is ranked
-        # again before each decision (O(n); see docs/policies.md).
-        self.rank_scope = "program" if self.floor is None else "global"
+        # siblings' progress). With a tenant floor it also reads its tenant's ledger, which
+        # moves only when a call of the tenant arrives, is served or finishes (the mechanism
+        # reports each: ``RankedQueue.entry`` and ``touch``). Time alone moves it only through
+        # the idle decay, and a tenant with a call waiting is not idle (the call is in flight):
+        # so the scope is the tenant, and ``stable_until`` holds as without a floor.
+        self.rank_scope = "program" if self.floor is None else "tenant"
 
     def _floor(self, program: Program, now: float) -> float:
         return 0.0 if self.floor is None else self.floor.floor(program.tenant, now)

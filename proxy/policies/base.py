@@ -63,7 +63,8 @@ class Policy(Protocol):
     - ``rank_scope``: "call" (a waiting call's rank depends only on the call and time),
       "program" (also on its program's records: siblings' service, ``program.wait``, ...),
       "tenant" (also on other programs of its tenant). The core re-ranks a program's (tenant's)
-      waiting calls when one of its calls is served or finishes.
+      waiting calls when one of its calls is served or finishes, and under "tenant" also when
+      one arrives (a tenant floor's key counts the tenant's calls in flight).
     - ``stable_until(*, call, program, now) -> float``: until when a *waiting* call's rank holds
       if nothing in its scope changes (anti-starvation deadlines; ``math.inf`` if never).
 

@@ -30,6 +30,9 @@ def policies() -> dict[str, Policy]:
         "atlas": ATLAS(ATLASConfig(**LEVELS)),
         "mlfq": MLFQ(LevelsConfig(**LEVELS)),
         "atlas-floor": ATLAS(ATLASConfig(**LEVELS, tenant_floor=TenantFloorConfig(share=0.5))),
+        "plas-fair": PLAS(
+            PLASConfig(**LEVELS, tenant_floor=TenantFloorConfig(share=1.0, fair_key=True))
+        ),
     }
 
 
@@ -157,8 +160,9 @@ def test_a_waiting_call_is_asked_again_only_at_its_deadline() -> None:
 def test_scopes_are_the_policies_own() -> None:
     assert rank_scope(FCFS()) == "call"
     assert rank_scope(PLAS()) == "program"
-    # The floor moves with every token a tenant is served: ranked in full before each decision.
-    assert rank_scope(ATLAS(ATLASConfig(tenant_floor=TenantFloorConfig()))) == "global"
+    # The floor moves with the tenant's own calls only: its waiting calls are ranked again.
+    assert rank_scope(ATLAS(ATLASConfig(tenant_floor=TenantFloorConfig()))) == "tenant"
+    assert rank_scope(PLAS(PLASConfig(tenant_floor=TenantFloorConfig()))) == "tenant"
 
     class PlugIn:  # declares nothing: re-ranked in full before every decision
         name = "plug"

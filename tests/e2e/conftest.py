@@ -6,12 +6,21 @@ import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
+from proxy.serve import serving
 from proxy.server import RunningProxy, running_proxy
 from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.server import create_sim_app
 from tests.e2e.servers import ServerThread
 
 # 100x faster than real time: an answer of a few dozen tokens takes milliseconds.
 FAST_SIM = SimEngineConfig(time_scale=0.01)
+
+
+@pytest.fixture
+async def sim_url() -> AsyncIterator[str]:
+    """A simulated engine of its own (50x real time) for a proxy the test builds."""
+    async with serving(create_sim_app(SimEngineConfig(time_scale=0.02))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

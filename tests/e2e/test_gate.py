@@ -5,101 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from proxy.config import EngineConfig, GateSettings, ProxyConfig
-from proxy.serve import serving
 from proxy.server import running_proxy
-from proxy.sim.engine.config import SimEngineConfig
-from proxy.sim.engine.server import create_sim_app
 from proxy.state import STATE
+from tests.e2e.gated import chat_body, finishing_order, gated_config, stream_text
 
 pytestmark = pytest.mark.e2e
-
-MODEL = "sim-llama-3.1-8b"
-POLICY = "tests.e2e.policies:ProgramNamedLevel"
-
-
-@pytest.fixture
-async def sim_url() -> AsyncIterator[str]:
-    async with serving(create_sim_app(SimEngineConfig(time_scale=0.02))) as url:
-        yield url
-
-
-def _config(sim_url: str, max_inflight: int, **gate: Any) -> ProxyConfig:
-    engine = EngineConfig(name="sim", url=sim_url, kind="sim", max_inflight=max_inflight)
-    return ProxyConfig(port=0, engines=[engine], policy=POLICY, gate=GateSettings(**gate))
-
-
-def _body(content: str, tokens: int, stream: bool) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": tokens,
-        "ignore_eos": True,
-        "stream": stream,
-        "stream_options": {"include_usage": True} if stream else None,
-    }
-
-
-async def _stream_text(resp: aiohttp.ClientResponse) -> tuple[str, dict[str, Any], list[str]]:
-    """The answer text, the usage and the chunk ids of an SSE answer."""
-    text, usage, ids = [], {}, []
-    async for line in resp.content:
-        if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
-            continue
-        chunk = orjson.loads(line[6:])
-        assert "error" not in chunk, chunk
-        ids.append(chunk["id"])
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        for choice in chunk["choices"]:
-            text.append(choice["delta"].get("content") or "")
-    return "".join(text), usage, ids
 
 
 async def _reference(
     http: aiohttp.ClientSession, sim_url: str, body: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     async with http.post(sim_url + "/v1/chat/completions", json=body) as resp:
-        text, usage, _ = await _stream_text(resp)
+        text, usage, _ = await stream_text(resp)
     return text, usage
 
 
 async def test_slots_go_to_the_best_waiting_call(sim_url: str) -> None:
     async with (
-        running_proxy(_config(sim_url, 1, preempt=False)) as proxy,
+        running_proxy(gated_config(sim_url, 1, preempt=False)) as proxy,
         aiohttp.ClientSession() as http,
     ):
-        url = proxy.url + "/v1/chat/completions"
-        finished: list[str] = []
-
-        async def call(program: str, tokens: int) -> None:
-            async with http.post(
-                url, json=_body(program, tokens, False), headers={"X-Program-Id": program}
-            ) as resp:
-                assert resp.status == 200
-                await resp.read()
-            finished.append(program)
-
-        holder = asyncio.create_task(call("lvl0-holder", 150))
-        await asyncio.sleep(0.05)
-        waiters = [
-            asyncio.create_task(call(p, 3)) for p in ("lvl3-a", "lvl1-b", "lvl2-c", "lvl1-d")
-        ]
-        await asyncio.gather(holder, *waiters)
+        finished = await finishing_order(http, proxy.url, ["lvl3-a", "lvl1-b", "lvl2-c", "lvl1-d"])
     assert finished == ["lvl0-holder", "lvl1-b", "lvl1-d", "lvl2-c", "lvl3-a"]
 
 
 async def test_preempted_stream_resumes_as_one_correct_answer(sim_url: str) -> None:
-    config = _config(sim_url, 1, preempt=True, min_quantum_s=0.0, preempt_margin=1)
+    config = gated_config(sim_url, 1, preempt=True, min_quantum_s=0.0, preempt_margin=1)
     async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
-        long_body = _body("a long story please", 300, True)
+        long_body = chat_body("a long story please", 300, True)
         expected_text, expected_usage = await _reference(http, sim_url, long_body)
         url = proxy.url + "/v1/chat/completions"
         async with http.post(
@@ -107,10 +47,10 @@ async def test_preempted_stream_resumes_as_one_correct_answer(sim_url: str) -> N
         ) as long_resp:
             await long_resp.content.readline()  # the long call is running
             short = await http.post(
-                url, json=_body("quick", 4, False), headers={"X-Program-Id": "lvl0-short"}
+                url, json=chat_body("quick", 4, False), headers={"X-Program-Id": "lvl0-short"}
             )
             short_answer = await short.json()
-            text, usage, ids = await _stream_text(long_resp)
+            text, usage, ids = await stream_text(long_resp)
         async with http.get(proxy.url + "/metrics") as m:
             metrics = await m.text()
     assert short_answer["usage"]["completion_tokens"] == 4
@@ -124,10 +64,10 @@ async def test_preempted_stream_resumes_as_one_correct_answer(sim_url: str) -> N
 
 async def test_concurrent_preemptions_lose_and_duplicate_nothing(sim_url: str) -> None:
     rng = random.Random(7)
-    config = _config(sim_url, 2, preempt=True, min_quantum_s=0.0)
+    config = gated_config(sim_url, 2, preempt=True, min_quantum_s=0.0)
     async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
         url = proxy.url + "/v1/chat/completions"
-        bodies = [_body(f"job {i}", rng.randint(20, 120), True) for i in range(12)]
+        bodies = [chat_body(f"job {i}", rng.randint(20, 120), True) for i in range(12)]
         references = [await _reference(http, sim_url, b) for b in bodies]
 
         async def run(i: int) -> tuple[str, dict[str, Any]]:
@@ -135,7 +75,7 @@ async def test_concurrent_preemptions_lose_and_duplicate_nothing(sim_url: str) -
             headers = {"X-Program-Id": f"lvl{rng.randint(0, 4)}-job{i}"}
             async with http.post(url, json=bodies[i], headers=headers) as resp:
                 assert resp.status == 200
-                text, usage, ids = await _stream_text(resp)
+                text, usage, ids = await stream_text(resp)
             assert len(set(ids)) == 1
             return text, usage
 
@@ -153,17 +93,17 @@ async def test_concurrent_preemptions_lose_and_duplicate_nothing(sim_url: str) -
 async def test_a_resumption_that_finds_no_engine_ends_the_stream_with_an_error(
     sim_url: str,
 ) -> None:
-    config = _config(sim_url, 1, preempt=True, min_quantum_s=0.0)
+    config = gated_config(sim_url, 1, preempt=True, min_quantum_s=0.0)
     async with running_proxy(config) as proxy, aiohttp.ClientSession() as http:
         state = proxy.app[STATE]
         url = proxy.url + "/v1/chat/completions"
         async with http.post(
-            url, json=_body("long", 400, True), headers={"X-Program-Id": "lvl3-long"}
+            url, json=chat_body("long", 400, True), headers={"X-Program-Id": "lvl3-long"}
         ) as long_resp:
             await long_resp.content.readline()
             short = asyncio.ensure_future(
                 http.post(
-                    url, json=_body("quick", 40, False), headers={"X-Program-Id": "lvl0-short"}
+                    url, json=chat_body("quick", 40, False), headers={"X-Program-Id": "lvl0-short"}
                 )
             )
             for _ in range(200):  # until the long call waits in the gate, preempted
@@ -183,13 +123,13 @@ async def test_clients_that_all_leave_at_once_leave_every_slot_free(sim_url: str
     """64 clients queue behind a cap of 16 and all disconnect together: the slots they were
     about to get go back, so the next call is served (it used to hang forever)."""
     async with (
-        running_proxy(_config(sim_url, 16, preempt=False)) as proxy,
+        running_proxy(gated_config(sim_url, 16, preempt=False)) as proxy,
         aiohttp.ClientSession() as http,
     ):
         url = proxy.url + "/v1/chat/completions"
 
         async def call(i: int) -> None:
-            async with http.post(url, json=_body(f"leaver {i}", 400, True)) as resp:
+            async with http.post(url, json=chat_body(f"leaver {i}", 400, True)) as resp:
                 await resp.content.read()
 
         leavers = [asyncio.create_task(call(i)) for i in range(64)]
@@ -200,7 +140,7 @@ async def test_clients_that_all_leave_at_once_leave_every_slot_free(sim_url: str
         await asyncio.gather(*leavers, return_exceptions=True)
         await _until(lambda: not gate.queued and not gate.running("sim"))
         async with asyncio.timeout(30):
-            async with http.post(url, json=_body("after", 4, False)) as resp:
+            async with http.post(url, json=chat_body("after", 4, False)) as resp:
                 assert resp.status == 200
                 assert (await resp.json())["usage"]["completion_tokens"] == 4
 

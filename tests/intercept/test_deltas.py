@@ -139,3 +139,51 @@ def test_a_template_is_not_sought_forever() -> None:
     assert not template.ready
     template.learn(b'{"choices":[{"index":0,"delta":{"content":"x"}}]}', chunk, 1)
     assert not template.ready  # its tries were spent on the first events
+
+
+def test_a_read_of_several_whole_text_deltas_is_read_by_template() -> None:
+    learn = [event({"role": "assistant", "content": ""}), event({"content": "a"})]
+    run = [event({"content": t}) for t in [" b", " ünï", " 🙂", " d"]]
+    watcher = StreamWatcher(drop_usage_chunk=True, whole_events=True)
+    for raw in learn:
+        watcher.feed(raw)
+    assert watcher._template.texts(b"".join(run)) == [" b", " ünï", " 🙂", " d"]
+    forward, tokens = watcher.feed(b"".join(run))
+    assert forward == b"".join(run)  # on as it came
+    reply, expected = parsed_reply(learn + run)
+    assert (watcher.reply, tokens + 1) == (reply, expected)
+
+
+def test_a_read_of_text_deltas_with_anything_else_in_it_is_not_read_by_template() -> None:
+    watcher = StreamWatcher(drop_usage_chunk=False, whole_events=True)
+    for raw in [event({"content": "a"}), event({"content": "b"})]:
+        watcher.feed(raw)
+    template = watcher._template
+    deltas = [event({"content": t}) for t in ["c", "d"]]
+    others = [
+        event({"content": ' "quoted"'}),  # text that needs escapes
+        event({"content": "e"}, "stop"),  # a finish reason
+        event({"content": "f"})[:-1],  # an event not yet whole
+        b"data: [DONE]\n\n",
+        b": a comment\n\n",
+    ]
+    for other in others:
+        for read in (deltas[0] + other + deltas[1], deltas[0] + deltas[1] + other):
+            assert template.texts(read) is None
+    bad = event({"content": "gg"}).replace(b"gg", b"\xff\xfe")  # not UTF-8
+    assert template.texts(deltas[0] + bad) is None
+
+
+def test_mixed_reads_give_the_same_result_as_parsing_every_event() -> None:
+    texts = ["a", "b", "c", ' "q"', "d", "e", "f", "\n", "g", "h"]
+    events = [event({"content": t}) for t in texts] + [event({}, "stop"), b"data: [DONE]\n\n"]
+    reads = [events[0], events[1], b"".join(events[2:4]), b"".join(events[4:7])]
+    reads += [b"".join(events[7:9]), b"".join(events[9:])]
+    watcher = StreamWatcher(drop_usage_chunk=False, whole_events=True)
+    out, tokens = [], 0
+    for read in reads:
+        forward, n = watcher.feed(read)
+        out.append(forward)
+        tokens += n
+    assert b"".join(out) == b"".join(events)
+    assert (watcher.reply, tokens) == parsed_reply(events)

@@ -15,6 +15,12 @@ def test_body_must_be_a_json_object(raw: bytes) -> None:
         parse_json_object(raw)
 
 
+@pytest.mark.parametrize("raw", [b"", b" ", b"\r\n\t "])
+def test_a_body_of_nothing_or_whitespace_is_called_empty(raw: bytes) -> None:
+    with pytest.raises(BadRequest, match="empty"):
+        parse_json_object(raw)
+
+
 def test_valid_chat_keeps_vendor_fields() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": 3}
     req = validate(ChatCompletionRequest, body)

@@ -8,7 +8,9 @@ running calls for waiting ones that outrank them, which stock vLLM never does. S
 
 Modules: ``queue`` (pure: the engine's call book, the policy-ordered queue, the preemption
 decision), ``victims`` (the preemption rule), ``inflight`` (what vLLM's async-scheduling counters
-say about a request), ``control`` (the engine's end of the proxy's control channel) and
-``scheduler`` (the vLLM subclass; the only module that imports vLLM). Nothing here is imported
-by the proxy.
+say about a request), ``control`` (the engine's end of the proxy's control channel),
+``scheduler`` (the vLLM subclass) and its two mix-ins, ``preemption`` (the preemption rule
+applied to vLLM's requests) and ``diagnostics`` (warnings, contained failures, the event
+record). Only ``scheduler`` and ``preemption`` import vLLM. Nothing here is imported by the
+proxy.
 """

@@ -21,10 +21,8 @@ turns itself off without them.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import (  # type: ignore[import-not-found, unused-ignore]
@@ -48,38 +46,20 @@ from proxy.backends.vllm_plugin.control import (
     make_policy,
     parse_tags,
 )
-from proxy.backends.vllm_plugin.inflight import last_step_in_flight, must_wait_for_output
+from proxy.backends.vllm_plugin.diagnostics import logger
+from proxy.backends.vllm_plugin.preemption import OutrankPreemption
 from proxy.backends.vllm_plugin.queue import (
     CallBook,
     PolicyQueue,
-    SortKey,
 )
 from proxy.backends.vllm_plugin.retention import KVRetention, retention_from_env, step_blocks
-from proxy.backends.vllm_plugin.victims import choose_victims
 from proxy.core.concurrency import for_policy
 from proxy.policies.levels import Levels
 
-# Under "vllm." so that vLLM's logging configuration sends these lines to the server log.
-logger = logging.getLogger("vllm.autellix.scheduler")
-
-_UNTRACKED_LEVEL = 1 << 30  # a request the book does not know queues last, by arrival
-_DONE: SortKey = (1 << 31, 0.0, "", 0)  # below every call: a slot about to free itself
 _OK = frozenset({"FINISHED_STOPPED", "FINISHED_LENGTH_CAPPED"})
 
 
-class _Keys(dict[str, SortKey]):
-    """Sort keys computed when first asked for: the victim walk reads few waiting calls."""
-
-    def __init__(self, known: dict[str, SortKey], key: Callable[[str], SortKey]) -> None:
-        super().__init__(known)
-        self._key = key
-
-    def __missing__(self, request_id: str) -> SortKey:
-        value = self[request_id] = self._key(request_id)
-        return value
-
-
-class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
+class AutellixScheduler(OutrankPreemption, Scheduler):  # type: ignore[misc, unused-ignore]
     """vLLM's synchronous scheduler (the one vLLM forces on CPU) with Autellix ordering,
     demotion and preemption. ``AutellixAsyncScheduler`` below is the GPU variant."""
 
@@ -116,46 +96,6 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
             *(policy.name, settings.levels, settings.cost, settings.min_quantum_tokens),
             *(settings.preempt, settings.control_addr, cap, retention),
         )
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _warn_once(self, kind: str, message: str, *args: object) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            logger.warning("Autellix: " + message + " (logged once)", *args)
-
-    def _guard(self, where: str) -> None:
-        """Called in an ``except`` block: the plug-in's own failure must not take the engine
-        down with every request in it; vLLM's scheduling goes on, in the last good order."""
-        if where not in self._warned:
-            self._warned.add(where)
-            logger.exception("Autellix: %s failed; continuing (logged once)", where)
-        self._event("plugin_error", where=where)
-
-    def _queue_key(self, request: Any) -> SortKey:
-        key = self.book.sort_key(request.request_id)
-        return key if key is not None else (_UNTRACKED_LEVEL, request.arrival_time, "", 0)
-
-    def _blocks(self, request_id: str) -> int:
-        try:
-            return sum(len(ids) for ids in self.kv_cache_manager.get_block_ids(request_id))
-        except Exception:  # a diagnostic only: never let it break a step
-            return -1
-
-    def _event(self, event: str, request: Any = None, **fields: object) -> None:
-        entry: dict[str, object] = {"t": time.time(), "step": self.current_step, "event": event}
-        if request is not None:
-            entry["req"] = request.request_id
-            tracked = self.book.get(request.request_id)
-            if tracked is not None:
-                entry["call"] = tracked.call.id
-                entry["program"] = tracked.program.id
-                entry["level"] = tracked.rank.level
-                entry["key"] = tracked.rank.key
-                entry["service"] = round(tracked.call.service, 6)
-                entry["tokens"] = tracked.call.completion_tokens
-        entry.update(fields)
-        self.record.add(entry)
 
     # -- vLLM hooks -------------------------------------------------------------------------
 
@@ -254,69 +194,14 @@ class AutellixScheduler(Scheduler):  # type: ignore[misc, unused-ignore]
                 touched = self.book.set_call_level(message.call, message.level, now=now)
                 self._event("control", call=message.call, set_level=message.level, reqs=touched)
 
-    def _preempt_outranked(self, now: float) -> None:
-        quantum = self.autellix_settings.min_quantum_tokens
-        keys: dict[str, SortKey] = {}
-        preemptible: set[str] = set()
-        # Async: a call whose last token is in flight gives its slot to any waiting call (a
-        # free slot in the synchronous scheduler) rather than a running call being preempted.
-        keep_output = not getattr(self, "requires_kv_delivery", False)
-        done = {r.request_id for r in self.running if keep_output and last_step_in_flight(r)}
-        for request in self.running:
-            keys[request.request_id] = (
-                _DONE if request.request_id in done else self._queue_key(request)
-            )
-            served = self.book.served_since_admission(request.request_id, request.num_output_tokens)
-            if request.status == RequestStatus.RUNNING and served is not None and served >= quantum:
-                preemptible.add(request.request_id)
-        preemptible |= done
-        # Walked best first and only as far as the rule needs: no sort of the whole queue.
-        # A call vLLM must skip this step (async: output still in flight from before its
-        # preemption) claims no place, or its victim's slot would go to a worse call.
-        waiting = (r for r in self.waiting.best_ids() if not must_wait_for_output(self.requests[r]))
-        keys = _Keys(keys, lambda rid: self._queue_key(self.requests[rid]))
-        limit: int = self.max_num_active_reqs
-        streaming: int = self.num_waiting_for_streaming_input
-        victims = choose_victims(
-            waiting=waiting,
-            running=[r.request_id for r in self.running],
-            keys=keys,
-            free_slots=limit - len(self.running) - streaming,
-            passed_over=self._passed_over,
-            preemptible=preemptible,
-        )
-        for victim_id, beneficiary in victims:
-            request = self.requests[victim_id]
-            held = self._blocks(victim_id)
-            self.running.remove(request)
-            self._preempt_request(
-                request,
-                time.monotonic(),
-                drop_stale_output=getattr(self, "requires_kv_delivery", False),
-            )
-            # The victim may not be resumed in the same step; if it is, the runner must get
-            # its whole token list again, as for vLLM's own forced preemption.
-            self.prev_step_scheduled_req_ids.discard(victim_id)
-            if victim_id in done:  # it finishes when its last token arrives, never resumes
-                self._event("released", request, beneficiary=beneficiary, blocks_held=held)
-                continue
-            self.book.preempted(victim_id, now=now)
-            self._event(
-                "preempted",
-                request,
-                by="autellix",
-                beneficiary=beneficiary,
-                blocks_held=held,
-                blocks_after=self._blocks(victim_id),
-            )
-
     def _after_step(self, before: list[str], now: float, output: Any = None) -> None:
         self.cap.after_step(getattr(output, "num_scheduled_tokens", None) or {})
         still = {r.request_id for r in self.running}
         for request_id in before:
             request = self.requests.get(request_id)
-            gone = request_id not in still and request is not None
-            if gone and request.status == RequestStatus.PREEMPTED:  # vLLM's own, for KV
+            if request is None or request_id in still:
+                continue
+            if request.status == RequestStatus.PREEMPTED:  # vLLM's own, for KV
                 self.book.preempted(request_id, now=now)
                 self._event("preempted", request, by="vllm")
         was = set(before)
