@@ -211,7 +211,14 @@ class Simulator:
         # (then the running pass hands the budget out in order: best calls first).
         if now >= engine.next_rerank and (len(queue) or engine.full):
             engine.next_rerank = now + self.config.rerank_interval_s
-            queue.rerank(self.policy, now, model.running, self._refresh)
+            served = queue.rerank(self.policy, now, model.running, self._refresh)
+            if served and len(self.engines) > 1:
+                # A served program's (or tenant's) calls may wait on another engine, as at a
+                # finish: their rank can move with this service (a tenant floor).
+                for other in self.engines:
+                    if other is not engine:
+                        for program in served:
+                            other.queue.touch(program, now)
             model.sort_running(queue.sort_key)
             for victim in queue.victims(model, self.config.preempt, now):
                 self._preempt(engine, victim, now)

@@ -122,12 +122,13 @@ class PolicyQueue:
         now: float,
         running: Sequence[EngineRequest],
         refresh: Callable[[Tracked], bool],
-    ) -> None:
+    ) -> list[Program]:
         """The running calls report their service: ``refresh`` updates a running call's
         measurements (service, oracle) and says whether its service grew; the policy then
         hears ``on_service``, otherwise ``priority``. The programs of calls that were served
         have their waiting calls ranked again; other waiting calls keep their rank (the core
-        re-ranks them when their own deadlines pass)."""
+        re-ranks them when their own deadlines pass). Returns the served programs, whose
+        calls may also wait on other engines."""
         tracked = self._tracked
         priority = policy.priority
         on_service = policy.on_service
@@ -145,6 +146,7 @@ class PolicyQueue:
                 t.set_rank(rank)
         for program in served.values():
             self._queue.touch(program, now)
+        return list(served.values())
 
     def victims(self, engine: EngineModel, config: PreemptRule, now: float) -> list[Tracked]:
         """Running calls to preempt now for better waiting ones (module docstring)."""

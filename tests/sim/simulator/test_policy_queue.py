@@ -149,3 +149,24 @@ def test_prefix_cache_keeps_whole_blocks_and_drops_the_least_recent() -> None:
     cache.put(("p", 0), 2)  # under a block: nothing to keep
     assert cache.tokens == 0
     assert len(cache) == 0
+
+
+def test_rerank_returns_the_served_programs_once_each() -> None:
+    # The simulator touches its other engines' queues with them (a sibling or a tenant's
+    # call may wait there), so a served program must come back, and an unserved one must not.
+    queue = PolicyQueue(FCFS())
+    model = engine(queue, max_num_seqs=3, max_num_batched_tokens=16)
+    served_a1 = track(queue, "a1", Priority(0))
+    served_a2 = track(queue, "a2", Priority(0))
+    idle_b = track(queue, "b", Priority(0))
+    served_a2.program = served_a1.program
+    for t in (served_a1, served_a2, idle_b):
+        model.add(t.request, 0.0)
+    model.step(0.0)
+    assert len(model.running) == 3
+
+    def refresh(tracked: Tracked) -> bool:
+        return tracked.request.id != "b"
+
+    programs = queue.rerank(PLAS(), 1.0, model.running, refresh)
+    assert programs == [served_a1.program]
