@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from proxy.backends.registry import make_backend
 from proxy.config import ProxyConfig
-from proxy.core.concurrency import CapConfig, for_policy
+from proxy.core.concurrency import CapConfig, CapMode, for_policy
 from proxy.errors import ConfigError
 from proxy.policies.registry import PolicyRegistry
 
@@ -84,6 +84,17 @@ def _cap(config: ProxyConfig) -> str:
     gate = config.gate
     text = f"cap={gate.cap}"
     if gate.cap == "auto":
+        # Resolved per engine by how it declares its eviction (``EngineConfig.kv_evict``).
         named = SimpleNamespace(name=config.policy)
-        text += f" ({for_policy(CapConfig(mode='auto'), named).mode} for {config.policy})"
+        modes: dict[CapMode, list[str]] = {}
+        for engine in config.engines:
+            retains = engine.kv_evict == "rank"
+            mode = for_policy(CapConfig(mode="auto"), named, retains=retains).mode
+            modes.setdefault(mode, []).append(engine.name)
+        if len(modes) > 1:
+            where = "; ".join(f"{mode} on {', '.join(names)}" for mode, names in modes.items())
+            text += f" ({config.policy}: {where})"
+        else:
+            mode = next(iter(modes), for_policy(CapConfig(mode="auto"), named).mode)
+            text += f" ({mode} for {config.policy})"
     return f"{text} cap_k={gate.cap_k if gate.cap_k is not None else 'unset'}"

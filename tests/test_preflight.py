@@ -63,3 +63,9 @@ def test_settings_line_shows_the_admission_cap() -> None:
     assert "cap=auto (adaptive for srpt) cap_k=unset" in describe_settings(auto)
     plas = ProxyConfig(policy="plas", gate=GateSettings(cap_k=12), engines=[engine])
     assert "cap=auto (off for plas) cap_k=12" in describe_settings(plas)
+    # An engine that evicts by rank (the plug-in with retention) gets the cap under plas.
+    ranked = EngineConfig(name="r", url="http://r", kv_evict="rank")
+    mixed = ProxyConfig(policy="plas", engines=[engine, ranked])
+    assert "cap=auto (plas: off on e; adaptive on r)" in describe_settings(mixed)
+    only_ranked = ProxyConfig(policy="plas", engines=[ranked])
+    assert "cap=auto (adaptive for plas)" in describe_settings(only_ranked)
