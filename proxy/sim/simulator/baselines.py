@@ -63,8 +63,6 @@ def _vllm06_step_overhead() -> float:
 
 VLLM06_STEP_OVERHEAD_S = _vllm06_step_overhead()
 
-SRPT_CAP_CANDIDATES = (16, 24, 32, 40, 48, 64)
-"""The fixed caps the ``srpt-capped`` sweep tries (``--policies srpt-k16,srpt-k24,...``)."""
 SRPT_CAPPED_K = {"chatbot": 48, "react": 32, "lats": 24, "mixed": 16}
 """The cap ``srpt-capped`` runs per workload: the k of 16, 24, 32, 40 and 48 that sustained the
 highest rate at the headline target in the sweep of ``srpt-k<k>`` curves (2 seeds, resent
