@@ -40,11 +40,21 @@ STOP_TIMEOUT_S = 30.0
 ENGINE_NICE = 19  # the engine busy-waits on 2 cores; the API server must keep up with it
 
 
+NO_VLLM = "vllm is not installed in this environment (see docs/vllm.md for its venv)"
+
+
+def skip_module_without_vllm() -> None:
+    """Skip the calling test module, at import, where vLLM is not installed: call it before
+    the module's imports that need vLLM."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip(NO_VLLM, allow_module_level=True)
+
+
 def _vllm_missing() -> str | None:
     """Why vLLM cannot be used here, or None. The import runs in a child process: importing
     vLLM loads torch and touches process-wide state the test process has no use for."""
     if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed in this environment (see docs/vllm.md for its venv)"
+        return NO_VLLM
     done = subprocess.run(
         [sys.executable, "-c", "import vllm"], capture_output=True, text=True, check=False
     )

@@ -10,7 +10,6 @@ every step, and the plug-in's record for any failure it swallowed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -21,15 +20,12 @@ import pytest
 
 from proxy.backends.plugin_env import LEGACY_PREFIX, PREFIX, SETTINGS
 from proxy.backends.vllm_plugin.inflight import last_step_in_flight
+from tests.vllm.conftest import skip_module_without_vllm
 from tests.vllm.tinymodel import make_tiny_llama
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip(
-        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
-        allow_module_level=True,
-    )
+skip_module_without_vllm()
 
-from tests.vllm.schedharness import (  # after the skip: it imports vLLM
+from tests.vllm.schedharness import (  # noqa: E402 (after the skip: it imports vLLM)
     VARIANTS,
     Harness,
     RequestStatus,

@@ -9,12 +9,11 @@ The module starts its own server (the session's has two sequences and no cap).""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.vllm.conftest import ServerFailed, VLLMServer, serve
+from tests.vllm.conftest import ServerFailed, VLLMServer, serve, skip_module_without_vllm
 from tests.vllm.test_scheduler import (
     BOTTOM,
     HIGH_SERVICE,
@@ -28,11 +27,7 @@ from tests.vllm.test_scheduler import (
     tag,
 )
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip(
-        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
-        allow_module_level=True,
-    )
+skip_module_without_vllm()
 
 pytestmark = pytest.mark.vllm
 

@@ -5,7 +5,6 @@ the busier one (a simulated engine serving the same model stands beside it)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,13 +19,9 @@ from proxy.server import RunningProxy, running_proxy
 from proxy.sim.engine.config import SimEngineConfig
 from proxy.sim.engine.server import create_sim_app
 from proxy.state import STATE
-from tests.vllm.conftest import VLLMServer
+from tests.vllm.conftest import VLLMServer, skip_module_without_vllm
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip(
-        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
-        allow_module_level=True,
-    )
+skip_module_without_vllm()
 
 pytestmark = pytest.mark.vllm
 

@@ -3,20 +3,14 @@ vLLM adapter, streaming and not, with the plug-in's record showing what the prox
 
 from __future__ import annotations
 
-import importlib.util
-
 import openai
 import pytest
 
 from proxy.config import EngineConfig, ProxyConfig
 from proxy.server import running_proxy
-from tests.vllm.conftest import VLLMServer
+from tests.vllm.conftest import VLLMServer, skip_module_without_vllm
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip(
-        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
-        allow_module_level=True,
-    )
+skip_module_without_vllm()
 
 pytestmark = pytest.mark.vllm
 

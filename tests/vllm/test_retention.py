@@ -8,7 +8,6 @@ served, from the request's prefill stats).
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import warnings
 from collections.abc import Iterator
@@ -21,14 +20,10 @@ import pytest
 from proxy.core.retention import RetentionConfig
 from proxy.sim.engine.holding import HoldingEngine
 from proxy.sim.simulator.prefix_cache import PrefixCache
-from tests.vllm.conftest import VLLMServer, serve
+from tests.vllm.conftest import VLLMServer, serve, skip_module_without_vllm
 from tests.vllm.test_scheduler import complete
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip(
-        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
-        allow_module_level=True,
-    )
+skip_module_without_vllm()
 
 # vLLM's import chain (torch) warns of its own deprecations, which this suite turns into errors.
 with warnings.catch_warnings():
@@ -36,7 +31,7 @@ with warnings.catch_warnings():
     from vllm.v1.core.block_pool import BlockPool
     from vllm.v1.core.kv_cache_utils import BlockHash, make_block_hash_with_group_id
 
-from proxy.backends.vllm_plugin.retention import (
+from proxy.backends.vllm_plugin.retention import (  # noqa: E402 (after the skip: it imports vLLM)
     KVRetention,
     missing_internals,
     retention_from_env,

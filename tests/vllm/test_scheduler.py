@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,13 +20,9 @@ import aiohttp
 import pytest
 
 from proxy.backends.vllm_control import ControlChannel
-from tests.vllm.conftest import VLLMServer
+from tests.vllm.conftest import VLLMServer, skip_module_without_vllm
 
-if importlib.util.find_spec("vllm") is None:
-    pytest.skip(
-        "vllm is not installed in this environment (see docs/vllm.md for its venv)",
-        allow_module_level=True,
-    )
+skip_module_without_vllm()
 
 pytestmark = pytest.mark.vllm
 
