@@ -33,7 +33,7 @@ from proxy.core import lifecycle
 from proxy.core.cost import ServiceCost
 from proxy.kvhints.balancers import Route
 from proxy.policies.base import Policy
-from proxy.records import Call
+from proxy.records import Call, Program
 from proxy.sim.engine.engine import EngineRequest, StepResult
 from proxy.sim.simulator.balancer import Balancer, engine_loads, make_balancer
 from proxy.sim.simulator.bookkeeping import CallRun, EngineSlot, ProgramRun
@@ -211,14 +211,7 @@ class Simulator:
         # (then the running pass hands the budget out in order: best calls first).
         if now >= engine.next_rerank and (len(queue) or engine.full):
             engine.next_rerank = now + self.config.rerank_interval_s
-            served = queue.rerank(self.policy, now, model.running, self._refresh)
-            if served and len(self.engines) > 1:
-                # A served program's (or tenant's) calls may wait on another engine, as at a
-                # finish: their rank can move with this service (a tenant floor).
-                for other in self.engines:
-                    if other is not engine:
-                        for program in served:
-                            other.queue.touch(program, now)
+            self._touch(queue.rerank(self.policy, now, model.running, self._refresh), now)
             model.sort_running(queue.sort_key)
             for victim in queue.victims(model, self.config.preempt, now):
                 self._preempt(engine, victim, now)
@@ -335,6 +328,14 @@ class Simulator:
 
     # -- finishing -------------------------------------------------------------------------
 
+    def _touch(self, programs: Sequence[Program], now: float) -> None:
+        """These programs' records changed (a call served or finished). Their waiting calls,
+        siblings or, under a tenant floor, the tenant's, may wait on any engine: every
+        engine's queue ranks them again."""
+        for slot in self.engines:
+            for program in programs:
+                slot.queue.touch(program, now)
+
     def _finish(self, engine: EngineSlot, request: EngineRequest, now: float) -> None:
         tracked = engine.queue.forget(request.id)
         assert tracked is not None
@@ -343,8 +344,7 @@ class Simulator:
         self._refresh(tracked)
         lifecycle.closed(call, now, ok=True)
         lifecycle.finished(self._on_finish, call, program, now)
-        for slot in self.engines:  # its siblings may wait on any engine
-            slot.queue.touch(program, now)
+        self._touch((program,), now)
         program.completion_tokens += spec.output_tokens
         program.prompt_tokens += spec.prompt_tokens
         first = run.first_token if run.first_token is not None else request.first_token_time
