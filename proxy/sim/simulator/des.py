@@ -211,7 +211,8 @@ class Simulator:
         # (then the running pass hands the budget out in order: best calls first).
         if now >= engine.next_rerank and (len(queue) or engine.full):
             engine.next_rerank = now + self.config.rerank_interval_s
-            self._touch(queue.rerank(self.policy, now, model.running, self._refresh), now)
+            served = queue.rerank(self.policy, now, model.running, self._refresh)
+            self._touch(served, now, ranked=engine)
             model.sort_running(queue.sort_key)
             for victim in queue.victims(model, self.config.preempt, now):
                 self._preempt(engine, victim, now)
@@ -328,13 +329,16 @@ class Simulator:
 
     # -- finishing -------------------------------------------------------------------------
 
-    def _touch(self, programs: Sequence[Program], now: float) -> None:
+    def _touch(
+        self, programs: Sequence[Program], now: float, *, ranked: EngineSlot | None = None
+    ) -> None:
         """These programs' records changed (a call served or finished). Their waiting calls,
         siblings or, under a tenant floor, the tenant's, may wait on any engine: every
-        engine's queue ranks them again."""
+        engine's queue ranks them again (but ``ranked``'s, which did so already)."""
         for slot in self.engines:
-            for program in programs:
-                slot.queue.touch(program, now)
+            if slot is not ranked:
+                for program in programs:
+                    slot.queue.touch(program, now)
 
     def _finish(self, engine: EngineSlot, request: EngineRequest, now: float) -> None:
         tracked = engine.queue.forget(request.id)

@@ -127,8 +127,8 @@ class PolicyQueue:
         measurements (service, oracle) and says whether its service grew; the policy then
         hears ``on_service``, otherwise ``priority``. The programs of calls that were served
         have their waiting calls ranked again; other waiting calls keep their rank (the core
-        re-ranks them when their own deadlines pass). Returns the served programs: the caller
-        has their waiting calls ranked again, on every engine they may wait on."""
+        re-ranks them when their own deadlines pass). Returns the served programs, whose
+        calls may also wait on other engines."""
         tracked = self._tracked
         priority = policy.priority
         on_service = policy.on_service
@@ -144,6 +144,8 @@ class PolicyQueue:
                 rank = priority(call=t.call, program=t.program, now=now)
             if rank != t.rank:
                 t.set_rank(rank)
+        for program in served.values():
+            self._queue.touch(program, now)
         return list(served.values())
 
     def victims(self, engine: EngineModel, config: PreemptRule, now: float) -> list[Tracked]:
