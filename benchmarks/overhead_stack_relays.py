@@ -54,7 +54,10 @@ class PyreqwestClient:
 
     async def call(self, path: str, body: bytes, on_head: OnHead, on_chunk: OnChunk) -> Whole:
         request = self.client.post(UPSTREAM + path).header("Content-Type", "application/json")
-        async with request.body_bytes(body).build_streamed() as resp:
+        # No read-ahead: by default a streamed request buffers up to 64 KiB of the body before
+        # it returns the head, so a short stream would arrive whole, once it has ended.
+        request = request.body_bytes(body).streamed_read_buffer_limit(0)
+        async with request.build_streamed() as resp:
             ctype = resp.get_header("content-type") or ""
             if not ctype.startswith("text/event-stream"):
                 return resp.status, ctype, bytes(await resp.bytes())
