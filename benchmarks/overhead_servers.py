@@ -6,8 +6,9 @@
 ``stub`` is an OpenAI chat engine that costs next to nothing: a bare asyncio protocol that
 answers every chat call with the same completion, or with a stream of 64 one-token chunks
 spaced ``--interval-ms`` apart (so that each chunk reaches the proxy in a read of its own, as
-an engine's tokens do). It is not the thing measured, so it is written for low CPU, not
-for completeness of HTTP.
+an engine's tokens do). Calls for ``BURST_MODEL`` get their chunks all at once instead, so
+that a read holds several events (as when an engine outpaces the proxy). It is not the thing
+measured, so it is written for low CPU, not for completeness of HTTP.
 
 ``relay`` is the baseline: the naive aiohttp relay a team would write in an afternoon, one
 shared ClientSession, the body passed on as it came and the answer relayed chunk by chunk.
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 MODEL = "stub-model"
+BURST_MODEL = "stub-model-burst"
 STREAM_TOKENS = 64
 
 _CHUNK = {
@@ -72,7 +74,9 @@ WHOLE = orjson.dumps(
         "usage": {"prompt_tokens": 17, "completion_tokens": 8, "total_tokens": 25},
     }
 )
-MODELS = orjson.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+MODELS = orjson.dumps(
+    {"object": "list", "data": [{"id": m, "object": "model"} for m in (MODEL, BURST_MODEL)]}
+)
 
 
 def _head(status: str, ctype: bytes, length: int | None) -> bytes:
@@ -130,8 +134,9 @@ class StubEngine(asyncio.Protocol):
         events.append(DONE_EVENT)
         self.transport.write(_head("200 OK", b"text/event-stream", None))
         loop = asyncio.get_running_loop()
+        interval_s = 0.0 if req.get("model") == BURST_MODEL else self.interval_s
         self.timers = [
-            loop.call_later(i * self.interval_s, self.send, event, i == len(events) - 1)
+            loop.call_later(i * interval_s, self.send, event, i == len(events) - 1)
             for i, event in enumerate(events)
         ]
 

@@ -246,11 +246,17 @@ async def relay_answer(
         run.outcome.upstream_failed = True
         run.response = relay.response
     else:
-        run.response = await relay_whole(
+        response = await relay_whole(
             ctx.request, upstream, ctx.headers, run.outcome, engine=run.engine, expect_json=True
         )
+        run.response = response
         if run.engine is not None:
             settle(run.engine, run.outcome)
+        # Sent now, not when the handler returns: the client has its answer before the
+        # call's bookkeeping (the gate's release, the process table, what identification
+        # learns from the reply), none of which changes it.
+        await response.prepare(ctx.request)
+        await response.write_eof()
     return True
 
 

@@ -310,6 +310,26 @@ async def test_serve_call_fails_over_then_answers_choosing_no_engine_itself() ->
     assert e2.inflight == 0
 
 
+async def test_a_whole_answer_is_sent_before_the_calls_bookkeeping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctx = make_ctx(engine("e1"), session=FakeSession(e1=FakeUpstream()))
+    log = ctx.state.gate.log  # type: ignore[attr-defined]
+    write_eof = web.Response.write_eof
+
+    async def sending(self: web.Response, data: bytes = b"") -> None:
+        log.append("answer sent")
+        await write_eof(self, data)
+
+    monkeypatch.setattr(web.Response, "write_eof", sending)
+    response = await serve_call(ctx)
+    assert response.status == 200
+    assert response.prepared
+    # The client has its answer before the slot goes back and the program is accounted.
+    assert log == ["acquire e1", "answer sent", "release", "program_changed p1", "forget"]
+    assert ctx.state.scheduler.events[-1][1]["usage"] == (7, 2)  # type: ignore[attr-defined]
+
+
 async def test_serve_call_lets_an_error_before_any_byte_reach_the_error_edge() -> None:
     ctx = make_ctx(engine("e1"), gate=FakeGate(error=ServiceUnavailable("no engine")))
     with pytest.raises(ServiceUnavailable):

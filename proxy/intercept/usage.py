@@ -327,12 +327,12 @@ class StreamWatcher:
             if text is not None:  # the learnt event with other text: nothing else to read
                 self.reply.content.append(text)
                 return None, template.tokens
+        if payload.strip() == b"[DONE]":  # before parsing: the exception orjson raises
+            self.done = True  # for it would cost more than this test does on every event
+            return None, 0
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            if payload.strip() == b"[DONE]":
-                self.done = True
-                return None, 0
             self.garbled = True  # not JSON: the engine is babbling; never forwarded whole
             return b"", 0
         if type(chunk) is not dict:
