@@ -297,7 +297,7 @@ def create_app(config: ProxyConfig) -> web.Application:
         scheduler.clock,
         router=router,
     )
-    metrics.registry.register(router.collector(lambda: list(pool.engines)))
+    metrics.add_collector(router.collector(lambda: list(pool.engines)))
     metrics.gate_waiting.set_function(lambda: gate.queued)
     metrics.programs.set_function(lambda: len(scheduler.table))
     metrics.watch(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,20 @@ def load_yaml(text: str) -> Any:
         raise YamlError(str(exc)) from exc
 
 
+class TomlError(ValueError):
+    """tomllib's error, as ``load_toml`` raises it (its message is tomllib's)."""
+
+
+def load_toml(text: str) -> Any:
+    """``tomllib.loads``, imported when a TOML file is read (about 0.1 MiB resident)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlError(str(exc)) from exc
+
+
 def read_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a plain dict."""
     p = Path(path)
@@ -57,12 +70,12 @@ def read_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
     try:
         if p.suffix == ".toml":
-            data: Any = tomllib.loads(text)
+            data: Any = load_toml(text)
         elif p.suffix == ".json":
             data = json.loads(text)
         else:
             data = load_yaml(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, YamlError) as exc:
+    except (TomlError, json.JSONDecodeError, YamlError) as exc:
         raise ConfigError(
             f"config file {p} is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}"
         ) from exc

@@ -1,21 +1,22 @@
-"""Prometheus metrics of one proxy instance, in a registry of its own (no global state)."""
+"""Prometheus metrics of one proxy instance, in a registry of its own (no global state).
+
+prometheus_client is imported at the first scrape, not before: with what it imports (its
+exposition servers, gzip, mmap) it holds about 1 MiB of a proxy's memory, and the request path
+only updates the plain numbers below. The families are built from them when /metrics is read.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.records import Program
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 # Latencies of LLM calls span milliseconds (a cached short answer) to many minutes.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -76,6 +77,14 @@ class EngineMeters:
         self.completion_tokens = metrics.tokens.labels(engine, "completion")
 
 
+class FamilySource(Protocol):
+    """Metric families read at scrape time: a prometheus_client collector. One with a
+    ``describe`` method is checked for duplicate names by what that returns, one without by
+    what ``collect`` yields."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
 class _Instrument:
     kind = ""
 
@@ -109,6 +118,8 @@ class Counter(_Instrument):
         self._own.value += amount
 
     def families(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
         for values, child in self._children.items():
             family.add_metric(values, child.value)
@@ -126,6 +137,8 @@ class Gauge(Counter):
         self._function = function
 
     def families(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         family = GaugeMetricFamily(self.name, self.doc, labels=self.labelnames)
         if self._function is not None:
             family.add_metric((), float(self._function()))
@@ -157,6 +170,8 @@ class Histogram(_Instrument):
         self._own.observe(amount)
 
     def families(self) -> Iterator[Metric]:
+        from prometheus_client.core import HistogramMetricFamily
+
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for values, child in self._children.items():
             cumulative, buckets = 0, []
@@ -167,7 +182,7 @@ class Histogram(_Instrument):
         yield family
 
 
-class _Collector(Collector):
+class _Instruments:
     def __init__(self, instruments: list[_Instrument]) -> None:
         self.instruments = instruments
 
@@ -261,10 +276,28 @@ class Metrics:
             ["engine"],
         )
         self._engines: dict[str, EngineMeters] = {}
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(
-            _Collector([v for v in vars(self).values() if isinstance(v, _Instrument)])
-        )
+        self._sources: list[FamilySource] = [
+            _Instruments([v for v in vars(self).values() if isinstance(v, _Instrument)])
+        ]
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """prometheus_client's registry of every family source added, built when first read
+        (the first scrape)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=True)
+            for source in self._sources:
+                self._registry.register(source)
+        return self._registry
+
+    def add_collector(self, source: FamilySource) -> None:
+        """Read ``source``'s families at every scrape too."""
+        self._sources.append(source)
+        if self._registry is not None:
+            self._registry.register(source)
 
     def engine(self, name: str) -> EngineMeters:
         meters = self._engines.get(name)
@@ -284,13 +317,15 @@ class Metrics:
     ) -> None:
         """Read, at scrape time, the levels of the calls waiting in the gate and each engine's
         reported load ``(name, running, waiting, kv_usage)``: nothing to keep in step."""
-        self.registry.register(_StateCollector(waiting_levels, engine_load))
+        self.add_collector(_StateCollector(waiting_levels, engine_load))
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
 
-class _StateCollector(Collector):
+class _StateCollector:
     def __init__(
         self,
         waiting_levels: Callable[[], Iterable[int]],
@@ -303,6 +338,8 @@ class _StateCollector(Collector):
         return []  # dynamic label sets: nothing to check at registration
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         waiting = GaugeMetricFamily(
             "autellix_gate_waiting_calls_by_level",
             "Calls waiting in the proxy's gate, by their queue level now.",

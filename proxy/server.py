@@ -4,6 +4,9 @@ the proxy itself. Used by the CLI and by the end-to-end tests, so both start it 
 This is the one module of the live proxy that imports the simulator (``proxy.sim``): it reads
 the ``sim`` settings, starts the embedded engine, and derives the default service weights from
 the simulated engine's cost model. The app, the routes and the request path never import it.
+A proxy in front of real engines with no ``sim`` settings loads the cost model only: the
+settings' model and the engine model it imports (about 0.7 MiB resident) are imported when there
+are settings to check or an engine to embed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -22,7 +26,10 @@ from proxy.configfile import format_validation_error
 from proxy.errors import ConfigError
 from proxy.preflight import check_config
 from proxy.serve import bind, start_app
-from proxy.sim.engine.config import SimEngineConfig
+from proxy.sim.engine.cost import DEFAULT_PRESET, PRESETS
+
+if TYPE_CHECKING:
+    from proxy.sim.engine.config import SimEngineConfig
 
 log = logging.getLogger("autellix")
 
@@ -44,6 +51,8 @@ class RunningProxy:
 def sim_engine_config(config: ProxyConfig) -> SimEngineConfig:
     """The simulated engine's settings (``config.sim``), checked; a bad one is a
     ``ConfigError`` naming its field (``sim.time_scale``)."""
+    from proxy.sim.engine.config import SimEngineConfig
+
     try:
         return SimEngineConfig.model_validate(config.sim)
     except ValidationError as exc:
@@ -54,11 +63,12 @@ def resolve(config: ProxyConfig) -> ProxyConfig:
     """``config`` with what it leaves to the simulated engine filled in: the service weights
     that are unset come from its cost model (docs/identification.md, "Service"). Checks the
     ``sim`` settings whether or not an embedded engine will run."""
-    sim = sim_engine_config(config)
+    # No settings are valid settings, whose cost model is the default preset's.
+    cost = sim_engine_config(config).cost_model() if config.sim else PRESETS[DEFAULT_PRESET]()
     programs = config.programs
     if programs.decode_token_s is not None and programs.prefill_token_s is not None:
         return config
-    prefill, decode = sim.cost_model().service_weights()
+    prefill, decode = cost.service_weights()
     weights = {
         "decode_token_s": programs.decode_token_s or decode,
         "prefill_token_s": programs.prefill_token_s or prefill,

@@ -1,4 +1,7 @@
+from collections.abc import Iterator
+
 import pytest
+from prometheus_client.core import Metric
 
 from proxy.metrics import Metrics
 
@@ -52,3 +55,17 @@ def test_arrivals_are_counted_by_level_and_state_is_read_at_scrape_time() -> Non
     assert 'autellix_engine_requests{engine="e1",state="waiting"} 2.0' in text
     assert 'autellix_engine_kv_usage{engine="e1"} 0.5' in text
     assert 'engine="e2"' not in text  # an engine that reports nothing has no series
+
+
+class _OneGauge:
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("extra_gauge", "A source added after the first scrape.", value=3)
+
+
+def test_a_source_added_after_the_first_scrape_is_scraped_too() -> None:
+    metrics = Metrics()
+    assert "extra_gauge" not in metrics.render().decode()
+    metrics.add_collector(_OneGauge())
+    assert "extra_gauge 3.0" in metrics.render().decode()

@@ -3,6 +3,9 @@ derives from the simulated engine's cost model."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from proxy.app import create_app
@@ -23,6 +26,9 @@ def test_unset_weights_come_from_the_configured_cost_model() -> None:
     assert (a100.prefill_token_s, a100.decode_token_s) == PRESETS[
         "llama31-8b-a100"
     ]().service_weights()
+    # No sim settings: the weights of the settings' defaults, read without checking them.
+    default = SimEngineConfig().cost_model().service_weights()
+    assert (a100.prefill_token_s, a100.decode_token_s) == default
 
 
 def test_weights_that_are_set_are_kept() -> None:
@@ -49,3 +55,37 @@ def test_the_app_refuses_a_config_whose_weights_were_never_resolved() -> None:
     with pytest.raises(ConfigError, match="decode_token_s"):
         create_app(ProxyConfig())
     create_app(resolve(ProxyConfig()))
+
+
+# A proxy in front of a real engine, started as `autellix serve` starts it, and then asked for
+# one call: what it must not have imported (each is memory the proxy does not need).
+_STARTED_PROXY = """
+import asyncio, sys
+from proxy.cli import build_parser, effective_config
+from proxy.server import start_proxy
+
+async def main():
+    args = build_parser().parse_args(
+        ["serve", "--port", "0", "--engine", "e=http://127.0.0.1:9", "--log-level", "error"]
+    )
+    proxy = await start_proxy(effective_config(args))
+    await proxy.stop()
+
+asyncio.run(main())
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_a_proxy_in_front_of_real_engines_leaves_unused_parts_unimported() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _STARTED_PROXY], capture_output=True, text=True, check=True
+    )
+    loaded = set(out.stdout.split())
+    assert "proxy.app" in loaded  # the proxy did start
+    unused = {
+        "prometheus_client",  # until /metrics is scraped
+        "proxy.sim.engine.config",  # no sim settings to check
+        "proxy.sim.engine.engine",
+        "tomllib",  # no TOML file to read
+    }
+    assert loaded & unused == set()

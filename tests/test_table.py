@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -183,6 +184,19 @@ def test_end_releases_after_the_last_active_call() -> None:
     fresh, _ = table.begin("p", now=4.0)
     assert fresh is not program
     assert fresh.calls == 1
+
+
+def test_an_idle_program_holds_an_empty_dict_of_active_calls_at_its_smallest() -> None:
+    table = make()
+    program, first = table.begin("p", now=0.0)
+    _, second = table.begin("p", now=0.5)
+    table.finish(first, 1.0)
+    assert list(program.active) == [second.id]  # still busy: the same calls, still there
+    table.finish(second, 2.0)
+    assert program.active == {}
+    assert sys.getsizeof(program.active) == sys.getsizeof({})
+    _, third = table.begin("p", now=3.0)  # and it takes calls again
+    assert list(program.active) == [third.id]
 
 
 def test_collect_idle_programs_after_ttl() -> None:

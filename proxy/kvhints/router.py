@@ -11,16 +11,16 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any
 
 from proxy.kvhints.balancers.base import Balancer, Decision, Route, least_loaded
 from proxy.kvhints.blocks import prompt_blocks
 from proxy.kvhints.hashmap import HashMap
 from proxy.kvhints.index import PrefixIndex
 from proxy.kvhints.load import EngineLoad
+
+if TYPE_CHECKING:  # prometheus_client is imported at the first scrape only (proxy.metrics)
+    from prometheus_client.core import CounterMetricFamily, Metric
 
 log = logging.getLogger("autellix.routing")
 
@@ -122,11 +122,11 @@ class Router:
         else:
             self.learning[(engine, "short")] += 1
 
-    def collector(self, engines: Callable[[], Iterable[str]]) -> Collector:
+    def collector(self, engines: Callable[[], Iterable[str]]) -> _RoutingCollector:
         return _RoutingCollector(self, engines)
 
 
-class _RoutingCollector(Collector):
+class _RoutingCollector:
     def __init__(self, router: Router, engines: Callable[[], Iterable[str]]) -> None:
         self._router = router
         self._engines = engines
@@ -135,6 +135,8 @@ class _RoutingCollector(Collector):
         return []  # dynamic label sets
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         router = self._router
         yield _counters(
             "autellix_balancer_decisions",
@@ -196,6 +198,8 @@ def _counters(
     name: str, doc: str, labels: list[str], counts: Mapping[tuple[str, str], int]
 ) -> CounterMetricFamily:
     """One counter family with a sample per label pair, in sorted order."""
+    from prometheus_client.core import CounterMetricFamily
+
     family = CounterMetricFamily(name, doc, labels=labels)
     for pair, n in sorted(counts.items()):
         family.add_metric(list(pair), n)

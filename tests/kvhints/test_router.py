@@ -68,7 +68,7 @@ def test_metrics_show_decisions_moves_and_the_index() -> None:
     router.pick(loads("a"), program="p", prompt_tokens=4000, affinity="b", blocks=(1, 9), now=0)
     router.events[("a", "BlockStored")] += 1
     metrics = Metrics()
-    metrics.registry.register(router.collector(lambda: ["a", "b"]))
+    metrics.add_collector(router.collector(lambda: ["a", "b"]))
     text = metrics.render().decode()
     assert 'autellix_balancer_decisions_total{balancer="autellix",reason="unavailable"} 1.0' in text
     assert 'autellix_affinity_moves_total{engine="b",why="unhealthy"} 1.0' in text

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from proxy.sim.engine.cost import PRESETS, CostModel
+from proxy.sim.engine.cost import DEFAULT_PRESET, PRESETS, CostModel
 from proxy.sim.engine.engine import BLOCK_SIZE, DEFAULT_KV_CAPACITY_TOKENS, EngineModel
 from proxy.sim.engine.queues import make_queue
 
@@ -48,7 +48,7 @@ class SimEngineConfig(BaseModel):
         "The first one labels the metrics.",
     )
     cost_preset: CostPreset = Field(
-        default="llama31-8b-a100", description="Step-time coefficients: the GPU it imitates."
+        default=DEFAULT_PRESET, description="Step-time coefficients: the GPU it imitates."
     )
     cost_overrides: CostOverrides = Field(
         default_factory=CostOverrides, description="Coefficients that replace the preset's."

@@ -17,6 +17,7 @@ derived in ``docs/sim-engine.md``; every figure used is repeated next to the con
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 # Llama-3.1-8B (Meta model card and config.json): 8.03e9 parameters, 32 layers, 32 query heads
 # and 8 KV heads of 128 dims (hidden 4096), bf16 weights and KV.
@@ -157,3 +158,5 @@ PRESETS = {
     "llama31-8b-h100": CostModel.llama31_8b_h100,
 }
 """Cost models by the preset names that ``SimEngineConfig.cost_preset`` accepts."""
+DEFAULT_PRESET: Final = "llama31-8b-a100"
+"""``SimEngineConfig.cost_preset``'s default."""
