@@ -57,8 +57,8 @@ def test_the_app_refuses_a_config_whose_weights_were_never_resolved() -> None:
     create_app(resolve(ProxyConfig()))
 
 
-# A proxy in front of a real engine, started as `autellix serve` starts it, and then asked for
-# one call: what it must not have imported (each is memory the proxy does not need).
+# A proxy in front of a real engine, started and stopped as `autellix serve` does it: what it
+# must not have imported (each is memory the proxy does not need).
 _STARTED_PROXY = """
 import asyncio, sys
 from proxy.cli import build_parser, effective_config
