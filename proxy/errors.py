@@ -88,5 +88,13 @@ class GatewayTimeout(ProxyError):
     type = "upstream_timeout"
 
 
+class ClientClosedRequest(ProxyError):
+    """The client went away before its answer was written (nginx's 499): an answer nobody
+    reads, given only where a write found the connection closing."""
+
+    status = 499
+    type = "client_closed_request"
+
+
 class ConfigError(Exception):
     """Bad configuration or plug-in; raised at start-up, never while serving."""

@@ -26,7 +26,13 @@ from proxy.accesslog import request_done
 from proxy.auth import OPEN_PATHS, PRINCIPAL, KeyTable, authenticate
 from proxy.drain import Drain
 from proxy.edge import check_headers, decode_body
-from proxy.errors import NotFound, PayloadTooLarge, ProxyError, ServiceUnavailable
+from proxy.errors import (
+    ClientClosedRequest,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+    ServiceUnavailable,
+)
 from proxy.metrics import Counter, Metrics
 
 log = logging.getLogger("autellix.http")
@@ -68,6 +74,11 @@ def from_http_exception(exc: web.HTTPException, request: web.Request) -> ProxyEr
         exc.status, "invalid_request_error" if exc.status < 500 else "internal_error"
     )
     return err
+
+
+_CLIENT_GONE = ClientClosedRequest(
+    "the client closed the connection before its answer was written", code="client_closed"
+)
 
 
 def route_label(request: web.Request) -> str:
@@ -112,9 +123,14 @@ def edge_middleware(metrics: Metrics, keys: KeyTable, drain: Drain, body_limit: 
                 if exc.status < 400:
                     raise
                 response = _answer(from_http_exception(exc, request), request, errors, route)
-            except (asyncio.CancelledError, ConnectionResetError):
+            except asyncio.CancelledError:
                 status = 499  # client closed the request (nginx's code): nobody to answer
                 raise
+            except ConnectionResetError:
+                # A write found the client's connection closing before its handler was
+                # cancelled. Nobody reads this answer, and aiohttp drops it quietly; raised on,
+                # the error would be logged as a failure of the handler (and answered 500).
+                response = error_response(_CLIENT_GONE, request)
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 internal = ProxyError(
