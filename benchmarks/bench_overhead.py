@@ -1,21 +1,22 @@
 """What the proxy costs next to a naive relay, in one run, on one core.
 
-    python benchmarks/bench_overhead.py [--runs 3] [--calls 600] [--streams 192]
+    python benchmarks/bench_overhead.py [--runs 3] [--calls 1000] [--streams 256]
 
 A stub engine (``overhead_servers.py stub``) answers every chat call at once, or streams 64
-one-token chunks, either 2 ms apart (each chunk then reaches the proxy in a read of its own, as
-an engine's tokens do) or all at once (a read then holds several events). In front of it, in turn, on the same dedicated core (taskset):
+one-token chunks, either 2 ms apart (each chunk then reaches the proxy in a read of its own,
+as an engine's tokens do) or all at once (a read then holds several events). In front of it,
+in turn, on the same dedicated core (taskset):
 the naive aiohttp relay (one shared ClientSession; ``overhead_servers.py relay``) and the
 proxy (policy PLAS, identification on, one engine whose ``max_inflight`` cap never fills).
 The stub and this load generator share the other core.
 
 Each run measures, for both targets: CPU per non-streamed call at concurrency 1 and 64, CPU
-per streamed call at 64, latency at concurrency 1 (minus the stub's own, measured directly in
-the same run), and the process's peak RSS. CPU is read from ``/proc/<pid>/task/*/schedstat``
-(nanoseconds on CPU, all threads). Per SSE chunk: (CPU of a streamed call - CPU of a
-non-streamed call) / events in the stream, for each kind of stream. Each run measures both targets in turn, in
-``--rounds`` rounds; figures are medians over all rounds, and ratios are taken within each
-round, then the median is taken.
+per streamed call at 64 (each kind of stream), latency at concurrency 1 (minus the stub's own,
+measured directly in the same run), and the process's peak RSS. CPU is read from
+``/proc/<pid>/task/*/schedstat`` (nanoseconds on CPU, all threads). Per SSE chunk: (CPU of a
+streamed call - CPU of a non-streamed call) / events in the stream. Each run measures both
+targets in turn, in ``--rounds`` rounds; figures are medians over all rounds, and ratios are
+taken within each round, then the median is taken.
 
 Identification is timed in this process: the 50th call of an agent conversation (two new
 messages per call: the reply and a tool result), body already parsed, through what the proxy
