@@ -152,29 +152,24 @@ async def measure(
     return (cpu_ns(pid) - before) / calls / 1000, statistics.median(latencies) * 1e6
 
 
-def _serve(port: int, engine: str) -> list[str]:
-    return ["-m", "proxy", "serve", "--port", str(port), "--engine", engine, "--policy", "plas",
-            "--log-level", "warning"]  # fmt: skip
+def serve_args(port: int, stub: str) -> list[str]:
+    """``proxy serve`` on ``port`` in front of the stub engine at ``stub``: policy PLAS, one
+    engine serving both of the stub's models, whose ``max_inflight`` never fills."""
+    engine = {"name": "stub", "url": stub, "kind": "openai", "models": [MODEL, BURST_MODEL],
+              "max_inflight": 100000}  # fmt: skip
+    return ["-m", "proxy", "serve", "--port", str(port), "--engine", orjson.dumps(engine).decode(),
+            "--policy", "plas", "--log-level", "warning"]  # fmt: skip
 
 
 async def one_run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
     stub_port, relay_port, proxy_port, before_port = (free_port() for _ in range(4))
     stub = f"http://127.0.0.1:{stub_port}"
-    engine = orjson.dumps(
-        {
-            "name": "stub",
-            "url": stub,
-            "kind": "openai",
-            "models": [MODEL, BURST_MODEL],
-            "max_inflight": 100000,
-        }
-    ).decode()
     servers = str(HERE / "overhead_servers.py")
     rounds: list[dict[str, dict[str, float]]] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(process(LOAD_CORE, servers, "stub", str(stub_port)))
         relay = stack.enter_context(process(PROXY_CORE, servers, "relay", str(relay_port), stub))
-        proxy = stack.enter_context(process(PROXY_CORE, *_serve(proxy_port, engine)))
+        proxy = stack.enter_context(process(PROXY_CORE, *serve_args(proxy_port, stub)))
         path = "/v1/chat/completions"
         targets = {
             "relay": (f"http://127.0.0.1:{relay_port}{path}", relay.pid),
@@ -182,7 +177,7 @@ async def one_run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]
         }
         if args.before:
             before = stack.enter_context(
-                process(PROXY_CORE, *_serve(before_port, engine), source=args.before)
+                process(PROXY_CORE, *serve_args(before_port, stub), source=args.before)
             )
             targets["before"] = (f"http://127.0.0.1:{before_port}{path}", before.pid)
         async with aiohttp.ClientSession() as session:

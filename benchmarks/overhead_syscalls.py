@@ -20,17 +20,16 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import orjson
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_overhead import (  # noqa: E402
     LOAD_CORE,
     PROXY_CORE,
-    _serve,
     free_port,
     load,
     process,
+    serve_args,
     wait_ready,
 )
 from overhead_servers import BURST_MODEL, MODEL  # noqa: E402
@@ -56,14 +55,12 @@ def io_calls(pid: int) -> tuple[int, int]:
 async def run(calls: int) -> None:
     stub_port, relay_port, proxy_port = free_port(), free_port(), free_port()
     stub = f"http://127.0.0.1:{stub_port}"
-    engine = {"name": "stub", "url": stub, "kind": "openai", "models": [MODEL, BURST_MODEL]}
     servers = str(HERE / "overhead_servers.py")
     path = "/v1/chat/completions"
     with contextlib.ExitStack() as stack:
         stack.enter_context(process(LOAD_CORE, servers, "stub", str(stub_port)))
         relay = stack.enter_context(process(PROXY_CORE, servers, "relay", str(relay_port), stub))
-        engine_flag = orjson.dumps({**engine, "max_inflight": 100000}).decode()
-        proxy = stack.enter_context(process(PROXY_CORE, *_serve(proxy_port, engine_flag)))
+        proxy = stack.enter_context(process(PROXY_CORE, *serve_args(proxy_port, stub)))
         targets = {"relay": (relay_port, relay.pid), "proxy": (proxy_port, proxy.pid)}
         async with aiohttp.ClientSession() as session:
             for port, _ in targets.values():
